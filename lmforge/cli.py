@@ -1,0 +1,342 @@
+"""`lmforge`: one command, one subcommand per stage of the pipeline.
+
+Each subcommand parses its arguments, builds the stage's config and calls the module that
+does the work; the work itself lives in those modules, never here. Heavy imports (torch)
+happen inside the handlers so that `--help` answers at once.
+
+Errors in what the user gave (an `InputError`) are printed as one line naming the file,
+line and field, and the command exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from . import __version__
+from .errors import InputError
+
+DATA_HELP = "a .txt/.jsonl/.parquet file or a folder of them, a saved Hugging Face dataset, or hf:NAME[:CONFIG]"
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def _add_corpus_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", required=required, metavar="PATH", help=f"the corpus: {DATA_HELP}")
+    p.add_argument("--text-field", default="text", metavar="NAME", help="field holding the text in JSONL/Parquet/datasets records (default: text)")
+    p.add_argument(
+        "--sample-by",
+        choices=["document", "line", "paragraph"],
+        default="document",
+        help="how .txt files split into documents: a whole file, each line, or blank-line-separated paragraphs (default: document)",
+    )
+    p.add_argument("--split", default=None, metavar="NAME", help="split of a Hugging Face dataset (default: train)")
+
+
+def _pieces(args):
+    from .data.readers import iter_text_pieces
+
+    return iter_text_pieces(args.data, text_field=args.text_field, sample_by=args.sample_by, split=args.split)
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+def cmd_tokenizer_train(args) -> int:
+    from .io import atomic_output_dir
+    from .tokenizer import TokenizerConfig, token_stats, train_tokenizer
+    from .tracking import progress_enabled
+
+    cfg = TokenizerConfig(kind=args.kind, vocab_size=args.vocab_size, min_frequency=args.min_frequency, max_train_bytes=args.max_train_bytes)
+    cfg.validate()
+    with atomic_output_dir(args.out, args.overwrite) as tmp:
+        tok = train_tokenizer((t for t, _ in _pieces(args)), cfg, show_progress=progress_enabled())
+        tok.save(tmp)
+    print(f"trained a {tok.kind} tokenizer with {tok.vocab_size} tokens -> {args.out}/tokenizer.json")
+    if args.stats:
+        from .tokenizer import Tokenizer
+
+        _print_json(token_stats(Tokenizer.load(args.out), (t for t, _ in _pieces(args))))
+    return 0
+
+
+def cmd_tokenizer_encode(args) -> int:
+    from .data.readers import iter_documents
+    from .tokenizer import Tokenizer
+
+    tok = Tokenizer.load(args.tokenizer)
+    if (args.text is None) == (args.data is None):
+        raise InputError("give exactly one of --text or --data")
+    texts = [args.text] if args.text is not None else iter_documents(args.data, text_field=args.text_field, sample_by=args.sample_by, split=args.split)
+    for text in texts:
+        ids = tok.encode(text)
+        if args.json:
+            print(json.dumps({"ids": ids, "tokens": [tok.id_to_token(i) for i in ids]}, ensure_ascii=False))
+        elif args.tokens:
+            print(" ".join(tok.id_to_token(i) for i in ids))
+        else:
+            print(" ".join(map(str, ids)))
+    return 0
+
+
+def cmd_tokenizer_stats(args) -> int:
+    from .tokenizer import Tokenizer, token_stats
+
+    tok = Tokenizer.load(args.tokenizer)
+    stats = token_stats(tok, (t for t, _ in _pieces(args)))
+    if args.json:
+        _print_json(stats)
+    else:
+        print(f"kind {stats['kind']}, vocabulary {stats['vocab_size']}")
+        print(f"{stats['documents']} texts, {stats['bytes']} bytes, {stats['tokens']} tokens")
+        print(f"bytes per token {stats['bytes_per_token']:.3f}")
+        print(f"vocabulary used {stats['vocab_used']} ({100 * stats['vocab_use']:.1f}%), unknown {100 * stats['unk_rate']:.2f}% of tokens")
+        print("most frequent: " + ", ".join(f"{t['token']!r} {t['count']}" for t in stats["top_tokens"]))
+    return 0
+
+
+# --------------------------------------------------------------------------- data
+
+
+def cmd_data_validate(args) -> int:
+    from pathlib import Path
+
+    from .data.schemas import validate
+    from .data.shards import TokenShards, read_index
+
+    if (Path(args.data) / "index.json").exists():  # a shard folder: check it against its index
+        index = read_index(args.data)
+        report = {}
+        for split in index["splits"]:
+            shards = TokenShards(args.data, split)
+            shards.verify()
+            report[split] = {"tokens": shards.tokens, "shards": len(shards.arrays)}
+        result = {"kind": "shards", "path": args.data, "splits": report, "ok": True}
+    else:
+        schema, n = validate(args.data, args.schema, split=args.split)
+        result = {"kind": "records", "path": args.data, "schema": schema, "records": n, "ok": True}
+    if args.json:
+        _print_json(result)
+    elif result["kind"] == "shards":
+        parts = ", ".join(f"{k}: {v['tokens']} tokens" for k, v in result["splits"].items())
+        print(f"{args.data}: shards ok ({parts})")
+    else:
+        print(f"{args.data}: {result['records']} records, schema {result['schema']}, all valid")
+    return 0
+
+
+def cmd_data_shards(args) -> int:
+    from .data.shards import ShardConfig, write_shards
+    from .tokenizer import Tokenizer
+    from .tracking import progress
+
+    tok = Tokenizer.load(args.tokenizer)
+    cfg = ShardConfig(shard_tokens=args.shard_tokens, val_fraction=args.val_fraction, num_proc=args.num_proc, batch_docs=args.batch_docs)
+    with progress(desc="encoding", unit="B") as bar:
+        index = write_shards(_pieces(args), tok, args.out, cfg, overwrite=args.overwrite, progress=bar.update)
+    for name, s in index["splits"].items():
+        print(f"{name}: {s['documents']} documents, {s['tokens']} tokens in {len(s['shards'])} shard(s)")
+    print(f"-> {args.out}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .config import load_config
+    from .data.prepare import PrepareConfig, run_prepare
+
+    cfg = load_config(PrepareConfig, args.recipe, args.overrides)
+    summary = run_prepare(cfg, args.out, overwrite=args.overwrite)
+    if args.json:
+        _print_json(summary)
+    else:
+        t = summary["tokenizer"]
+        print(f"tokenizer: {t['kind']}, {t['vocab_size']} tokens")
+        for name, s in summary["splits"].items():
+            print(f"{name}: {s['documents']} documents, {s['tokens']} tokens, {s['bytes_per_token']:.2f} bytes/token")
+        print(f"-> {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def cmd_checkpoint_verify(args) -> int:
+    from pathlib import Path
+
+    from .checkpoint import checkpoint_dirs, load_weights, verify_checkpoint
+
+    path = Path(args.path)
+    if not path.is_dir():
+        raise InputError("no such directory", path=path)
+    report = []
+    targets = checkpoint_dirs(path) or [path]
+    bad = None
+    for d in targets:
+        try:
+            if (d / "trainer_state.json").exists():
+                state = verify_checkpoint(d)
+                report.append({"path": str(d), "step": state.get("step"), "ok": True})
+            elif (d / "model.safetensors").exists():
+                load_weights(d / "model.safetensors")
+                report.append({"path": str(d), "ok": True})
+            else:
+                raise InputError("neither a checkpoint nor a model folder (no trainer_state.json or model.safetensors)", path=d)
+        except InputError as e:
+            report.append({"path": str(d), "ok": False, "error": str(e)})
+            bad = bad or e
+    if (path / "model.safetensors").exists() and targets != [path]:
+        try:
+            load_weights(path / "model.safetensors")
+            report.append({"path": str(path), "ok": True})
+        except InputError as e:
+            report.append({"path": str(path), "ok": False, "error": str(e)})
+            bad = bad or e
+    if args.json:
+        _print_json(report)
+    else:
+        for r in report:
+            print(f"{'ok ' if r['ok'] else 'BAD'} {r['path']}" + (f"  step {r['step']}" if r.get("step") is not None else "") + (f"  ({r['error']})" if not r["ok"] else ""))
+    if bad is not None and not any(r["ok"] for r in report):
+        raise bad
+    return 0 if bad is None else 1
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="lmforge",
+        description="Build and align a language model end to end. Each subcommand is one stage of the pipeline.",
+        epilog="Run 'lmforge COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # tokenizer ------------------------------------------------------------
+    tp = sub.add_parser("tokenizer", help="train a tokenizer, encode text, measure a tokenizer", description="Tokenizers: byte-level BPE, character and word level (Hugging Face tokenizers).")
+    tsub = tp.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = tsub.add_parser("train", help="train a tokenizer on a corpus", formatter_class=fmt, description="Train a tokenizer on a corpus and save it as DIR/tokenizer.json.")
+    _add_corpus_args(p)
+    p.add_argument("--kind", choices=["bpe", "char", "word"], default="bpe", help="byte-level BPE, one token per character, or one per word")
+    p.add_argument("--vocab-size", type=int, default=4096, metavar="N", help="vocabulary size, special tokens included")
+    p.add_argument("--min-frequency", type=int, default=2, metavar="N", help="minimum count of a merge (bpe) or a character/word to enter the vocabulary")
+    p.add_argument("--max-train-bytes", type=int, default=None, metavar="N", help="train on the first N bytes of the corpus only")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder for tokenizer.json")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
+    p.add_argument("--stats", action="store_true", help="print the tokenizer's statistics on the corpus as JSON afterwards")
+    p.set_defaults(func=cmd_tokenizer_train)
+
+    p = tsub.add_parser("encode", help="print the token ids of a text", formatter_class=fmt, description="Encode --text, or each document of --data, and print the ids (one line per document).")
+    p.add_argument("--tokenizer", required=True, metavar="PATH", help="tokenizer.json or a folder holding one")
+    p.add_argument("--text", default=None, help="the text to encode")
+    _add_corpus_args(p, required=False)
+    p.add_argument("--tokens", action="store_true", help="print the tokens instead of the ids")
+    p.add_argument("--json", action="store_true", help="print one JSON object per text: ids and tokens")
+    p.set_defaults(func=cmd_tokenizer_encode)
+
+    p = tsub.add_parser("stats", help="bytes per token and vocabulary use on a corpus", formatter_class=fmt, description="Measure a tokenizer on a corpus: bytes per token, share of the vocabulary used, unknown-token rate.")
+    p.add_argument("--tokenizer", required=True, metavar="PATH", help="tokenizer.json or a folder holding one")
+    _add_corpus_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_tokenizer_stats)
+
+    # data -----------------------------------------------------------------
+    dp = sub.add_parser("data", help="validate datasets, encode a corpus into token shards", description="Data: record validation and token shards.")
+    dsub = dp.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = dsub.add_parser(
+        "validate",
+        help="check every record of a dataset against its schema (or a shard folder against its checksums)",
+        formatter_class=fmt,
+        description="Check every record against a schema: text, messages, prompt_completion, preference, unpaired_preference, ranking, evaluation. "
+        "Without --schema, the first record's keys decide. Given a shard folder, checks every shard's checksum instead.",
+    )
+    p.add_argument("--data", required=True, metavar="PATH", help=f"the dataset: {DATA_HELP}; or a shard folder")
+    p.add_argument(
+        "--schema",
+        default=None,
+        choices=["text", "messages", "prompt_completion", "preference", "unpaired_preference", "ranking", "evaluation"],
+        help="the schema every record must follow (default: detected from the first record)",
+    )
+    p.add_argument("--split", default=None, metavar="NAME", help="split of a Hugging Face dataset (default: train)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_data_validate)
+
+    p = dsub.add_parser("shards", help="encode a corpus into token shards", formatter_class=fmt, description="Encode a corpus once into numpy memmap shards, an end-of-text token after each document.")
+    _add_corpus_args(p)
+    p.add_argument("--tokenizer", required=True, metavar="PATH", help="tokenizer.json or a folder holding one")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--val-fraction", type=float, default=0.0, metavar="F", help="share of documents (chosen by hash of their text) held out in a val split")
+    p.add_argument("--shard-tokens", type=int, default=1 << 26, metavar="N", help="tokens per shard file")
+    p.add_argument("--num-proc", type=int, default=1, metavar="N", help="encoding processes (1: this process, which tokenizers already runs on every core)")
+    p.add_argument("--batch-docs", type=int, default=512, metavar="N", help="documents per encoding batch")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
+    p.set_defaults(func=cmd_data_shards)
+
+    # prepare --------------------------------------------------------------
+    p = sub.add_parser(
+        "prepare",
+        help="the data stage: train a tokenizer on a corpus and write its token shards",
+        formatter_class=fmt,
+        description="The data stage of the pipeline: corpus -> tokenizer.json -> shards/. Settings come from the recipe, "
+        "then from KEY=VALUE overrides (dotted keys, e.g. data.path=corpus.txt tokenizer.vocab_size=8192 shards.val_fraction=0.05). "
+        "Keys: data.{path,text_field,sample_by,split}, tokenizer.{kind,vocab_size,min_frequency,max_train_bytes}, tokenizer_path, "
+        "shards.{shard_tokens,val_fraction,num_proc,batch_docs}.",
+    )
+    p.add_argument("recipe", nargs="?", default=None, metavar="RECIPE", help="a YAML recipe (see recipes/)")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_prepare)
+
+    # checkpoint -----------------------------------------------------------
+    cp = sub.add_parser("checkpoint", help="inspect run directories and checkpoints", description="Run directories and checkpoints.")
+    csub = cp.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = csub.add_parser(
+        "verify",
+        help="check checkpoints against their checksums",
+        formatter_class=fmt,
+        description="Check every checkpoint of a run directory (or one checkpoint or model folder) against the checksums in its "
+        "trainer_state.json, and that its safetensors file is complete. Exit 0 if all are good, 1 if some are damaged but one is "
+        "usable, 2 if none is.",
+    )
+    p.add_argument("path", metavar="DIR", help="a run directory, a checkpoint folder or a model folder")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(func=cmd_checkpoint_verify)
+    return parser
+
+
+def _split_recipe(args) -> None:
+    """`lmforge prepare key=value` (no recipe): the first positional is an override, not a file."""
+    recipe = getattr(args, "recipe", None)
+    if recipe is not None and "=" in recipe and not recipe.endswith((".yaml", ".yml")):
+        args.overrides = [recipe, *args.overrides]
+        args.recipe = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _split_recipe(args)
+    prog = " ".join(["lmforge", args.command, getattr(args, "action", "") or ""]).strip()
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"{prog}: warning: {msg}\n"
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # unreadable files, full disks: the system's words, with the file
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

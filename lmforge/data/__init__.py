@@ -1,0 +1,1 @@
+"""Data: readers for users' corpora and datasets, record schemas, token shards and the loader."""

@@ -1,0 +1,378 @@
+"""Token shards: a corpus encoded once into flat arrays on disk, and the loader that reads them.
+
+Writing. Documents are streamed from any reader, encoded in batches (in this process, where
+`tokenizers` already uses every core, or over `num_proc` worker processes), and appended to
+fixed-size shards of uint16 ids (uint32 when the vocabulary needs it), an end-of-text token
+after every document. Batches are written in reading order whatever the number of workers,
+and `index.json` holds no time or path, so the same corpus and tokenizer give
+byte-identical shards. A `val_fraction` of the documents, chosen by a hash of their text
+(not by position), goes to a `val` split. The folder is built aside and renamed into place.
+
+    out/index.json           dtype, vocabulary size, tokenizer fingerprint, per split: shards,
+                             token and document counts, and each shard's sha256
+    out/tokenizer.json       the tokenizer that made them
+    out/train-00000.bin ...  raw ids, np.memmap-able
+    out/val-00000.bin ...
+
+Reading. `TokenShards` memory-maps a split. `BatchLoader` cuts it into windows of
+`seq_len + 1` tokens (inputs and next-token targets), visits them in a seeded random order
+that changes each epoch, and splits every global batch across data-parallel ranks. Its
+position is two integers (epoch, batch); `state_dict()` / `load_state_dict()` save and
+restore it, so a resumed run sees exactly the batches an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, InputError
+from ..io import atomic_output_dir, atomic_write_json, sha256_file
+from ..tokenizer import Tokenizer
+
+FORMAT = "lmforge-shards"
+VERSION = 1
+
+
+@dataclass
+class ShardConfig:
+    """How to turn a corpus into token shards."""
+
+    shard_tokens: int = 1 << 26  # tokens per shard file (64M: 128 MB at uint16)
+    val_fraction: float = 0.0  # share of documents held out for validation
+    num_proc: int = 1  # worker processes for encoding; 1 = this process (tokenizers is multithreaded)
+    batch_docs: int = 512  # documents (or pieces of long ones) per encoding batch
+
+    def validate(self) -> None:
+        if self.shard_tokens < 1:
+            raise ConfigError(f"must be positive, got {self.shard_tokens}", field="shard_tokens")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {self.val_fraction}", field="val_fraction")
+        if self.num_proc < 1:
+            raise ConfigError(f"must be at least 1, got {self.num_proc}", field="num_proc")
+        if self.batch_docs < 1:
+            raise ConfigError(f"must be at least 1, got {self.batch_docs}", field="batch_docs")
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _is_val(text: str, fraction: float) -> bool:
+    if fraction <= 0.0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+    return h / 2**64 < fraction
+
+
+class _SplitWriter:
+    """Appends ids to `<split>-NNNNN.bin` files of at most `shard_tokens` tokens each."""
+
+    def __init__(self, folder: Path, split: str, dtype: np.dtype, shard_tokens: int):
+        self.folder, self.split, self.dtype, self.cap = folder, split, dtype, shard_tokens
+        self.shards: list[dict] = []
+        self.fh = None
+        self.in_shard = 0
+        self.tokens = 0
+        self.documents = 0
+        self.bytes = 0  # UTF-8 bytes of the text these tokens encode (for bits per byte)
+
+    def _open(self) -> None:
+        name = f"{self.split}-{len(self.shards):05d}.bin"
+        self.fh = open(self.folder / name, "wb")
+        self.shards.append({"file": name, "tokens": 0})
+        self.in_shard = 0
+
+    def write(self, ids: np.ndarray) -> None:
+        while len(ids):
+            if self.fh is None or self.in_shard == self.cap:
+                self.close_shard()
+                self._open()
+            take = min(len(ids), self.cap - self.in_shard)
+            self.fh.write(ids[:take].tobytes())
+            self.in_shard += take
+            self.shards[-1]["tokens"] += take
+            self.tokens += take
+            ids = ids[take:]
+
+    def close_shard(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+    def finish(self) -> dict:
+        self.close_shard()
+        for s in self.shards:
+            s["sha256"] = sha256_file(self.folder / s["file"])
+        return {"tokens": self.tokens, "documents": self.documents, "bytes": self.bytes, "shards": self.shards}
+
+
+# Worker processes hold their own copy of the tokenizer, built once by the pool initializer.
+_WORKER_TOKENIZER: Tokenizer | None = None
+
+
+def _worker_init(tokenizer_json: str) -> None:
+    global _WORKER_TOKENIZER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
+    from tokenizers import Tokenizer as HFTokenizer
+
+    _WORKER_TOKENIZER = Tokenizer(HFTokenizer.from_str(tokenizer_json))
+
+
+def _encode_flat(tok: Tokenizer, texts: list[str], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Encode a batch into one flat id array and the length of each text's ids."""
+    ids = tok.encode_batch(texts)
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(lengths.sum()))
+    return flat, lengths
+
+
+def _worker_encode(job: tuple[list[str], str]) -> tuple[np.ndarray, np.ndarray]:
+    texts, dtype = job
+    return _encode_flat(_WORKER_TOKENIZER, texts, np.dtype(dtype))
+
+
+def _batches(pieces: Iterable[tuple[str, bool]], n: int) -> Iterator[tuple[list[str], list[bool]]]:
+    texts, ends = [], []
+    for text, end in pieces:
+        texts.append(text)
+        ends.append(end)
+        if len(texts) == n:
+            yield texts, ends
+            texts, ends = [], []
+    if texts:
+        yield texts, ends
+
+
+def write_shards(
+    pieces: Iterable[tuple[str, bool]],
+    tokenizer: Tokenizer,
+    out: str | os.PathLike,
+    cfg: ShardConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress=None,
+) -> dict:
+    """Encode (text, end_of_document) pieces into shards under `out`; returns the index.
+
+    `progress`, if given, is called with the number of bytes of text handled in each batch.
+    """
+    cfg = cfg or ShardConfig()
+    cfg.validate()
+    dtype = dtype_for(tokenizer.vocab_size)
+    eos = np.array([tokenizer.eos_id], dtype=dtype)
+    with atomic_output_dir(out, overwrite) as tmp:
+        writers = {s: _SplitWriter(tmp, s, dtype, cfg.shard_tokens) for s in ("train", "val")}
+        pool = None
+        batches = _batches(pieces, cfg.batch_docs)
+        try:
+            if cfg.num_proc > 1:
+                pool = mp.get_context("spawn").Pool(cfg.num_proc, _worker_init, (tokenizer.hf.to_str(),))
+                # Pair each batch with its encoding; imap keeps the input order, so the output
+                # does not depend on which worker finished first.
+                held: list = []
+
+                def jobs():
+                    for texts, ends in batches:
+                        held.append((texts, ends))
+                        yield texts, dtype.str
+
+                encoded = pool.imap(_worker_encode, jobs(), chunksize=1)
+                stream = ((held.pop(0), enc) for enc in encoded)
+            else:
+                stream = (((texts, ends), _encode_flat(tokenizer, texts, dtype)) for texts, ends in batches)
+
+            split_of_open_doc = None  # a long document's pieces all go where its first piece went
+            for (texts, ends), (flat, lengths) in stream:
+                start = 0
+                n_bytes = 0
+                for text, end, n in zip(texts, ends, lengths):
+                    if split_of_open_doc is None:
+                        split_of_open_doc = "val" if _is_val(text, cfg.val_fraction) else "train"
+                    w = writers[split_of_open_doc]
+                    w.write(flat[start : start + n])
+                    start += n
+                    b = len(text.encode("utf-8"))
+                    w.bytes += b
+                    n_bytes += b
+                    if end:
+                        w.write(eos)
+                        w.documents += 1
+                        split_of_open_doc = None
+                if progress is not None:
+                    progress(n_bytes)
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            for w in writers.values():
+                w.close_shard()
+        splits = {name: w.finish() for name, w in writers.items() if w.tokens}
+        if not splits:
+            raise InputError("the corpus has no text to encode")
+        index = {
+            "format": FORMAT,
+            "version": VERSION,
+            "dtype": dtype.name,
+            "vocab_size": tokenizer.vocab_size,
+            "eos_id": tokenizer.eos_id,
+            "tokenizer_sha256": tokenizer.sha256,
+            "splits": splits,
+        }
+        tokenizer.save(tmp)
+        atomic_write_json(tmp / "index.json", index)
+    return index
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_index(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / "index.json"
+    if not path.exists():
+        raise InputError("not a shard folder (no index.json); make one with `lmforge data shards`", path=folder)
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"corrupt shard index: {e}", path=path) from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise InputError(f"not an lmforge shard index (format should be {FORMAT!r})", path=path, field="format")
+    return index
+
+
+class TokenShards:
+    """One split of a shard folder, memory-mapped read-only."""
+
+    def __init__(self, folder: str | os.PathLike, split: str = "train"):
+        self.folder = Path(folder)
+        self.index = read_index(folder)
+        if split not in self.index["splits"]:
+            raise InputError(f"shard folder has no '{split}' split (it has: {', '.join(self.index['splits'])})", path=folder, field="split")
+        self.split = split
+        self.dtype = np.dtype(self.index["dtype"])
+        self.arrays: list[np.ndarray] = []
+        for s in self.index["splits"][split]["shards"]:
+            f = self.folder / s["file"]
+            if not f.exists():
+                raise InputError("shard file is missing", path=f)
+            expected = s["tokens"] * self.dtype.itemsize
+            if f.stat().st_size != expected:
+                raise InputError(f"shard is truncated or corrupt: {f.stat().st_size} bytes, expected {expected}", path=f)
+            self.arrays.append(np.memmap(f, dtype=self.dtype, mode="r"))
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(a) for a in self.arrays)
+
+    def verify(self) -> None:
+        """Check every shard against the sha256 in the index (reads everything)."""
+        for s in self.index["splits"][self.split]["shards"]:
+            if sha256_file(self.folder / s["file"]) != s["sha256"]:
+                raise InputError("shard checksum does not match index.json", path=self.folder / s["file"])
+
+
+class BatchLoader:
+    """Seeded, resumable batches of (inputs, targets), each (batch_size, seq_len) int64.
+
+    Windows do not cross shard boundaries (a shard loses at most seq_len tokens). With
+    `world_size` ranks, each global batch of batch_size * world_size windows is split so
+    that rank r takes the r-th slice: together the ranks see what one process with the
+    global batch would see.
+    """
+
+    def __init__(
+        self,
+        shards: TokenShards,
+        batch_size: int,
+        seq_len: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if batch_size < 1 or seq_len < 1:
+            raise ConfigError("batch_size and seq_len must be positive")
+        self.shards, self.batch_size, self.seq_len = shards, batch_size, seq_len
+        self.seed, self.shuffle, self.rank, self.world_size = seed, shuffle, rank, world_size
+        per_shard = np.array([max(0, (len(a) - 1) // seq_len) for a in shards.arrays], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(per_shard)])
+        self.n_windows = int(self._starts[-1])
+        self.batches_per_epoch = self.n_windows // (batch_size * world_size)
+        if self.batches_per_epoch == 0:
+            raise InputError(
+                f"split '{shards.split}' has {shards.tokens} tokens: too few for one batch of "
+                f"{batch_size * world_size} x {seq_len + 1} tokens; lower batch_size or seq_len",
+                path=shards.folder,
+            )
+        self.epoch = 0
+        self.batch = 0
+        self._order_epoch = -1
+        self._order = None
+
+    def _epoch_order(self) -> np.ndarray:
+        if self._order_epoch != self.epoch:
+            if self.shuffle:
+                rng = np.random.default_rng([self.seed, self.epoch])
+                self._order = rng.permutation(self.n_windows)
+            else:
+                self._order = np.arange(self.n_windows)
+            self._order_epoch = self.epoch
+        return self._order
+
+    def _window(self, w: int) -> np.ndarray:
+        s = int(np.searchsorted(self._starts, w, side="right") - 1)
+        off = (w - int(self._starts[s])) * self.seq_len
+        return np.asarray(self.shards.arrays[s][off : off + self.seq_len + 1], dtype=np.int64)
+
+    def __iter__(self) -> "BatchLoader":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        order = self._epoch_order()
+        g = self.batch_size * self.world_size
+        lo = self.batch * g + self.rank * self.batch_size
+        rows = np.stack([self._window(int(w)) for w in order[lo : lo + self.batch_size]])
+        self.batch += 1
+        if self.batch == self.batches_per_epoch:
+            self.epoch, self.batch = self.epoch + 1, 0
+        t = torch.from_numpy(rows)
+        return t[:, :-1], t[:, 1:]
+
+    @property
+    def progress(self) -> float:
+        """Epochs done, as a fraction."""
+        return self.epoch + self.batch / self.batches_per_epoch
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("seed", "batch_size", "seq_len", "world_size"):
+            if state.get(key) != getattr(self, key):
+                raise InputError(
+                    f"saved data position was made with {key}={state.get(key)}, this run has {getattr(self, key)}; "
+                    "resume with the same data settings",
+                    field=f"data.{key}",
+                )
+        if not 0 <= state["batch"] < self.batches_per_epoch:
+            raise InputError(f"saved batch {state['batch']} is outside the epoch ({self.batches_per_epoch} batches)", field="data.batch")
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])

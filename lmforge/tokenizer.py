@@ -1,0 +1,254 @@
+"""Tokenizers: text <-> token ids, through Hugging Face `tokenizers`.
+
+Three kinds, each trained on any corpus lmforge can read:
+  - `bpe`:  byte-level BPE as in GPT-2 (Radford et al. 2019): text is split by GPT-2's
+            pre-tokenization regex, each piece is mapped to bytes, and merges learned on the
+            corpus build the vocabulary up from the 256 bytes. Any string encodes, and
+            decodes back exactly.
+  - `char`: one token per Unicode character seen in training (the most frequent ones, up to
+            the vocabulary size); others become `<|unk|>`.
+  - `word`: one token per word or run of punctuation (`\\w+|[^\\w\\s]+`); decoding joins
+            words with single spaces, so whitespace is not preserved.
+
+Every kind reserves the same special tokens at the same ids, first in the vocabulary:
+padding, beginning and end of text, unknown, and the chat role markers that supervised
+fine-tuning renders conversations with. The tokenizer is saved as a standard
+`tokenizer.json`, which `tokenizers.Tokenizer.from_file` and `transformers` load with
+identical ids. Special-token strings that occur in raw text are read as the special tokens
+(the `tokenizers` default); decoding keeps them, so round trips stay exact.
+
+This module maps text to ids; it does not know about documents, shards or models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Literal
+
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
+
+from .errors import ConfigError, InputError
+from .io import atomic_write_text
+
+# name -> token; the order fixes the ids (0, 1, 2, ...) for every kind of tokenizer.
+SPECIAL_TOKENS: dict[str, str] = {
+    "pad": "<|pad|>",
+    "bos": "<|bos|>",
+    "eos": "<|endoftext|>",
+    "unk": "<|unk|>",
+    "system": "<|system|>",
+    "user": "<|user|>",
+    "assistant": "<|assistant|>",
+    "end_of_turn": "<|end|>",
+}
+
+Kind = Literal["bpe", "char", "word"]
+
+
+@dataclass
+class TokenizerConfig:
+    """How to train a tokenizer."""
+
+    kind: Kind = "bpe"
+    vocab_size: int = 4096  # total, special tokens included
+    min_frequency: int = 2  # a merge (bpe) or a word/char must be seen this often to enter the vocabulary
+    max_train_bytes: int | None = None  # train on the first N bytes of the corpus only (None: all of it)
+
+    def validate(self) -> None:
+        floor = len(SPECIAL_TOKENS) + (256 if self.kind == "bpe" else 1)
+        if self.vocab_size < floor:
+            raise ConfigError(f"must be at least {floor} for a {self.kind} tokenizer, got {self.vocab_size}", field="vocab_size")
+        if self.min_frequency < 1:
+            raise ConfigError(f"must be at least 1, got {self.min_frequency}", field="min_frequency")
+
+
+class Tokenizer:
+    """A trained tokenizer: encode, decode, special ids, save and load."""
+
+    def __init__(self, hf: HFTokenizer):
+        self.hf = hf
+        missing = [t for t in SPECIAL_TOKENS.values() if hf.token_to_id(t) is None]
+        self.specials = {name: hf.token_to_id(tok) for name, tok in SPECIAL_TOKENS.items()}
+        self.missing_specials = missing
+
+    # ------------------------------------------------------------------ loading and saving
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+        """Load `tokenizer.json` (or a directory that holds one)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / "tokenizer.json"
+        if not p.exists():
+            raise InputError("tokenizer not found (expected a tokenizer.json or a directory holding one)", path=p)
+        try:
+            hf = HFTokenizer.from_file(str(p))
+        except Exception as e:  # tokenizers raises a bare Exception on bad JSON
+            raise InputError(f"not a valid tokenizer.json: {e}", path=p) from None
+        return cls(hf)
+
+    def to_json(self) -> str:
+        return self.hf.to_str(pretty=True)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write `directory/tokenizer.json` atomically; returns its path."""
+        out = Path(directory) / "tokenizer.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, self.to_json())
+        return out
+
+    @property
+    def sha256(self) -> str:
+        """A fingerprint of the vocabulary and rules, to tell tokenizers apart."""
+        return hashlib.sha256(self.hf.to_str().encode("utf-8")).hexdigest()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def kind(self) -> str:
+        model = type(self.hf.model).__name__
+        if model == "BPE":
+            return "bpe"
+        return "char" if isinstance(self.hf.decoder, decoders.Fuse) else "word"
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    def special_id(self, name: str) -> int:
+        tid = self.specials.get(name)
+        if tid is None:
+            raise InputError(f"tokenizer has no {SPECIAL_TOKENS.get(name, name)!r} token", field=name)
+        return tid
+
+    @property
+    def pad_id(self) -> int:
+        return self.special_id("pad")
+
+    @property
+    def bos_id(self) -> int:
+        return self.special_id("bos")
+
+    @property
+    def eos_id(self) -> int:
+        return self.special_id("eos")
+
+    @property
+    def unk_id(self) -> int:
+        return self.special_id("unk")
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self.hf.id_to_token(i)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _empty(kind: str) -> HFTokenizer:
+    if kind == "bpe":
+        tok = HFTokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+    elif kind == "char":
+        tok = HFTokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk"]))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        tok.decoder = decoders.Fuse()
+    elif kind == "word":
+        tok = HFTokenizer(models.WordLevel(unk_token=SPECIAL_TOKENS["unk"]))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    else:
+        raise ConfigError(f"unknown tokenizer kind {kind!r}; expected bpe, char or word", field="kind")
+    return tok
+
+
+def _limit_bytes(texts: Iterable[str], max_bytes: int | None) -> Iterator[str]:
+    seen = 0
+    for t in texts:
+        yield t
+        seen += len(t.encode("utf-8"))
+        if max_bytes is not None and seen >= max_bytes:
+            return
+
+
+def _batched(texts: Iterable[str], n: int = 1000) -> Iterator[list[str]]:
+    batch = []
+    for t in texts:
+        batch.append(t)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, *, show_progress: bool = False) -> Tokenizer:
+    """Learn a vocabulary from an iterable of texts (streamed: nothing is held in memory)."""
+    cfg.validate()
+    tok = _empty(cfg.kind)
+    specials = list(SPECIAL_TOKENS.values())
+    texts = _batched(_limit_bytes(texts, cfg.max_train_bytes))
+    if cfg.kind == "bpe":
+        trainer = trainers.BpeTrainer(
+            vocab_size=cfg.vocab_size,
+            min_frequency=cfg.min_frequency,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=show_progress,
+        )
+    else:
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=cfg.vocab_size,
+            min_frequency=cfg.min_frequency,
+            special_tokens=specials,
+            show_progress=show_progress,
+        )
+    tok.train_from_iterator(texts, trainer=trainer)
+    out = Tokenizer(tok)
+    if out.vocab_size <= len(specials):
+        raise InputError("the training corpus has no text to learn a vocabulary from")
+    return out
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def token_stats(tok: Tokenizer, texts: Iterable[str], batch: int = 1000) -> dict:
+    """How a tokenizer does on a corpus: bytes per token, vocabulary use, unknown rate."""
+    counts: Counter[int] = Counter()
+    n_bytes = n_tokens = n_docs = 0
+    for chunk in _batched(texts, batch):
+        for text, ids in zip(chunk, tok.encode_batch(chunk)):
+            n_bytes += len(text.encode("utf-8"))
+            n_tokens += len(ids)
+            counts.update(ids)
+        n_docs += len(chunk)
+    unk = tok.specials.get("unk")
+    top = [{"id": i, "token": tok.id_to_token(i), "count": c} for i, c in counts.most_common(10)]
+    return {
+        "kind": tok.kind,
+        "vocab_size": tok.vocab_size,
+        "documents": n_docs,
+        "bytes": n_bytes,
+        "tokens": n_tokens,
+        "bytes_per_token": n_bytes / n_tokens if n_tokens else 0.0,
+        "vocab_used": len(counts),
+        "vocab_use": len(counts) / tok.vocab_size,
+        "unk_rate": counts.get(unk, 0) / n_tokens if n_tokens else 0.0,
+        "top_tokens": top,
+    }
