@@ -166,8 +166,12 @@ def _coerce(value: Any, tp, key: str, where: dict) -> Any:
     raise TypeError(f"lmforge.config does not know how to check {tp} (key {key})")
 
 
-def from_dict(cls, data: dict, *, prefix: str = "", source: str | None = None, lines: dict | None = None, root=None):
-    """Build config `cls` from a nested dict, checking every key and type."""
+def from_dict(cls, data: dict, *, prefix: str = "", source: str | None = None, lines: dict | None = None, root=None, check: bool = True):
+    """Build config `cls` from a nested dict, checking every key and type.
+
+    With `check`, each section's own `validate()` (cross-field rules) runs too; its errors
+    name the full dotted key.
+    """
     lines = lines or {}
     root = root or cls
     hints = _hints(cls)
@@ -181,13 +185,27 @@ def from_dict(cls, data: dict, *, prefix: str = "", source: str | None = None, l
         tp = hints[key]
         value = _coerce(value, tp, full, where)
         if dataclasses.is_dataclass(tp):
-            value = from_dict(tp, value, prefix=full + ".", source=source, lines=lines, root=root)
+            value = from_dict(tp, value, prefix=full + ".", source=source, lines=lines, root=root, check=check)
         kwargs[key] = value
     cfg = cls(**kwargs)
-    check = getattr(cfg, "validate", None)
-    if callable(check):
-        check()
+    if check:
+        for name in (f.name for f in dataclasses.fields(cls)):  # sections left at their defaults too
+            if name not in kwargs and dataclasses.is_dataclass(hints[name]):
+                _validate(getattr(cfg, name), prefix + name + ".")
+        _validate(cfg, prefix)
     return cfg
+
+
+def _validate(cfg, prefix: str) -> None:
+    check = getattr(cfg, "validate", None)
+    if not callable(check):
+        return
+    try:
+        check()
+    except ConfigError as e:
+        if e.field is not None and prefix and not e.field.startswith(prefix):
+            e.field = prefix + e.field
+        raise
 
 
 def to_dict(cfg) -> dict:
@@ -254,7 +272,7 @@ def load_config(cls, recipe: str | os.PathLike | None = None, overrides: list[st
         data, lines = _read_yaml(recipe)
         source = str(recipe)
         # A mistake in the recipe is reported against the recipe's own line.
-        from_dict(cls, data, source=source, lines=lines)
+        from_dict(cls, data, source=source, lines=lines, check=False)
     for text in overrides:
         apply_override(data, cls, text)
     try:

@@ -1,0 +1,65 @@
+"""Shared test helpers: run the CLI in-process, make small corpora."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from lmforge.cli import main
+
+WORDS = "the a cat dog bird sat ran flew on over under mat hill tree red big small quickly home back and then".split()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_progress(monkeypatch):
+    monkeypatch.setenv("LMFORGE_PROGRESS", "0")
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `lmforge ARGS...` in this process; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's own usage errors
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def make_docs(n: int = 200, seed: int = 0, words: int = 40) -> list[str]:
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        sentences = []
+        for _ in range(rng.randint(1, 4)):
+            s = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, words // 2)))
+            sentences.append(s[0].upper() + s[1:] + rng.choice([".", "!", "?"]))
+        docs.append(" ".join(sentences))
+    return docs
+
+
+@pytest.fixture
+def corpus_jsonl(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in make_docs()), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def corpus_txt(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(make_docs()) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def bpe(corpus_jsonl):
+    from lmforge.tokenizer import TokenizerConfig, train_tokenizer
+
+    return train_tokenizer(make_docs(), TokenizerConfig(kind="bpe", vocab_size=400, min_frequency=1))
