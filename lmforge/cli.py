@@ -130,13 +130,15 @@ def cmd_data_validate(args) -> int:
 
 
 def cmd_data_shards(args) -> int:
+    from .data.readers import text_bytes
     from .data.shards import ShardConfig, write_shards
     from .tokenizer import Tokenizer
     from .tracking import progress
 
     tok = Tokenizer.load(args.tokenizer)
     cfg = ShardConfig(shard_tokens=args.shard_tokens, val_fraction=args.val_fraction, num_proc=args.num_proc, batch_docs=args.batch_docs)
-    with progress(desc="encoding", unit="B") as bar:
+    cfg.validate()
+    with progress(total=text_bytes(args.data), desc="encoding", unit="B") as bar:
         index = write_shards(_pieces(args), tok, args.out, cfg, overwrite=args.overwrite, progress=bar.update)
     for name, s in index["splits"].items():
         print(f"{name}: {s['documents']} documents, {s['tokens']} tokens in {len(s['shards'])} shard(s)")

@@ -140,3 +140,16 @@ def test_corrupt_parquet(tmp_path):
     f.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(InputError, match="not a readable Parquet file"):
         list(iter_documents(f))
+
+
+def test_hf_load_dataset_by_name_streams(tmp_path, monkeypatch):
+    """`hf:NAME` goes through datasets.load_dataset(streaming=True); a local folder stands in for a hub name."""
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    d = tmp_path / "hubdata"
+    d.mkdir()
+    (d / "train.jsonl").write_text('{"text": "from the hub"}\n{"text": "second"}\n')
+    assert list(iter_documents(f"hf:{d}")) == ["from the hub", "second"]
+    with pytest.raises(InputError, match="load_dataset failed"):
+        list(iter_documents(f"hf:{tmp_path / 'no-such-dataset'}"))

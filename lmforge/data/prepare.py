@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..io import atomic_output_dir, atomic_write_json, atomic_write_text
 from ..tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 from ..tracking import progress, progress_enabled
-from .readers import SampleBy, iter_text_pieces
+from .readers import SampleBy, iter_text_pieces, text_bytes
 from .shards import ShardConfig, write_shards
 
 
@@ -61,7 +61,7 @@ def run_prepare(cfg: PrepareConfig, out: str | Path, *, overwrite: bool = False)
         else:
             tok = train_tokenizer(corpus_texts(cfg.data), cfg.tokenizer, show_progress=progress_enabled())
         tok.save(tmp)
-        with progress(desc="encoding", unit="B") as bar:
+        with progress(total=text_bytes(cfg.data.path), desc="encoding", unit="B") as bar:
             index = write_shards(corpus_pieces(cfg.data), tok, tmp / "shards", cfg.shards, progress=bar.update)
         summary = {
             "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size},

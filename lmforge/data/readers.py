@@ -74,6 +74,20 @@ def list_files(path: str | os.PathLike, exts: tuple[str, ...] = SUPPORTED) -> li
     return files
 
 
+def text_bytes(path: str | os.PathLike) -> int | None:
+    """Total size of a plain-text corpus (for a progress bar's ETA); None for records."""
+    spec = str(path)
+    if spec.startswith("hf:") or is_hf_dataset_dir(Path(spec)):
+        return None
+    try:
+        files = list_files(spec)
+    except InputError:
+        return None
+    if any(f.suffix.lower() not in TEXT_EXTS for f in files):
+        return None
+    return sum(f.stat().st_size for f in files)
+
+
 def _check_not_empty(f: Path) -> None:
     if f.stat().st_size == 0:
         raise InputError("file is empty", path=f)

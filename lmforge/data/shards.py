@@ -23,6 +23,7 @@ restore it, so a resumed run sees exactly the batches an uninterrupted run would
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import multiprocessing as mp
@@ -155,6 +156,23 @@ def _batches(pieces: Iterable[tuple[str, bool]], n: int) -> Iterator[tuple[list[
         yield texts, ends
 
 
+def _encode_in_pool(pool, batches, dtype: np.dtype, depth: int):
+    """Encode batches on worker processes, yielding results in input order.
+
+    At most `depth` batches are in flight, so memory stays bounded however large the corpus
+    (Pool.imap would read the whole input ahead of the workers).
+    """
+    pending: collections.deque = collections.deque()
+    for texts, ends in batches:
+        pending.append(((texts, ends), pool.apply_async(_worker_encode, ((texts, dtype.str),))))
+        if len(pending) >= depth:
+            batch, result = pending.popleft()
+            yield batch, result.get()
+    while pending:
+        batch, result = pending.popleft()
+        yield batch, result.get()
+
+
 def write_shards(
     pieces: Iterable[tuple[str, bool]],
     tokenizer: Tokenizer,
@@ -179,17 +197,7 @@ def write_shards(
         try:
             if cfg.num_proc > 1:
                 pool = mp.get_context("spawn").Pool(cfg.num_proc, _worker_init, (tokenizer.hf.to_str(),))
-                # Pair each batch with its encoding; imap keeps the input order, so the output
-                # does not depend on which worker finished first.
-                held: list = []
-
-                def jobs():
-                    for texts, ends in batches:
-                        held.append((texts, ends))
-                        yield texts, dtype.str
-
-                encoded = pool.imap(_worker_encode, jobs(), chunksize=1)
-                stream = ((held.pop(0), enc) for enc in encoded)
+                stream = _encode_in_pool(pool, batches, dtype, depth=2 * cfg.num_proc)
             else:
                 stream = (((texts, ends), _encode_flat(tokenizer, texts, dtype)) for texts, ends in batches)
 
