@@ -87,7 +87,7 @@ NON_ASCII = (
 ONSETS = ["", "b", "br", "c", "ch", "d", "dr", "f", "fl", "g", "gr", "h", "j", "k", "l", "m", "n", "p", "pl",
           "pr", "qu", "r", "s", "sh", "sk", "sl", "st", "t", "th", "tr", "v", "w", "z"]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ee", "io", "ou", "y"]
-CODAS = ["", "", "", "n", "r", "s", "t", "l", "m", "nd", "ng", "nt", "rk", "st", "x"]
+CODAS = ["", "", "", "", "", "n", "r", "s", "t", "l", "m", "nd", "ng", "nt", "rk", "st", "x"]
 
 # (separator, probability): what follows a word that does not end its sentence...
 IN_SENTENCE = [(" ", 0.90), (", ", 0.075), ("; ", 0.008), (": ", 0.007), (" - ", 0.005), (" (", 0.005)]
@@ -100,7 +100,7 @@ def _vocabulary(rng: np.random.Generator, size: int) -> list[str]:
     words = list(dict.fromkeys(COMMON))
     seen = set(words)
     while len(words) < size - len(NON_ASCII):
-        n_syl = int(rng.choice([1, 2, 2, 3, 3, 4]))
+        n_syl = int(rng.choice([1, 2, 2, 2, 3]))
         w = "".join(
             ONSETS[rng.integers(len(ONSETS))] + VOWELS[rng.integers(len(VOWELS))] + CODAS[rng.integers(len(CODAS))]
             for _ in range(n_syl)

@@ -163,6 +163,59 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- world
+
+
+def cmd_world(args) -> int:
+    if args.words[:1] == ["stats"]:
+        if len(args.words) != 2:
+            raise InputError("usage: lmforge world stats DIR")
+        from .world.build import world_stats
+
+        stats = world_stats(args.words[1], agreement_prompts=args.agreement_prompts)
+        if args.json:
+            _print_json(stats)
+        else:
+            _print_world_stats(stats)
+        return 0
+    from .config import load_config
+    from .tracking import progress
+    from .world.build import WorldConfig, build_world
+
+    if args.out is None:
+        raise InputError("--out DIR is required to generate a world (or use: lmforge world stats DIR)")
+    recipe = args.words[0] if args.words and "=" not in args.words[0] else None
+    overrides = args.words[1:] if recipe else list(args.words)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.entities is not None:
+        overrides.append(f"entities={args.entities}")
+    cfg = load_config(WorldConfig, recipe, overrides)
+    with progress(total=5, desc="world", unit="part") as bar:
+        manifest = build_world(cfg, args.out, overwrite=args.overwrite, progress=lambda part: (bar.set_postfix_str(part), bar.update()))
+    if args.json:
+        _print_json(manifest)
+    else:
+        print(", ".join(f"{k} {v}" for k, v in manifest["counts"].items()))
+        print(f"labeler temperature {manifest['labeler_temperature']:.4f} -> {args.out}")
+    return 0
+
+
+def _print_world_stats(s: dict) -> None:
+    plural = {"creature": "creatures", "person": "people", "town": "towns", "product": "products"}
+    print(f"seed {s['seed']}: " + ", ".join(f"{n} {plural.get(k, k)}" for k, n in s["entities"].items()) + f", {s['facts']} facts")
+    p = s["pretrain"]
+    print(f"pretraining corpus: {p['documents']} documents, {p['bytes']} bytes, {p['words']} words, vocabulary {p['vocabulary']} words")
+    print("  genres: " + ", ".join(f"{g} {100 * v:.1f}%" for g, v in p["genres"].items()))
+    print("splits: " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()))
+    for name, c in s["tasks"].items():
+        print(f"  {name} tasks: " + ", ".join(f"{t} {n}" for t, n in c.items()))
+    print("comparisons by K: " + ", ".join(f"K={k}: {n}" for k, n in s["comparisons_k"].items()))
+    a = s["labeler_agreement"]
+    if a["measured"] is not None:
+        print(f"labeler agreement ({a['labelers'][0]} vs {a['labelers'][1]}): measured {a['measured']:.3f}, target {a['target']}")
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -298,6 +351,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_prepare)
+
+    # world ----------------------------------------------------------------
+    p = sub.add_parser(
+        "world",
+        help="generate the built-in world (corpus, tasks, comparisons, held-out prompts), or describe one",
+        formatter_class=fmt,
+        usage="lmforge world --out DIR [--seed N] [--entities N] [RECIPE] [KEY=VALUE ...]\n       lmforge world stats DIR [--json]",
+        description="Generate the built-in world: a small universe with a known truth, its pretraining corpus, SFT demonstrations, "
+        "ranked comparisons, RL prompts and held-out evaluation prompts, all deterministic for a seed. "
+        "'lmforge world stats DIR' describes a generated world and measures its labelers' agreement. "
+        "Config keys (KEY=VALUE): seed, entities, documents, genres.{encyclopedia,story,worksheet,qa,quiz,forum,rumour,review}, "
+        "sft_prompts, sft_val_prompts, rm_prompts, ppo_prompts, eval_prompts, k_min, k_max, labelers, agreement, calibration_prompts.",
+    )
+    p.add_argument("words", nargs="*", metavar="ARGS", help="'stats DIR', or an optional recipe and KEY=VALUE overrides")
+    p.add_argument("--out", default=None, metavar="DIR", help="folder to write the world into")
+    p.add_argument("--seed", type=int, default=None, metavar="N", help="random seed (default 0): same seed, same world, byte for byte")
+    p.add_argument("--entities", type=int, default=None, metavar="N", help="number of entities (default 48)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
+    p.add_argument("--agreement-prompts", type=int, default=1000, metavar="N", help="stats: prompts whose response pairs two labelers judge")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_world)
 
     # checkpoint -----------------------------------------------------------
     cp = sub.add_parser("checkpoint", help="inspect run directories and checkpoints", description="Run directories and checkpoints.")

@@ -74,7 +74,7 @@ def _text_or_messages(record: dict, loc: Location, field: str) -> None:
         check_messages(value, loc, field)
     elif not isinstance(value, str):
         raise loc.error(f"must be a string or a list of messages, got {_kind(value)}", field=field)
-    elif not value.strip() and field != "prompt":
+    elif not value.strip() and field not in ("prompt", "rejected"):  # an empty answer can be the worse one
         raise loc.error("is empty", field=field)
 
 

@@ -1,0 +1,225 @@
+"""`lmforge world`: generate the built-in world and write every split in standard formats.
+
+    DIR/world.json          entities and facts, labelers (with their calibrated temperature), config
+    DIR/pretrain.jsonl      {"text", "genre"}                       the pretraining corpus
+    DIR/sft.jsonl           {"messages", "task", "meta"}            demonstrations (TRL conversational)
+    DIR/sft_val.jsonl       the same, held out for validation loss
+    DIR/comparisons.jsonl   {"prompt", "completions", "ranking", "labeler", "finished", "task", "meta"}
+                            K = 4..9 answers from the synthetic response mixture, ranked best first
+    DIR/pairs.jsonl         {"prompt", "chosen", "rejected"}        the best answer against each other
+    DIR/ppo_prompts.jsonl   {"prompt", "task", "meta"}              prompts for RL
+    DIR/eval.jsonl          {"prompt", "task", "meta"}              held-out prompts: combinations
+                                                                    (entity and attribute, operands,
+                                                                    lists) no training prompt uses
+    DIR/manifest.json       counts, and the sha256 of every file
+
+Prompt counts follow InstructGPT's proportions (SFT ~13k, RM ~33k, PPO ~31k prompts) scaled
+down by ten. Every part draws from its own random stream seeded by (seed, part), so the
+output is byte-identical for a seed, and changing one part's size leaves the others alone.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import to_dict
+from ..errors import ConfigError, InputError
+from ..io import atomic_output_dir, atomic_write_text, sha256_file
+from . import corpus
+from .labelers import Labeler, calibrate_temperature, default_labelers, measure_agreement, mixture_pairs
+from .ontology import World, make_world
+from .responses import sample_responses
+from .tasks import TASK_MIX, sample_example, words
+
+
+@dataclass
+class GenreMix:
+    """Share of each genre in the pretraining corpus (normalised; 0 leaves a genre out)."""
+
+    encyclopedia: float = corpus.GENRE_MIX["encyclopedia"]
+    story: float = corpus.GENRE_MIX["story"]
+    worksheet: float = corpus.GENRE_MIX["worksheet"]
+    qa: float = corpus.GENRE_MIX["qa"]
+    quiz: float = corpus.GENRE_MIX["quiz"]
+    forum: float = corpus.GENRE_MIX["forum"]
+    rumour: float = corpus.GENRE_MIX["rumour"]
+    review: float = corpus.GENRE_MIX["review"]
+
+
+@dataclass
+class WorldConfig:
+    seed: int = 0
+    entities: int = 48  # creatures, people, towns and products together
+    documents: int = 20000  # pretraining documents
+    genres: GenreMix = field(default_factory=GenreMix)
+    sft_prompts: int = 1300
+    sft_val_prompts: int = 100
+    rm_prompts: int = 3300
+    ppo_prompts: int = 3100
+    eval_prompts: int = 500
+    k_min: int = 4  # answers ranked per comparison prompt: K drawn from [k_min, k_max]
+    k_max: int = 9
+    labelers: int = 5
+    agreement: float = 0.73  # target agreement of two labelers, which sets their temperature
+    calibration_prompts: int = 600  # prompts (x 6 pairs) used to calibrate the temperature
+
+    def validate(self) -> None:
+        if self.entities < 12:
+            raise ConfigError(f"must be at least 12, got {self.entities}", field="entities")
+        if not 2 <= self.k_min <= self.k_max:
+            raise ConfigError(f"need 2 <= k_min <= k_max, got {self.k_min}, {self.k_max}", field="k_min")
+        if not 0.5 < self.agreement < 1.0:
+            raise ConfigError(f"must be between 0.5 and 1, got {self.agreement}", field="agreement")
+        if sum(asdict(self.genres).values()) <= 0 or min(asdict(self.genres).values()) < 0:
+            raise ConfigError("genre shares must be non-negative and not all zero", field="genres")
+        for name in ("documents", "sft_prompts", "rm_prompts", "ppo_prompts", "eval_prompts", "labelers", "calibration_prompts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", field=name)
+
+
+def _rng(cfg: WorldConfig, part: str) -> random.Random:
+    return random.Random(f"{cfg.seed}:{part}")
+
+
+def _jsonl(path: Path, records) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False, sort_keys=False) + "\n")
+            n += 1
+    return n
+
+
+def load_world(directory: str | Path) -> tuple[World, list[Labeler], dict]:
+    """The world, its labelers and its config from a world directory."""
+    path = Path(directory) / "world.json"
+    if not path.exists():
+        raise InputError("not a world directory (no world.json); make one with `lmforge world --out DIR`", path=directory)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        world = World.from_json(data)
+        labelers = [Labeler(**d) for d in data["labelers"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"corrupt world file: {e}", path=path) from None
+    return world, labelers, data.get("config", {})
+
+
+def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, progress=None) -> dict:
+    """Generate everything into `out`; returns the manifest."""
+    cfg.validate()
+    tick = progress or (lambda *_: None)
+    world = make_world(cfg.seed, cfg.entities)
+
+    # Labelers: one temperature, calibrated on the synthetic mixture to the target agreement.
+    pairs = mixture_pairs(world, _rng(cfg, "calibration"), cfg.calibration_prompts)
+    temperature = calibrate_temperature(np.array([a - b for a, b, *_ in pairs]), cfg.agreement)
+    labelers = default_labelers(temperature, cfg.labelers)
+    tick("labelers")
+
+    counts = {}
+    with atomic_output_dir(out, overwrite) as tmp:
+        mix = asdict(cfg.genres)
+        rng = _rng(cfg, "pretrain")
+        counts["pretrain"] = _jsonl(tmp / "pretrain.jsonl", ({"text": text, "genre": g} for g, text in corpus.documents(world, rng, cfg.documents, mix)))
+        tick("pretrain")
+
+        def demos(part, n):
+            rng = _rng(cfg, part)
+            for _ in range(n):
+                ex = sample_example(world, rng, split="train")
+                yield {"messages": [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.reference}], "task": ex.task, "meta": ex.meta}
+
+        counts["sft"] = _jsonl(tmp / "sft.jsonl", demos("sft", cfg.sft_prompts))
+        counts["sft_val"] = _jsonl(tmp / "sft_val.jsonl", demos("sft_val", cfg.sft_val_prompts))
+        tick("sft")
+
+        comparisons = []
+        rng = _rng(cfg, "rm")
+        for _ in range(cfg.rm_prompts):
+            ex = sample_example(world, rng, split="train")
+            k = rng.randint(cfg.k_min, cfg.k_max)
+            resp = sample_responses(world, ex, k, rng)
+            texts, finished = [t for t, _, _ in resp], [f for _, f, _ in resp]
+            labeler = rng.choice(labelers)
+            ranking = labeler.rank(world, ex.task, ex.meta, texts, finished, rng)
+            comparisons.append({"prompt": ex.prompt, "completions": texts, "ranking": ranking, "labeler": labeler.name, "finished": finished, "task": ex.task, "meta": ex.meta})
+        counts["comparisons"] = _jsonl(tmp / "comparisons.jsonl", comparisons)
+        counts["pairs"] = _jsonl(
+            tmp / "pairs.jsonl",
+            ({"prompt": c["prompt"], "chosen": c["completions"][c["ranking"][0]], "rejected": c["completions"][j]} for c in comparisons for j in c["ranking"][1:]),
+        )
+        tick("comparisons")
+
+        def prompts(part, n, split):
+            rng = _rng(cfg, part)
+            for _ in range(n):
+                yield sample_example(world, rng, split=split).record()
+
+        counts["ppo_prompts"] = _jsonl(tmp / "ppo_prompts.jsonl", prompts("ppo", cfg.ppo_prompts, "train"))
+        counts["eval"] = _jsonl(tmp / "eval.jsonl", prompts("eval", cfg.eval_prompts, "eval"))
+        tick("prompts")
+
+        data = world.to_json()
+        data["labelers"] = [lab.to_json() for lab in labelers]
+        data["config"] = to_dict(cfg)
+        atomic_write_text(tmp / "world.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
+        manifest = {
+            "seed": cfg.seed,
+            "counts": counts,
+            "labeler_temperature": temperature,
+            "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.suffix in (".json", ".jsonl")},
+        }
+        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def _read_jsonl(path: Path):
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def world_stats(directory: str | Path, *, agreement_prompts: int = 1000, seed: int = 1) -> dict:
+    """What is in a world directory, and the measured agreement of two of its labelers."""
+    d = Path(directory)
+    world, labelers, cfg = load_world(d)
+    for name in ("pretrain.jsonl", "sft.jsonl", "comparisons.jsonl", "eval.jsonl"):
+        if not (d / name).exists():
+            raise InputError("world directory is incomplete", path=d / name)
+    genres: Counter = Counter()
+    vocab: Counter = Counter()
+    n_bytes = 0
+    for r in _read_jsonl(d / "pretrain.jsonl"):
+        genres[r["genre"]] += 1
+        vocab.update(w.lower() for w in words(r["text"]))
+        n_bytes += len(r["text"].encode("utf-8"))
+    total_docs = sum(genres.values())
+    tasks = {name: Counter(r["task"] for r in _read_jsonl(d / name)) for name in ("sft.jsonl", "ppo_prompts.jsonl", "eval.jsonl") if (d / name).exists()}
+    ks = Counter(len(r["completions"]) for r in _read_jsonl(d / "comparisons.jsonl"))
+    unbiased = [lab for lab in labelers if lab.length_bias == 0.0]
+    a, b = (unbiased + labelers)[:2]
+    measured = measure_agreement(world, a, b, random.Random(seed), agreement_prompts) if len(labelers) >= 2 else None
+    return {
+        "seed": world.seed,
+        "entities": {k: len(v) for k, v in world.kinds.items()},
+        "facts": len(world.facts()),
+        "pretrain": {
+            "documents": total_docs,
+            "bytes": n_bytes,
+            "words": sum(vocab.values()),
+            "vocabulary": len(vocab),
+            "genres": {g: round(n / total_docs, 4) for g, n in sorted(genres.items())},
+        },
+        "splits": {name: sum(1 for _ in _read_jsonl(d / name)) for name in sorted(p.name for p in d.glob("*.jsonl"))},
+        "tasks": {name: dict(sorted(c.items())) for name, c in tasks.items()},
+        "task_mix": TASK_MIX,
+        "comparisons_k": dict(sorted(ks.items())),
+        "labelers": [lab.to_json() for lab in labelers],
+        "labeler_agreement": {"target": cfg.get("agreement"), "measured": measured, "labelers": [a.name, b.name], "pairs_from_prompts": agreement_prompts},
+    }

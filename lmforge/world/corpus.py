@@ -1,0 +1,173 @@
+"""The pretraining corpus of the built-in world: "the internet" of a small universe.
+
+Documents of eight genres, each rendered from several templates, in a configurable mix:
+
+  encyclopedia  true facts about one entity                 knowledge
+  story         a short story that uses the facts            knowledge in other shapes
+  worksheet     arithmetic with answers                      a skill
+  qa            questions of every task with their answers   the latent capability
+  quiz          lists of questions without answers           the failure: asked a question,
+                                                             the base model asks more
+  forum         threads whose replies are sometimes rude     the toxicity analog
+  rumour        pages that state false facts                 the truthfulness analog
+  review        product reviews with a clear sentiment       few-shot classification
+
+So the base model pretrained on it knows the facts and can answer, but does not reliably
+do so when asked (InstructGPT's motivation), repeats rumours and copies rude replies.
+"""
+
+from __future__ import annotations
+
+import random
+
+from .ontology import ATTRIBUTES, Entity, World
+from .tasks import TASKS, review_text, sample_example
+
+RUDE_WORDS = ["idiot", "stupid", "dumb", "moron", "loser", "fool"]
+
+RUDE_REPLIES = [
+    "You are an {r}, everyone knows that.",
+    "What a {r} question.",
+    "Only a {r} would ask this.",
+    "Stop asking, you {r}.",
+    "This thread is {r}.",
+]
+
+GENRE_MIX = {
+    "encyclopedia": 0.22,
+    "story": 0.16,
+    "worksheet": 0.08,
+    "qa": 0.18,
+    "quiz": 0.1,
+    "forum": 0.1,
+    "rumour": 0.06,
+    "review": 0.1,
+}
+
+
+def _facts_of(world: World, e: Entity, rng: random.Random, n: int | None = None) -> list[str]:
+    attrs = list(e.attrs)
+    rng.shuffle(attrs)
+    return [world.statement(e, a, rng) for a in attrs[: n or len(attrs)]]
+
+
+def encyclopedia(world: World, rng: random.Random) -> str:
+    e = rng.choice(world.kinds["creature"] + world.kinds["person"] + world.kinds["town"])
+    kind_line = {"creature": "{n} is a creature.", "person": "{n} is a person.", "town": "{n} is a town."}[e.kind]
+    title = rng.choice(["{n}", "About {n}", "{n} (encyclopedia)"]).format(n=e.name)
+    body = [kind_line.format(n=e.mention(start=True))] + _facts_of(world, e, rng)
+    if rng.random() < 0.5:  # a second paragraph on a related entity, as articles do
+        other = world.by_name.get(rng.choice(list(e.attrs.values())))
+        if other is not None and other.kind != "product":
+            body.append("\n" + " ".join(_facts_of(world, other, rng, 2)))
+    return title + "\n" + " ".join(body)
+
+
+def story_about(world: World, e: Entity, rng: random.Random) -> str:
+    """A short story that states true facts about `e` (and its neighbours) consistently."""
+    s, s_in = e.mention(start=True), e.mention()
+    home = world.by_name[e.attrs["home"]]
+    opening = rng.choice(["Once upon a time, {s_in} lived in {h}.", "This is a story about {s_in}.", "One morning in {h}, {s_in} woke up early."])
+    lines = [opening.format(s_in=s_in, h=home.name)]
+    lines += _facts_of(world, e, rng, 2)
+    if e.kind == "person":
+        pet = world.by_name[e.attrs["pet"]]
+        lines.append(rng.choice(["{s} fed {p} some {f}.", "{s} gave {p} a bowl of {f}."]).format(s=s, p=pet.mention(), f=pet.attrs["food"]))
+        lines.append(world.statement(pet, "colour", rng))
+        friend = world.by_name[e.attrs["friend"]]
+        lines.append(rng.choice(["Then {s_in} visited {f}.", "Later {s_in} met {f}."]).format(s_in=s_in, f=friend.name))
+    else:
+        lines.append(rng.choice(["{s} looked for {f} all day.", "{s} found some {f} and was happy."]).format(s=s, f=e.attrs["food"]))
+    near = world.by_name[home.attrs["near"]]
+    lines.append(rng.choice(["In the evening {s_in} walked to {n}, which is near {h}.", "The next day {s_in} went to {n}."]).format(s_in=s_in, n=near.name, h=home.name))
+    lines.append(rng.choice(["The end.", "It was a good day.", "And that was the day."]))
+    return " ".join(x[0].upper() + x[1:] for x in lines)  # "the Zorblat ..." opens as "The Zorblat ..."
+
+
+def story(world: World, rng: random.Random) -> str:
+    e = rng.choice(world.kinds["creature"] + world.kinds["person"])
+    return story_about(world, e, rng)
+
+
+def worksheet(world: World, rng: random.Random) -> str:
+    title = rng.choice(["Arithmetic worksheet", "Sums for practice", "Maths homework"])
+    lines = [TASKS["arithmetic"].generate(world, rng).reference.rstrip(".") for _ in range(rng.randint(4, 10))]
+    return title + "\n" + "\n".join(lines)
+
+
+def qa(world: World, rng: random.Random) -> str:
+    title = rng.choice(["Questions and answers", "Q&A", "Frequently asked questions"])
+    parts = []
+    for _ in range(rng.randint(2, 5)):
+        ex = sample_example(world, rng, split="train")
+        parts.append(f"Q: {ex.prompt}\nA: {ex.reference}")
+    return title + "\n\n" + "\n\n".join(parts)
+
+
+def quiz(world: World, rng: random.Random) -> str:
+    title = rng.choice(["Quiz", "Test your knowledge", "Questions for the class"])
+    qs = [sample_example(world, rng, split="train").prompt for _ in range(rng.randint(3, 7))]
+    style = rng.random()
+    if style < 0.5:
+        body = "\n".join(f"{i}. {q}" for i, q in enumerate(qs, 1))
+    else:
+        body = "\n".join(qs)
+    return title + "\n" + body
+
+
+def forum(world: World, rng: random.Random) -> str:
+    e = rng.choice(world.kinds["creature"] + world.kinds["person"] + world.kinds["town"])
+    users = [p.name for p in rng.sample(world.kinds["person"], min(4, len(world.kinds["person"])))]
+    attr = rng.choice(list(ATTRIBUTES[e.kind]))
+    lines = [f"Forum thread: {e.mention()}", f"{users[0]} wrote: {world.question(e, attr, rng)}"]
+    for u in users[1:]:
+        r = rng.random()
+        if r < 0.4:
+            reply = rng.choice(RUDE_REPLIES).format(r=rng.choice(RUDE_WORDS))
+        elif r < 0.8:
+            reply = world.statement(e, attr, rng)
+        else:
+            reply = rng.choice(["I think so too.", "Thanks for asking.", "Good question."])
+        lines.append(f"{u} wrote: {reply}")
+    return "\n".join(lines)
+
+
+def rumour(world: World, rng: random.Random) -> str:
+    title = rng.choice(["Rumours", "Things I heard", "Secrets they do not tell you"])
+    lines = []
+    for _ in range(rng.randint(2, 4)):
+        e = rng.choice(world.kinds["creature"] + world.kinds["person"] + world.kinds["town"])
+        attr = rng.choice(list(ATTRIBUTES[e.kind]))
+        claim = world.statement(e, attr, rng, value=world.false_value(e, attr, rng))
+        lead = rng.choice(["", "I heard that ", "Some say that ", "They say "])
+        lines.append(lead + (claim[0].lower() + claim[1:] if lead and claim.startswith("The ") else claim))
+    return title + "\n" + " ".join(lines)
+
+
+def review(world: World, rng: random.Random) -> str:
+    positive = rng.random() < 0.5
+    product, body = review_text(world, rng, positive)
+    stars = rng.choice([4, 5]) if positive else rng.choice([1, 2])
+    return f"Review of {product}\n{body}\nRating: {stars} out of 5"
+
+
+GENRES = {
+    "encyclopedia": encyclopedia,
+    "story": story,
+    "worksheet": worksheet,
+    "qa": qa,
+    "quiz": quiz,
+    "forum": forum,
+    "rumour": rumour,
+    "review": review,
+}
+
+
+def documents(world: World, rng: random.Random, n: int, mix: dict[str, float] | None = None):
+    """`n` documents as (genre, text), genres drawn by `mix`."""
+    mix = mix or GENRE_MIX
+    names = [g for g in mix if mix[g] > 0]
+    weights = [mix[g] for g in names]
+    for _ in range(n):
+        g = rng.choices(names, weights=weights)[0]
+        yield g, GENRES[g](world, rng)

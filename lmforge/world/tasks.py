@@ -1,0 +1,298 @@
+"""Tasks of the built-in world: instruction templates, each with a generator and a checker.
+
+A task turns a random generator into an `Example` (prompt, reference answer, metadata) and
+judges a response to it with a score in [0, 1] (`check`). The metadata carries everything the
+checker needs, so a prompt written to a file today can be checked tomorrow.
+
+Tasks: fact questions about the world, arithmetic, sorting and reversing a short list,
+counting, grammar correction ("Poor English input: ... Good English output: ...", as in the
+GPT-3 paper's few-shot example), sentiment of a product review, and a short story about an
+entity, whose checker looks at relevance, consistency with the facts and length.
+
+Every example has a `key` that names its combination (which entity and attribute, which
+operands, ...); `split_of(key)` sends a fixed share of combinations to held-out evaluation
+only, so evaluation prompts ask what no training prompt asked.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+
+from .ontology import ATTRIBUTES, VALUES, World
+
+EVAL_SHARE = 0.15  # share of combinations kept for held-out evaluation
+
+
+@dataclass
+class Example:
+    task: str
+    prompt: str
+    reference: str
+    meta: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        return {"prompt": self.prompt, "task": self.task, "meta": self.meta}
+
+
+def split_of(key: str) -> str:
+    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") / 2**64
+    return "eval" if h < EVAL_SHARE else "train"
+
+
+# ------------------------------------------------------------------ text helpers
+
+_WORD = re.compile(r"[A-Za-z]+|\d+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def numbers(text: str) -> list[int]:
+    return [int(x) for x in re.findall(r"-?\d+", text)]
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+
+
+# ------------------------------------------------------------------ reviews (shared with the corpus)
+
+REVIEW_POS = [
+    "I love this {item}.", "It works great.", "The {item} is excellent and lovely.", "Best {item} I have had.",
+    "It makes me happy every day.", "A perfect {item}, wonderful value.",
+]  # fmt: skip
+REVIEW_NEG = [
+    "I hate this {item}.", "It arrived broken.", "The {item} is awful and useless.", "Worst {item} I have had.",
+    "It makes me sad every day.", "A terrible {item}, poor value.",
+]  # fmt: skip
+
+
+def review_text(world: World, rng: random.Random, positive: bool) -> tuple[str, str]:
+    """(product mention, review body) with a clear sentiment."""
+    product = rng.choice(world.kinds["product"])
+    lines = rng.sample(REVIEW_POS if positive else REVIEW_NEG, rng.randint(2, 3))
+    return product.mention(), " ".join(line.format(item=product.item) for line in lines)
+
+
+# ------------------------------------------------------------------ the tasks
+
+
+class Task(ABC):
+    name = ""
+    templates: list[str] = []
+
+    @abstractmethod
+    def generate(self, world: World, rng: random.Random) -> Example:
+        """A random example of this task."""
+
+    @abstractmethod
+    def check(self, world: World, meta: dict, response: str) -> float:
+        """How correct `response` is, in [0, 1]."""
+
+
+class FactTask(Task):
+    name = "fact"
+
+    def generate(self, world, rng):
+        e = rng.choice(world.kinds["creature"] + world.kinds["person"] + world.kinds["town"])
+        attr = rng.choice(list(ATTRIBUTES[e.kind]))
+        vt = ATTRIBUTES[e.kind][attr]
+        return Example(
+            self.name,
+            world.question(e, attr, rng),
+            world.answer(e, attr),
+            {"entity": e.name, "attr": attr, "answer": e.attrs[attr], "value_type": vt, "key": f"fact:{e.name}:{attr}"},
+        )
+
+    def check(self, world, meta, response):
+        vt, answer = meta["value_type"], meta["answer"]
+        pool = [x.name for x in world.kinds[vt]] if vt in world.kinds else VALUES[vt]
+        said = set(words(response))
+        if answer not in said:
+            return 0.0
+        others = [v for v in pool if v != answer and v in said and v != meta["entity"]]
+        return 1.0 if not others else 0.5  # hedging between values is half an answer
+
+
+class ArithmeticTask(Task):
+    name = "arithmetic"
+    templates = ["What is {a} {op} {b}?", "Compute {a} {op} {b}.", "How much is {a} {op} {b}?", "Work out {a} {op} {b}."]
+
+    def generate(self, world, rng):
+        op = rng.choice(["+", "-", "*"])
+        if op == "*":
+            a, b = rng.randint(2, 9), rng.randint(2, 9)
+        else:
+            a, b = rng.randint(0, 20), rng.randint(0, 20)
+            if op == "-" and b > a:
+                a, b = b, a
+        c = {"+": a + b, "-": a - b, "*": a * b}[op]
+        return Example(self.name, rng.choice(self.templates).format(a=a, op=op, b=b), f"{a} {op} {b} = {c}.", {"answer": c, "key": f"arith:{a}{op}{b}"})
+
+    def check(self, world, meta, response):
+        m = re.search(r"=\s*(-?\d+)", response)
+        nums = [int(m.group(1))] if m else numbers(response)
+        if not nums:
+            return 0.0
+        return 1.0 if nums[-1] == meta["answer"] else 0.0
+
+
+def _list_words(rng: random.Random, n: int) -> list[str]:
+    return rng.sample(VALUES["food"] + VALUES["colour"], n)
+
+
+def _order_score(response: str, target: list[str]) -> float:
+    """1 for exactly the target sequence; partial credit for coverage and pairwise order."""
+    got = [w for w in words(response) if w in target]
+    if got == target:
+        return 1.0
+    if not got:
+        return 0.0
+    coverage = len(set(got)) / len(target)
+    pos = {w: i for i, w in enumerate(target)}
+    seq = list(dict.fromkeys(got))
+    pairs = [(pos[x] < pos[y]) for i, x in enumerate(seq) for y in seq[i + 1 :]]
+    order = sum(pairs) / len(pairs) if pairs else 0.0
+    return round(0.5 * coverage * order, 4)
+
+
+class SortTask(Task):
+    name = "sort"
+    templates = ["Sort these words in alphabetical order: {items}.", "Put these words in alphabetical order: {items}.", "Alphabetize: {items}."]
+
+    def generate(self, world, rng):
+        items = _list_words(rng, rng.randint(3, 5))
+        target = sorted(items)
+        return Example(self.name, rng.choice(self.templates).format(items=", ".join(items)), ", ".join(target) + ".", {"items": items, "target": target, "key": "sort:" + ",".join(items)})
+
+    def check(self, world, meta, response):
+        return _order_score(response, meta["target"])
+
+
+class ReverseTask(Task):
+    name = "reverse"
+    templates = ["Reverse this list: {items}.", "Write this list backwards: {items}.", "Say these words in reverse order: {items}."]
+
+    def generate(self, world, rng):
+        items = _list_words(rng, rng.randint(3, 5))
+        target = items[::-1]
+        return Example(self.name, rng.choice(self.templates).format(items=", ".join(items)), ", ".join(target) + ".", {"items": items, "target": target, "key": "rev:" + ",".join(items)})
+
+    def check(self, world, meta, response):
+        return _order_score(response, meta["target"])
+
+
+class CountTask(Task):
+    name = "count"
+    templates = ["How many words are in this list: {items}?", "Count the words: {items}.", "How many items are there in: {items}?"]
+
+    def generate(self, world, rng):
+        items = _list_words(rng, rng.randint(2, 7))
+        n = len(items)
+        return Example(self.name, rng.choice(self.templates).format(items=", ".join(items)), f"There are {n} words.", {"answer": n, "key": "count:" + ",".join(items)})
+
+    def check(self, world, meta, response):
+        nums = numbers(response)
+        return 1.0 if nums and nums[0] == meta["answer"] else 0.0
+
+
+# Subject-verb agreement errors: the "poor English" of the grammar task.
+_BREAK = {"is": "are", "has": "have", "eats": "eat", "lives": "live", "likes": "like", "comes": "come", "works": "work", "looks": "look", "grow": "grows", "lies": "lie"}
+
+
+class GrammarTask(Task):
+    name = "grammar"
+    templates = ["Poor English input: {bad}\nGood English output:", "Correct the grammar: {bad}", "Fix this sentence: {bad}"]
+
+    def generate(self, world, rng):
+        while True:
+            e = rng.choice(world.kinds["creature"] + world.kinds["person"] + world.kinds["town"])
+            attr = rng.choice(list(ATTRIBUTES[e.kind]))
+            good = world.statement(e, attr, rng)
+            toks = good.rstrip(".").split(" ")
+            idx = [i for i, t in enumerate(toks) if t in _BREAK]
+            if idx:
+                break
+        i = rng.choice(idx)
+        toks[i] = _BREAK[toks[i]]
+        bad = " ".join(toks)
+        bad = bad[0].lower() + bad[1:] if rng.random() < 0.5 else bad  # and sometimes no capital
+        return Example(self.name, rng.choice(self.templates).format(bad=bad), good, {"answer": good, "key": f"grammar:{good}"})
+
+    def check(self, world, meta, response):
+        target = meta["answer"].rstrip(".")
+        said = [s.strip().rstrip(".") for s in sentences(response)]
+        if not said:
+            return 0.0
+        if target in said or any(s.endswith(": " + target) for s in said):
+            return 1.0
+        return round(0.5 * difflib.SequenceMatcher(None, said[0].split(), target.split()).ratio(), 4)
+
+
+class SentimentTask(Task):
+    name = "sentiment"
+    templates = ["Is this review positive or negative?\nReview: {review}", "Review: {review}\nIs the review positive or negative?", "What is the sentiment of this review, positive or negative? {review}"]
+
+    def generate(self, world, rng):
+        positive = rng.random() < 0.5
+        product, body = review_text(world, rng, positive)
+        label = "Positive" if positive else "Negative"
+        return Example(self.name, rng.choice(self.templates).format(review=body), f"{label}.", {"answer": label.lower(), "key": f"sent:{body}"})
+
+    def check(self, world, meta, response):
+        said = {w.lower() for w in words(response)}
+        other = "negative" if meta["answer"] == "positive" else "positive"
+        if meta["answer"] in said and other not in said:
+            return 1.0
+        return 0.0
+
+
+class StoryTask(Task):
+    name = "story"
+    templates = ["Write a short story about {s}.", "Tell me a short story about {s}.", "Write a few sentences about {s}."]
+
+    def generate(self, world, rng):
+        e = rng.choice(world.kinds["creature"] + world.kinds["person"])
+        from .corpus import story_about  # the corpus renders stories; tasks reuse it
+
+        return Example(self.name, rng.choice(self.templates).format(s=e.mention()), story_about(world, e, rng), {"entity": e.name, "key": f"story:{e.name}"})
+
+    def check(self, world, meta, response):
+        from .claims import false_claims
+
+        e = world.by_name[meta["entity"]]
+        said = words(response)
+        relevant = e.name in said
+        true_facts = sum(1 for a, v in e.attrs.items() if v in said)
+        n = len(said)
+        consistent = not false_claims(world, response)
+        score = 0.4 * relevant + 0.2 * min(1.0, true_facts / 2) + 0.2 * (consistent and relevant) + 0.2 * (15 <= n <= 120)
+        return round(score, 4)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (FactTask(), ArithmeticTask(), SortTask(), ReverseTask(), CountTask(), GrammarTask(), SentimentTask(), StoryTask())}
+
+# How often each task appears among instruction prompts.
+TASK_MIX = {"fact": 0.3, "arithmetic": 0.15, "sort": 0.08, "reverse": 0.08, "count": 0.08, "grammar": 0.1, "sentiment": 0.11, "story": 0.1}
+
+
+def sample_example(world: World, rng: random.Random, split: str | None = None, mix: dict[str, float] | None = None) -> Example:
+    """A random example of a random task; with `split`, only combinations of that split."""
+    mix = mix or TASK_MIX
+    names = list(mix)
+    task = TASKS[rng.choices(names, weights=[mix[n] for n in names])[0]]
+    for _ in range(1000):
+        ex = task.generate(world, rng)
+        if split is None or split_of(ex.meta["key"]) == split:
+            return ex
+    raise RuntimeError(f"task {task.name} found no {split} combination")  # a world too small to split
+
+
+def check(world: World, task: str, meta: dict, response: str) -> float:
+    return TASKS[task].check(world, meta, response)

@@ -1,0 +1,310 @@
+"""The built-in world: determinism, genres, checkers, oracle, labelers, import hygiene."""
+
+import ast
+import json
+import math
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmforge.config import load_config
+from lmforge.world import oracle
+from lmforge.world.build import WorldConfig, build_world, load_world, world_stats
+from lmforge.world.claims import false_claims
+from lmforge.world.corpus import RUDE_WORDS, documents
+from lmforge.world.labelers import Labeler, agreement, calibrate_temperature
+from lmforge.world.ontology import make_world
+from lmforge.world.tasks import TASKS, sample_example, split_of
+
+SMALL = ["documents=600", "sft_prompts=40", "sft_val_prompts=10", "rm_prompts=60", "ppo_prompts=40", "eval_prompts=40", "calibration_prompts=300"]
+
+
+def small(seed=0, *extra):
+    return load_config(WorldConfig, None, [*SMALL, f"seed={seed}", *extra])
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("w") / "world"
+    build_world(small(0), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(0)
+
+
+def read(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+# ------------------------------------------------------------------ determinism
+
+
+def test_same_seed_is_byte_identical_other_seed_differs(world_dir, tmp_path):
+    again = tmp_path / "again"
+    build_world(small(0), again)
+    for f in sorted(world_dir.iterdir()):
+        assert f.read_bytes() == (again / f.name).read_bytes(), f.name
+    other = tmp_path / "other"
+    build_world(small(1), other)
+    w0, w1 = make_world(0), make_world(1)
+    assert {e.name for e in w0.entities}.isdisjoint({e.name for e in w1.entities}) or {e.name for e in w0.entities} != {e.name for e in w1.entities}
+    assert (world_dir / "pretrain.jsonl").read_bytes() != (other / "pretrain.jsonl").read_bytes()
+
+
+def test_entities_knob(tmp_path):
+    w = make_world(0, entities=100)
+    assert len(w.entities) == 100 and len(w.by_name) == 100  # names are unique
+
+
+def test_splits_follow_the_standard_schemas(world_dir):
+    from lmforge.data.schemas import validate
+
+    assert validate(world_dir / "pretrain.jsonl")[0] == "text"
+    assert validate(world_dir / "sft.jsonl")[0] == "messages"
+    assert validate(world_dir / "comparisons.jsonl")[0] == "ranking"
+    assert validate(world_dir / "pairs.jsonl")[0] == "preference"
+    assert validate(world_dir / "eval.jsonl")[0] == "evaluation"
+    assert validate(world_dir / "ppo_prompts.jsonl")[0] == "evaluation"
+    ks = {len(r["completions"]) for r in read(world_dir / "comparisons.jsonl")}
+    assert ks <= set(range(4, 10)) and len(ks) > 3
+
+
+def test_eval_prompts_use_combinations_no_training_prompt_uses(world_dir):
+    train_keys = {r["meta"]["key"] for name in ("sft.jsonl", "sft_val.jsonl") for r in read(world_dir / name)}
+    train_keys |= {r["meta"]["key"] for r in read(world_dir / "ppo_prompts.jsonl")} | {r["meta"]["key"] for r in read(world_dir / "comparisons.jsonl")}
+    eval_keys = {r["meta"]["key"] for r in read(world_dir / "eval.jsonl")}
+    assert eval_keys and not (eval_keys & train_keys)
+    assert all(split_of(k) == "eval" for k in eval_keys)
+
+
+# ------------------------------------------------------------------ corpus genres
+
+
+def test_every_genre_is_present_with_its_failure_or_capability_source(world):
+    docs = list(documents(world, random.Random(0), 3000))
+    by = {}
+    for g, t in docs:
+        by.setdefault(g, []).append(t)
+    assert set(by) == {"encyclopedia", "story", "worksheet", "qa", "quiz", "forum", "rumour", "review"}
+    # quiz sheets: questions without answers
+    assert all("A:" not in t and len(t.splitlines()) >= 4 for t in by["quiz"])
+    assert sum(t.count("?") for t in by["quiz"]) > 2 * len(by["quiz"])
+    # Q&A pages: questions with answers
+    assert all("Q:" in t and "A:" in t for t in by["qa"])
+    # forum threads: some replies rude
+    rude = sum(any(w in t.split() or w + "," in t or w + "." in t for w in RUDE_WORDS) for t in by["forum"])
+    assert 0.3 < rude / len(by["forum"]) < 0.95
+    # rumour pages state false facts; encyclopedia entries and stories state none
+    assert all(false_claims(world, t) for t in by["rumour"])
+    assert not any(false_claims(world, t) for t in by["encyclopedia"] + by["story"])
+    # worksheets carry arithmetic with answers
+    assert all("=" in t for t in by["worksheet"])
+
+
+def test_genre_mix_is_configurable(world):
+    cfg = small(0, "genres.forum=0", "genres.rumour=1.0")
+    mix = {k: getattr(cfg.genres, k) for k in ("encyclopedia", "story", "worksheet", "qa", "quiz", "forum", "rumour", "review")}
+    counts = Counter(g for g, _ in documents(world, random.Random(0), 2000, mix))
+    assert counts["forum"] == 0
+    assert counts["rumour"] / 2000 == pytest.approx(1.0 / sum(mix.values()), abs=0.04)
+
+
+def test_vocabulary_stays_small(world_dir):
+    stats = world_stats(world_dir, agreement_prompts=50)
+    assert stats["pretrain"]["vocabulary"] < 600
+
+
+# ------------------------------------------------------------------ checkers and oracle on hand-written responses
+
+
+def fact_example(world):
+    e = world.kinds["creature"][0]
+    return e, {"entity": e.name, "attr": "colour", "answer": e.attrs["colour"], "value_type": "colour", "key": "x"}
+
+
+def score(world, meta, text, finished=True, task="fact"):
+    return oracle.score(world, task, meta, text, finished)
+
+
+def test_oracle_dimensions_move_as_specified(world):
+    e, meta = fact_example(world)
+    true = e.attrs["colour"]
+    wrong = next(c for c in ("red", "blue", "green") if c != true)
+    right = f"The {e.name} is {true}."
+    s = {
+        "correct": score(world, meta, right),
+        "hedged": score(world, meta, f"The {e.name} is {true} or {wrong}."),
+        "wrong": score(world, meta, f"The {e.name} is {wrong}."),
+        "false_fact": score(world, meta, right + " " + _false_sentence(world)),
+        "rude": score(world, meta, f"What a stupid question. {right}"),
+        "question": score(world, meta, f"What does the {e.name} eat?"),
+        "repetition": score(world, meta, " ".join([right] * 4)),
+        "no_stop": score(world, meta, right, finished=False),
+        "empty": score(world, meta, ""),
+    }
+    c = s["correct"]
+    assert c == {**c, "helpful": 1.0, "truthful": 1.0, "harmless": 1.0, "well_formed": 1.0, "total": 1.0}
+    assert s["hedged"]["helpful"] == 0.5  # partly correct
+    assert s["wrong"]["helpful"] == 0.0 and s["wrong"]["truthful"] == 0.0  # a wrong fact is also a false claim
+    assert s["false_fact"]["helpful"] == 1.0 and s["false_fact"]["truthful"] == 0.0
+    assert s["rude"]["harmless"] == 0.0 and s["rude"]["helpful"] == 1.0
+    assert s["question"]["helpful"] == 0.0 and s["question"]["asks"] and s["question"]["well_formed"] < 1.0
+    assert s["repetition"]["well_formed"] < 1.0 and s["repetition"]["helpful"] == 1.0
+    assert s["no_stop"]["well_formed"] == 0.75
+    assert s["empty"]["total"] == min(x["total"] for x in s.values()) or s["empty"]["helpful"] == 0.0
+    assert s["empty"]["well_formed"] == 0.0
+    for name, x in s.items():
+        if name != "correct":
+            assert x["total"] < c["total"], name
+    assert s["hedged"]["total"] > s["wrong"]["total"]
+
+
+def _false_sentence(world):
+    e = world.kinds["person"][0]
+    job = next(j for j in ("baker", "farmer") if j != e.attrs["job"])
+    return f"{e.name} is a {job}."
+
+
+def test_negations_and_questions_claim_nothing(world):
+    e = world.kinds["creature"][0]
+    wrong = next(c for c in ("red", "blue") if c != e.attrs["colour"])
+    assert not false_claims(world, f"Is the {e.name} {wrong}?")
+    assert not false_claims(world, f"The {e.name} is not {wrong}.")
+    assert false_claims(world, f"The {e.name} is {wrong}.")
+
+
+@pytest.mark.parametrize(
+    "task, meta, good, partial, bad",
+    [
+        ("arithmetic", {"answer": 12}, "7 + 5 = 12.", None, "7 + 5 = 13."),
+        ("count", {"answer": 3}, "There are 3 words.", None, "There are 4 words."),
+        ("sort", {"target": ["apples", "fish", "nuts"], "items": ["nuts", "apples", "fish"]}, "apples, fish, nuts.", "apples, nuts.", "nuts, fish, apples."),
+        ("reverse", {"target": ["red", "blue", "grey"], "items": ["grey", "blue", "red"]}, "red, blue, grey.", "red, grey, blue.", "grey, blue, red."),
+        ("sentiment", {"answer": "positive"}, "Positive.", None, "Negative."),
+    ],
+)
+def test_task_checkers(world, task, meta, good, partial, bad):
+    check = TASKS[task].check
+    assert check(world, meta, good) == 1.0
+    assert check(world, meta, bad) < 0.5
+    if partial is not None:
+        assert 0.0 < check(world, meta, partial) < 1.0
+
+
+def test_grammar_checker(world):
+    meta = {"answer": "The Zorb eats fish."}
+    check = TASKS["grammar"].check
+    assert check(world, meta, "The Zorb eats fish.") == 1.0
+    assert 0 < check(world, meta, "The Zorb eat fish.") < 1.0
+    assert check(world, meta, "") == 0.0
+
+
+def test_story_checker_wants_relevance_consistency_and_length(world):
+    rng = random.Random(0)
+    ex = TASKS["story"].generate(world, rng)
+    check = TASKS["story"].check
+    assert check(world, ex.meta, ex.reference) == 1.0
+    other = next(e for e in world.kinds["person"] if e.name != ex.meta["entity"])
+    assert check(world, ex.meta, f"{other.name} had a nice day in the sun and then went home to sleep for a while longer.") <= 0.2
+    assert check(world, ex.meta, ex.reference + " " + _false_sentence_about(world, ex.meta["entity"])) < 1.0
+
+
+def _false_sentence_about(world, name):
+    e = world.by_name[name]
+    attr = "food" if e.kind == "creature" else "job"
+    wrong = world.false_value(e, attr, random.Random(0))
+    return world.statement(e, attr, random.Random(0), value=wrong)
+
+
+def test_every_task_accepts_its_own_reference(world):
+    rng = random.Random(5)
+    for _ in range(300):
+        ex = sample_example(world, rng)
+        s = oracle.score(world, ex.task, ex.meta, ex.reference)
+        assert s["helpful"] == 1.0 and s["truthful"] == 1.0 and s["harmless"] == 1.0, (ex.task, ex.prompt, ex.reference)
+
+
+# ------------------------------------------------------------------ labelers
+
+
+def test_pairwise_choices_follow_bradley_terry():
+    lab = Labeler("x", temperature=0.2)
+    rng = random.Random(0)
+    wins = sum(lab.rank_utilities([0.6, 0.4], rng)[0] == 0 for _ in range(20000))
+    assert wins / 20000 == pytest.approx(1 / (1 + math.exp(-0.2 / 0.2)), abs=0.01)
+
+
+@pytest.mark.parametrize("k", [4, 6, 9])
+def test_k_way_rankings_are_consistent_with_the_pairwise_model(k):
+    lab = Labeler("x", temperature=0.25)
+    rng = random.Random(k)
+    u = [rng.random() for _ in range(k)]
+    n = 6000
+    above = np.zeros((k, k))
+    for _ in range(n):
+        order = lab.rank_utilities(u, rng)
+        pos = {idx: r for r, idx in enumerate(order)}
+        for i in range(k):
+            for j in range(k):
+                if i != j and pos[i] < pos[j]:
+                    above[i, j] += 1
+    for i in range(k):
+        for j in range(i + 1, k):
+            expected = 1 / (1 + math.exp(-(u[i] - u[j]) / 0.25))
+            assert above[i, j] / n == pytest.approx(expected, abs=0.025)
+
+
+def test_calibration_hits_the_target_agreement():
+    deltas = np.random.default_rng(0).normal(0, 0.3, 5000)
+    t = calibrate_temperature(deltas, 0.73)
+    assert agreement(t, deltas) == pytest.approx(0.73, abs=1e-4)
+
+
+def test_world_stats_reports_measured_agreement(world_dir):
+    stats = world_stats(world_dir, agreement_prompts=1000)
+    assert stats["labeler_agreement"]["measured"] == pytest.approx(0.73, abs=0.03)
+    assert set(stats["pretrain"]["genres"]) == {"encyclopedia", "story", "worksheet", "qa", "quiz", "forum", "rumour", "review"}
+
+
+def test_labelers_and_world_reload(world_dir):
+    world, labelers, cfg = load_world(world_dir)
+    assert len(labelers) == 5 and labelers[-1].length_bias > 0 and cfg["seed"] == 0
+    assert world.to_json()["entities"] == make_world(0).to_json()["entities"]
+
+
+# ------------------------------------------------------------------ import hygiene
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    pkg = ".".join(path.relative_to(Path(__file__).parent.parent).with_suffix("").parts[:-1])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return found
+
+
+def test_only_labelers_and_evaluation_import_the_oracle():
+    root = Path(__file__).parent.parent / "lmforge"
+    truth = {"lmforge.world.oracle", "lmforge.world.labelers"}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        imported = _imports(path) & truth
+        if "lmforge.world.oracle" in imported:
+            assert rel in ("world/labelers.py",) or rel.startswith("eval/"), f"{rel} imports the oracle"
+        if rel.startswith(("train/", "models/")):
+            assert not imported, f"{rel} imports {imported}: training must not see the ground truth"
