@@ -12,7 +12,8 @@ the JSONL file) turned into token ids, by
     ShardConfig(num_proc=N))`, i.e. the whole pipeline: reading the file, parsing JSON,
     encoding, converting ids to numpy, writing shards, checksumming them, writing the index.
 
-Each is timed by wall clock, best of `--repeats` runs. Overhead = 1 - lmforge MB/s / direct
+Each is timed by wall clock, best of `--repeats` runs; the runs are interleaved (every method once
+per round) so that drift in the machine's speed reaches all methods alike. Overhead = 1 - lmforge MB/s / direct
 fast MB/s; the verdict line says whether lmforge's best row is under 15%. tokens/s counts
 content tokens (the end-of-text token write_shards adds after each document is not counted),
 so it is comparable across rows.
@@ -186,12 +187,12 @@ def corpus(mb: int, seed: int) -> tuple[Path, dict]:
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("version") == CORPUS_VERSION and meta.get("file_bytes") == path.stat().st_size and meta.get("text_bytes", 0) >= mb * MB:
-            print(f"corpus: reusing {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+            print(f"- corpus: reusing {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
             return path, meta
     t0 = time.perf_counter()
     meta = generate_corpus(path, mb, seed)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"corpus: generated {path.name} in {time.perf_counter() - t0:.1f}s")
+    print(f"- corpus: generated {path.name} in {time.perf_counter() - t0:.1f}s")
     return path, meta
 
 
@@ -201,7 +202,7 @@ def tokenizer_for(corpus_path: Path, vocab_size: int = 8192, train_mb: int = 5):
 
     path = CACHE / f"tokenizer-{corpus_path.stem}-bpe{vocab_size}-{train_mb}mb.json"
     if path.exists():
-        print(f"tokenizer: reusing {path.name}")
+        print(f"- tokenizer: reusing {path.name}")
         return Tokenizer.load(path)
 
     def texts():
@@ -212,21 +213,18 @@ def tokenizer_for(corpus_path: Path, vocab_size: int = 8192, train_mb: int = 5):
     t0 = time.perf_counter()
     tok = train_tokenizer(texts(), TokenizerConfig(kind="bpe", vocab_size=vocab_size, max_train_bytes=train_mb * MB))
     path.write_text(tok.to_json(), encoding="utf-8")
-    print(f"tokenizer: trained {path.name} in {time.perf_counter() - t0:.1f}s")
+    print(f"- tokenizer: trained {path.name} in {time.perf_counter() - t0:.1f}s")
     return tok
 
 
 # --------------------------------------------------------------------------- measurements
 
 
-def best_of(repeats: int, fn) -> tuple[float, object]:
-    """The shortest wall-clock time of `repeats` calls of fn(), and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+def timed(fn) -> tuple[float, object]:
+    """Wall-clock seconds of one call of fn(), and its result."""
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
 
 
 def direct(hf, docs: list[str], batch: int, fast: bool) -> int:
@@ -246,13 +244,11 @@ def lmforge_shards(corpus_path: Path, tok, num_proc: int, batch: int) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="shards-", dir=CACHE))
     try:
-        out = work / "out"
-        t0 = time.perf_counter()
-        index = write_shards(iter_text_pieces(corpus_path), tok, out, ShardConfig(num_proc=num_proc, batch_docs=batch), overwrite=True)
-        seconds = time.perf_counter() - t0
+        cfg = ShardConfig(num_proc=num_proc, batch_docs=batch)
+        return write_shards(iter_text_pieces(corpus_path), tok, work / "out", cfg, overwrite=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)  # not timed
-    return {"seconds": seconds, "index": index}
+        shutil.rmtree(work, ignore_errors=True)  # not timed (the caller times this whole call; rmtree is
+        # a few ms next to seconds of encoding)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,22 +278,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- tokenizer: byte-level BPE, vocabulary {tok.vocab_size}; batches of {args.batch_docs} documents; best of {args.repeats} runs")
     print()
 
-    rows = []  # (method, seconds, tokens)
-    t, tokens = best_of(args.repeats, lambda: direct(tok.hf, docs, args.batch_docs, fast=True))
-    rows.append(("direct encode_batch_fast", t, tokens))
-    base_mbps = n_bytes / MB / t
-    t, n = best_of(args.repeats, lambda: direct(tok.hf, docs, args.batch_docs, fast=False))
-    assert n == tokens
-    rows.append(("direct encode_batch", t, n))
-    lmforge_rows = []
+    # Every method once per round, rounds repeated: slow drift of the machine (other tenants,
+    # clock changes) then reaches all methods alike. Each keeps its best round.
+    methods = {
+        "direct encode_batch_fast": lambda: direct(tok.hf, docs, args.batch_docs, fast=True),
+        "direct encode_batch": lambda: direct(tok.hf, docs, args.batch_docs, fast=False),
+    }
     for p in args.num_proc:
-        runs = [lmforge_shards(path, tok, p, args.batch_docs) for _ in range(args.repeats)]
-        best = min(runs, key=lambda r: r["seconds"])
-        train = best["index"]["splits"]["train"]
-        # Sanity: the shards hold exactly the direct ids plus one end-of-text per document.
-        assert train["tokens"] == tokens + len(docs) and train["bytes"] == n_bytes, (train["tokens"], tokens, len(docs))
-        rows.append((f"lmforge write_shards (num_proc={p})", best["seconds"], tokens))
-        lmforge_rows.append(rows[-1])
+        methods[f"lmforge write_shards (num_proc={p})"] = lambda p=p: lmforge_shards(path, tok, p, args.batch_docs)
+    best = {name: float("inf") for name in methods}
+    tokens = None
+    for r in range(args.repeats):
+        this_round = {}
+        for name, fn in methods.items():
+            t, result = timed(fn)
+            this_round[name] = t
+            best[name] = min(best[name], t)
+            if isinstance(result, int):  # a direct method: the token count
+                assert tokens in (None, result), (name, result, tokens)
+                tokens = result
+            else:  # write_shards' index: exactly the direct ids plus one end-of-text per document
+                train = result["splits"]["train"]
+                assert train["tokens"] == tokens + len(docs) and train["bytes"] == n_bytes, (name, train["tokens"], tokens)
+        print(f"- round {r + 1}/{args.repeats}: " + ", ".join(f"{n.replace('lmforge write_shards ', 'lmforge ')} {t:.2f}s" for n, t in this_round.items()), flush=True)
+    print()
+    rows = [(name, t, tokens) for name, t in best.items()]  # (method, seconds, tokens)
+    base_mbps = n_bytes / MB / rows[0][1]
+    lmforge_rows = [r for r in rows if r[0].startswith("lmforge")]
 
     print("| method | seconds | MB/s | tokens/s | overhead vs direct fast |")
     print("|---|---:|---:|---:|---:|")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -33,7 +34,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError, InputError
 from ..io import atomic_output_dir, atomic_write_json, sha256_file
@@ -49,7 +49,8 @@ class ShardConfig:
 
     shard_tokens: int = 1 << 26  # tokens per shard file (64M: 128 MB at uint16)
     val_fraction: float = 0.0  # share of documents held out for validation
-    num_proc: int = 1  # worker processes for encoding; 1 = this process (tokenizers is multithreaded)
+    num_proc: int = 1  # worker processes for encoding; 1 = this process, where tokenizers already uses
+    # every core (on 2 cores, more processes only add start-up cost: benchmarks/tokenize.py)
     batch_docs: int = 512  # documents (or pieces of long ones) per encoding batch
 
     def validate(self) -> None:
@@ -134,8 +135,8 @@ def _worker_init(tokenizer_json: str) -> None:
 def _encode_flat(tok: Tokenizer, texts: list[str], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Encode a batch into one flat id array and the length of each text's ids."""
     ids = tok.encode_batch(texts)
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(lengths.sum()))
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
     return flat, lengths
 
 
@@ -347,7 +348,9 @@ class BatchLoader:
     def __iter__(self) -> "BatchLoader":
         return self
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def __next__(self):  # -> (inputs, targets), torch int64 tensors
+        import torch  # here, not at the top: encoding workers import this module and need no torch
+
         order = self._epoch_order()
         g = self.batch_size * self.world_size
         lo = self.batch * g + self.rank * self.batch_size
