@@ -162,30 +162,24 @@ def _order_score(response: str, target: list[str]) -> float:
     return round(0.5 * coverage * order, 4)
 
 
-class SortTask(Task):
-    name = "sort"
-    templates = ["Sort these words in alphabetical order: {items}.", "Put these words in alphabetical order: {items}.", "Alphabetize: {items}."]
+class ListOrderTask(Task):
+    """Rearrange a short list of words: the answer is the list in a target order."""
+
+    def __init__(self, name: str, templates: list[str], order):
+        self.name, self.templates, self.order = name, templates, order
 
     def generate(self, world, rng):
         items = _list_words(rng, rng.randint(3, 5))
-        target = sorted(items)
-        return Example(self.name, rng.choice(self.templates).format(items=", ".join(items)), ", ".join(target) + ".", {"items": items, "target": target, "key": "sort:" + ",".join(items)})
+        target = self.order(items)
+        prompt = rng.choice(self.templates).format(items=", ".join(items))
+        return Example(self.name, prompt, ", ".join(target) + ".", {"items": items, "target": target, "key": f"{self.name}:" + ",".join(items)})
 
     def check(self, world, meta, response):
         return _order_score(response, meta["target"])
 
 
-class ReverseTask(Task):
-    name = "reverse"
-    templates = ["Reverse this list: {items}.", "Write this list backwards: {items}.", "Say these words in reverse order: {items}."]
-
-    def generate(self, world, rng):
-        items = _list_words(rng, rng.randint(3, 5))
-        target = items[::-1]
-        return Example(self.name, rng.choice(self.templates).format(items=", ".join(items)), ", ".join(target) + ".", {"items": items, "target": target, "key": "rev:" + ",".join(items)})
-
-    def check(self, world, meta, response):
-        return _order_score(response, meta["target"])
+SORT = ListOrderTask("sort", ["Sort these words in alphabetical order: {items}.", "Put these words in alphabetical order: {items}.", "Alphabetize: {items}."], sorted)
+REVERSE = ListOrderTask("reverse", ["Reverse this list: {items}.", "Write this list backwards: {items}.", "Say these words in reverse order: {items}."], lambda xs: xs[::-1])
 
 
 class CountTask(Task):
@@ -276,7 +270,7 @@ class StoryTask(Task):
         return round(score, 4)
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (FactTask(), ArithmeticTask(), SortTask(), ReverseTask(), CountTask(), GrammarTask(), SentimentTask(), StoryTask())}
+TASKS: dict[str, Task] = {t.name: t for t in (FactTask(), ArithmeticTask(), SORT, REVERSE, CountTask(), GrammarTask(), SentimentTask(), StoryTask())}
 
 # How often each task appears among instruction prompts.
 TASK_MIX = {"fact": 0.3, "arithmetic": 0.15, "sort": 0.08, "reverse": 0.08, "count": 0.08, "grammar": 0.1, "sentiment": 0.11, "story": 0.1}
