@@ -1,0 +1,327 @@
+"""The decoder-only transformer: lmforge's one model definition.
+
+A GPT (Radford et al. 2018, 2019) is token embeddings, a stack of blocks, a final norm and a
+head. Each block is pre-norm: x + Attention(Norm(x)), then x + MLP(Norm(x)) (Vaswani et al.
+2017, with the norm moved before each sublayer as in GPT-2). Attention is causal multi-head
+self-attention through `F.scaled_dot_product_attention`. Two flavours, chosen by config:
+
+  gpt2   learned absolute positions, LayerNorm, GELU MLP, biases, tied input/output embeddings
+  llama  rotary positions (Su et al. 2021), RMSNorm, SwiGLU MLP (Shazeer 2020), grouped-query
+         attention (Ainslie et al. 2023), no biases, untied embeddings
+
+Heads: `lm` gives next-token logits; `scalar` gives one number per position (a reward or a
+value, read where the caller chooses: the reward model reads the last token of the answer).
+
+The forward pass takes explicit `positions` and a `pad_mask` so that left-padded batches
+(batched generation, PPO rollouts) see the same positions as unpadded sequences, and an
+optional `KVCache` so that generation computes each token once. Initialisation follows GPT-2:
+N(0, 0.02), with the residual output projections scaled by 1/sqrt(2 * n_layer).
+
+What this file does not do: tokenization, sampling (see `lmforge/engine.py`), losses (see
+`lmforge/train/`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a transformer; saved as the model's config.json."""
+
+    flavour: Literal["gpt2", "llama"] = "gpt2"
+    vocab_size: int = 4096
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int | None = None  # grouped-query attention (llama); None: one KV head per query head
+    d_model: int = 128
+    d_ff: int | None = None  # None: 4*d_model (gpt2), or 8/3*d_model rounded up to 32 (llama, SwiGLU)
+    max_seq_len: int = 256
+    dropout: float = 0.0
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool | None = None  # None: tied for gpt2, untied for llama
+    causal: bool = True  # False: bidirectional attention (an encoder)
+
+    def validate(self) -> None:
+        if self.d_model % self.n_head:
+            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})", field="d_model")
+        if (self.d_model // self.n_head) % 2 and self.flavour == "llama":
+            raise ConfigError("rotary embeddings need an even head size (d_model / n_head)", field="n_head")
+        if self.kv_heads < 1 or self.n_head % self.kv_heads:
+            raise ConfigError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.kv_heads})", field="n_kv_head")
+        for name in ("vocab_size", "n_layer", "n_head", "d_model", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be positive, got {getattr(self, name)}", field=name)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {self.dropout}", field="dropout")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def ff_dim(self) -> int:
+        if self.d_ff:
+            return self.d_ff
+        if self.flavour == "gpt2":
+            return 4 * self.d_model
+        return 32 * math.ceil(8 * self.d_model / 3 / 32)
+
+    @property
+    def tied(self) -> bool:
+        return self.flavour == "gpt2" if self.tie_embeddings is None else self.tie_embeddings
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * g (Zhang & Sennrich 2019), computed in float32 for stability."""
+
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        y = x.float()
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        return y.type_as(x) * self.weight
+
+
+def _norm(cfg: ModelConfig) -> nn.Module:
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.flavour == "gpt2" else RMSNorm(cfg.d_model, cfg.norm_eps)
+
+
+def rope_tables(cfg: ModelConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, (max_seq_len, head_dim / 2)."""
+    half = cfg.head_dim // 2
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, half, device=device, dtype=torch.float32) / half))
+    angles = torch.outer(torch.arange(cfg.max_seq_len, device=device, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x_i, x_{i+d/2}) by the position's angle (the "rotate half" layout Llama uses).
+
+    x: (B, H, T, hd); cos, sin: (B, 1, T, hd/2).
+    """
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    return out.type_as(x)
+
+
+class KVCache:
+    """Keys and values of every layer for a batch being generated, preallocated to `max_len`.
+
+    `pad_mask` (B, max_len) marks real tokens (True) against left padding; `length` is how
+    many positions are filled. `reorder` follows beams as beam search shuffles them.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch: int, max_len: int, device, dtype):
+        shape = (batch, cfg.kv_heads, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.pad_mask = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        self.length = 0
+        self.max_len = max_len
+
+    def reorder(self, index: torch.Tensor) -> None:
+        for i in range(len(self.k)):
+            self.k[i] = self.k[i].index_select(0, index)
+            self.v[i] = self.v[i].index_select(0, index)
+        self.pad_mask = self.pad_mask.index_select(0, index)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        bias = cfg.flavour == "gpt2"
+        self.q = nn.Linear(cfg.d_model, cfg.n_head * cfg.head_dim, bias=bias)
+        self.k = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=bias)
+        self.v = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=bias)
+        self.out = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=bias)
+        self.out.residual = True  # scaled init (GPT-2)
+
+    def forward(self, x, rope, mask, cache: KVCache | None):
+        B, T, _ = x.shape
+        cfg = self.cfg
+        q = self.q(x).view(B, T, cfg.n_head, cfg.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k = self.k(x).view(B, T, cfg.kv_heads, cfg.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        v = self.v(x).view(B, T, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            s = cache.length
+            cache.k[self.layer][:, :, s : s + T] = k
+            cache.v[self.layer][:, :, s : s + T] = v
+            k, v = cache.k[self.layer][:, :, : s + T], cache.v[self.layer][:, :, : s + T]
+        p = self.cfg.dropout if self.training else 0.0
+        gqa = cfg.kv_heads != cfg.n_head
+        if mask is None:  # the fast path: plain causal (or full) attention over T tokens
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=cfg.causal, enable_gqa=gqa)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=gqa)
+        return self.out(y.transpose(1, 2).reshape(B, T, cfg.n_head * cfg.head_dim))
+
+
+class MLP(nn.Module):
+    """GELU MLP (gpt2) or SwiGLU: down(silu(gate(x)) * up(x)) (llama)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.swiglu = cfg.flavour == "llama"
+        bias = not self.swiglu
+        self.up = nn.Linear(cfg.d_model, cfg.ff_dim, bias=bias)
+        self.gate = nn.Linear(cfg.d_model, cfg.ff_dim, bias=False) if self.swiglu else None
+        self.down = nn.Linear(cfg.ff_dim, cfg.d_model, bias=bias)
+        self.down.residual = True
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        h = F.silu(self.gate(x)) * self.up(x) if self.swiglu else F.gelu(self.up(x), approximate="tanh")
+        return self.drop(self.down(h))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.norm1, self.attn = _norm(cfg), Attention(cfg, layer)
+        self.norm2, self.mlp = _norm(cfg), MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, rope, mask, cache):
+        x = x + self.drop(self.attn(self.norm1(x), rope, mask, cache))
+        return x + self.mlp(self.norm2(x))
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig, head: Literal["lm", "scalar"] = "lm"):
+        super().__init__()
+        cfg.validate()
+        self.cfg, self.head_kind = cfg, head
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.flavour == "gpt2" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.norm = _norm(cfg)
+        if head == "lm":
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+            if cfg.tied:
+                self.lm_head.weight = self.tok_emb.weight  # weight tying (Press & Wolf 2017), as GPT-2
+        else:
+            self.score_head = nn.Linear(cfg.d_model, 1, bias=True)
+        if cfg.flavour == "llama":
+            cos, sin = rope_tables(cfg)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init)
+
+    def _init(self, m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if getattr(m, "residual", False) else 0.02
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters, each shared tensor counted once (optionally without position embeddings)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and self.pos_emb is not None:
+            n -= self.pos_emb.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: 6N for the matmuls plus 12*L*d*T for attention scores
+        (Kaplan et al. 2020; PaLM appendix B), T the context length."""
+        T = seq_len or self.cfg.max_seq_len
+        return 6 * self.num_params(non_embedding=True) + 12 * self.cfg.n_layer * self.cfg.d_model * T
+
+    # -- forward --------------------------------------------------------------------------------
+    def hidden(self, idx: torch.Tensor, *, positions=None, pad_mask=None, cache: KVCache | None = None) -> torch.Tensor:
+        """Final hidden states (B, T, d) for token ids `idx` (B, T).
+
+        positions: (B, T) position of each token (default: 0..T-1 after what the cache holds).
+        pad_mask:  (B, T) True for real tokens; False for (left) padding, which no token attends to.
+        cache:     a KVCache to read earlier tokens from and append these to.
+        """
+        B, T = idx.shape
+        cfg = self.cfg
+        start = cache.length if cache is not None else 0
+        limit = min(cfg.max_seq_len, cache.max_len) if cache is not None else cfg.max_seq_len
+        if start + T > limit:
+            raise ValueError(f"sequence of {start + T} tokens is longer than the context ({cfg.max_seq_len})")
+        if positions is None:
+            positions = torch.arange(start, start + T, device=idx.device).expand(B, T)
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        x = self.drop(x)
+        rope = None
+        if cfg.flavour == "llama":
+            rope = (self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1))  # (B, 1, T, hd/2)
+        mask = self._mask(idx, pad_mask, cache)
+        for block in self.blocks:
+            x = block(x, rope, mask, cache)
+        if cache is not None:
+            cache.length += T
+        return self.norm(x)
+
+    def _mask(self, idx, pad_mask, cache):
+        """A boolean attention mask (B, 1, T, S), or None for the plain causal fast path."""
+        B, T = idx.shape
+        if cache is None and pad_mask is None:
+            return None
+        start = cache.length if cache is not None else 0
+        S = start + T
+        keys = torch.ones(B, S, dtype=torch.bool, device=idx.device)
+        if cache is not None:
+            if pad_mask is not None:
+                cache.pad_mask[:, start:S] = pad_mask
+            else:
+                cache.pad_mask[:, start:S] = True
+            keys = cache.pad_mask[:, :S]
+        elif pad_mask is not None:
+            keys = pad_mask.bool()
+        allowed = keys[:, None, None, :].expand(B, 1, T, S)
+        if self.cfg.causal:
+            q_pos = torch.arange(start, S, device=idx.device)[:, None]
+            causal = torch.arange(S, device=idx.device)[None, :] <= q_pos  # (T, S)
+            allowed = allowed & causal
+        # A padding query would attend to nothing (softmax of all -inf = NaN): let it see itself.
+        diag = torch.zeros(T, S, dtype=torch.bool, device=idx.device)
+        diag[torch.arange(T), torch.arange(start, S)] = True
+        return allowed | diag
+
+    def forward(self, idx, *, positions=None, pad_mask=None, cache=None) -> torch.Tensor:
+        """Logits (B, T, vocab) for the lm head, or scores (B, T) for the scalar head."""
+        h = self.hidden(idx, positions=positions, pad_mask=pad_mask, cache=cache)
+        if self.head_kind == "lm":
+            return self.lm_head(h)
+        return self.score_head(h).squeeze(-1)
+
+
+def positions_from_mask(pad_mask: torch.Tensor) -> torch.Tensor:
+    """Positions for a left-padded batch: the first real token is position 0 (Huang et al.'s PPO notes)."""
+    return (pad_mask.long().cumsum(-1) - 1).clamp(min=0)
