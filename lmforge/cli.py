@@ -163,6 +163,71 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- models
+
+
+def cmd_pretrain(args) -> int:
+    from .config import load_config
+    from .train.pretrain import PretrainConfig, run_pretrain
+
+    cfg = load_config(PretrainConfig, args.recipe, args.overrides)
+    last = run_pretrain(cfg, args.out)
+    if args.json:
+        _print_json(last)
+    else:
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()}
+        print(" ".join(f"{k}={v}" for k, v in shown.items()))
+        print(f"-> {args.out}")
+    return 0
+
+
+def _load_model_and_tokenizer(path: str):
+    from .models import load_model
+    from .tokenizer import Tokenizer
+
+    model, folder = load_model(path)
+    return model.eval(), Tokenizer.load(folder)
+
+
+def cmd_generate(args) -> int:
+    from .engine import SamplingParams, beam_search, generate
+
+    model, tok = _load_model_and_tokenizer(args.model)
+    prompt = tok.encode(args.prompt)
+    if not prompt:
+        prompt = [tok.eos_id]  # an empty prompt starts a new document
+    if args.beams > 1:
+        results = beam_search(model, prompt, beams=args.beams, max_new_tokens=args.max_new_tokens, eos_id=tok.eos_id, length_penalty=args.length_penalty)
+        outs = [{"text": tok.decode(t), "score": s} for t, s in results]
+    else:
+        params = SamplingParams(
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+            repetition_penalty=args.repetition_penalty, stop_ids=[tok.eos_id], stop_strings=args.stop or [], seed=args.seed,
+        )  # fmt: skip
+        gens = generate(model, [prompt] * args.n, params, pad_id=tok.pad_id, decode=tok.decode)
+        outs = [{"text": tok.decode(g.tokens), "finished": g.finished, "tokens": len(g.tokens)} for g in gens]
+    if args.json:
+        _print_json({"prompt": args.prompt, "completions": outs})
+    else:
+        for o in outs:
+            print(args.prompt + o["text"])
+            if len(outs) > 1:
+                print("---")
+    return 0
+
+
+def cmd_eval_ppl(args) -> int:
+    from .eval.perplexity import perplexity
+
+    model, tok = _load_model_and_tokenizer(args.model)
+    result = perplexity(model, tok, args.data, text_field=args.text_field, sample_by=args.sample_by, split=args.split, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"perplexity {result['perplexity']:.3f}  bits/byte {result['bpb']:.4f}  loss {result['loss']:.4f}  ({result['tokens']} tokens, {result['bytes']} bytes)")
+    return 0
+
+
 # --------------------------------------------------------------------------- world
 
 
@@ -351,6 +416,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_prepare)
+
+    # pretrain / generate / eval -------------------------------------------
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a GPT on a corpus (the built-in world by default)",
+        formatter_class=fmt,
+        description="Pretrain a decoder-only transformer by next-token prediction. Settings come from the recipe (see recipes/tiny.yaml, "
+        "small.yaml, gpt2-124m.yaml), then KEY=VALUE overrides, e.g. model.n_layer=4 train.steps=500. Sections: data.{shards,corpus,world_seed,"
+        "tokenizer.*,val_fraction,seq_len,eval_batches}, model.{flavour,n_layer,n_head,n_kv_head,d_model,d_ff,max_seq_len,dropout,rope_theta,"
+        "norm_eps,tie_embeddings,causal}, train.{steps,batch_size,grad_accum,optim.*,schedule.*,eval_every,log_every,save_every,keep_last,seed,"
+        "nan_policy,compile,device,precision,parallel,tensorboard,wandb}. Running again on the same --out resumes; under "
+        "`torchrun --nproc_per_node=N` it trains data-parallel (train.parallel=ddp|fsdp).",
+    )
+    p.add_argument("recipe", nargs="?", default=None, metavar="RECIPE", help="a YAML recipe")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory (resumed if it holds checkpoints)")
+    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("generate", help="continue a prompt with a trained model", formatter_class=fmt, description="Generate text from a model: sampling (temperature, top-k, top-p) or beam search.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a model folder, checkpoint or run directory")
+    p.add_argument("--prompt", required=True, metavar="TEXT", help="the text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="most tokens to add")
+    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="sampling temperature; 0 is greedy")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K most likely tokens only")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling: the smallest set of tokens with probability >= P")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="divide (multiply) positive (negative) logits of tokens already seen by R")
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop when this text appears (repeatable)")
+    p.add_argument("--beams", type=int, default=1, metavar="B", help="beam search with B beams (B > 1 ignores sampling options)")
+    p.add_argument("--length-penalty", type=float, default=1.0, metavar="A", help="beam search length penalty exponent")
+    p.add_argument("--n", type=int, default=1, metavar="N", help="number of samples")
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed for sampling")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_generate)
+
+    ep = sub.add_parser("eval", help="evaluate a model", description="Evaluation commands; each prints one JSON object with --json.")
+    esub = ep.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = esub.add_parser("ppl", help="perplexity and bits per byte on held-out text", formatter_class=fmt, description="Perplexity per token and bits per byte of a model on a corpus (documents joined with the end-of-text token, scored in windows of the model's context).")
+    p.add_argument("--model", required=True, metavar="DIR", help="a model folder, checkpoint or run directory")
+    _add_corpus_args(p)
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_ppl)
 
     # world ----------------------------------------------------------------
     p = sub.add_parser(

@@ -156,6 +156,41 @@ class Tokenizer:
     def id_to_token(self, i: int) -> str | None:
         return self.hf.id_to_token(i)
 
+    def token_bytes(self) -> list[int]:
+        """UTF-8 bytes of text each id stands for (0 for special tokens): the divisor of bits per byte.
+
+        Byte-level BPE: exact (each token's characters map back to bytes, GPT-2's table).
+        Char: the character's bytes. Word: the word's bytes plus one for the space before it.
+        """
+        special = set(self.specials.values())
+        if self.kind == "bpe":
+            to_byte = {c: b for b, c in _bytes_to_unicode().items()}
+        out = []
+        for i in range(self.vocab_size):
+            tok = self.hf.id_to_token(i)
+            if i in special or tok is None:
+                out.append(0)
+            elif self.kind == "bpe":
+                out.append(sum(1 for c in tok if c in to_byte))
+            elif self.kind == "char":
+                out.append(len(tok.encode("utf-8")))
+            else:
+                out.append(len(tok.encode("utf-8")) + 1)
+        return out
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters (the ByteLevel alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
 
 # --------------------------------------------------------------------------- training
 

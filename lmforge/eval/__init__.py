@@ -1,0 +1,1 @@
+"""Evaluation: perplexity and bits per byte (and, later, few-shot, reward-model and policy evaluation)."""
