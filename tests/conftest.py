@@ -63,3 +63,18 @@ def bpe(corpus_jsonl):
     from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 
     return train_tokenizer(make_docs(), TokenizerConfig(kind="bpe", vocab_size=400, min_frequency=1))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """A prepared tiny corpus (tokenizer + shards with a val split), shared by a test module."""
+    from lmforge.data.prepare import CorpusConfig, PrepareConfig, run_prepare
+    from lmforge.data.shards import ShardConfig
+    from lmforge.tokenizer import TokenizerConfig
+
+    base = tmp_path_factory.mktemp("data")
+    corpus = base / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in make_docs(600, words=60)))
+    prep = PrepareConfig(data=CorpusConfig(path=str(corpus)), tokenizer=TokenizerConfig(vocab_size=300, min_frequency=1), shards=ShardConfig(val_fraction=0.1))
+    run_prepare(prep, base / "prep")
+    return base / "prep"

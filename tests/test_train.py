@@ -1,6 +1,5 @@
 """The training loop: schedules, parameter groups, NaN handling, exact resume, distributed equivalence."""
 
-import json
 import os
 import signal
 import subprocess
@@ -12,25 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmforge.data.prepare import CorpusConfig, PrepareConfig, run_prepare
-from lmforge.data.shards import ShardConfig
 from lmforge.models.transformer import ModelConfig, Transformer
-from lmforge.tokenizer import TokenizerConfig
 from lmforge.tracking import read_metrics
 from lmforge.train.loop import ScheduleConfig, TrainConfig, TrainingDiverged, lr_at, param_groups, train
 
-from .conftest import make_docs
-
 ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    base = tmp_path_factory.mktemp("data")
-    corpus = base / "c.jsonl"
-    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in make_docs(600, words=60)))
-    run_prepare(PrepareConfig(data=CorpusConfig(path=str(corpus)), tokenizer=TokenizerConfig(vocab_size=300, min_frequency=1), shards=ShardConfig(val_fraction=0.1)), base / "prep")
-    return base / "prep"
 
 
 def test_schedules():
