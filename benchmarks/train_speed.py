@@ -211,7 +211,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--warmup", type=int, default=3, help="steps left out of the steady window (default 3)")
     ap.add_argument("--profile", action="store_true", help="afterwards, cProfile one run of each method")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.steps < args.warmup + 2:
         ap.error("--steps must be at least --warmup + 2")
     preset = PRESETS[args.preset]
@@ -255,6 +258,11 @@ def main() -> None:
     print(row("lmforge train(), steady", max(rates["lmforge"])))
     print(row("reference, whole call", max(whole["reference"])))
     print(row("lmforge train(), whole call incl. set-up + final checkpoint", max(whole["lmforge"])))
+    if not probe.cfg.tied:  # flops_per_token's 6N counts the input embedding, a lookup rather than a matmul
+        emb = 6 * probe.tok_emb.weight.numel()
+        print(f"(note: model.flops_per_token counts 6 x the untied input embedding, {emb / 1e6:.1f} of {fpt / 1e6:.1f} MFLOP/token, "
+              f"which no matmul computes; without it the best MFU is reference {max(rates['reference']) * (fpt - emb) / peak:.1%}, "
+              f"lmforge {max(rates['lmforge']) * (fpt - emb) / peak:.1%})")  # fmt: skip
     med = {m: statistics.median(rates[m]) for m in methods}
     print(f"\nmedian steady tokens/s: reference {med['reference']:,.0f}, lmforge {med['lmforge']:,.0f}")
     print(f"one final checkpoint (checkpoint + final model, as train() writes at the end): {ckpt_s * 1000:.0f} ms "

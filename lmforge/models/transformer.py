@@ -246,10 +246,17 @@ class Transformer(nn.Module):
 
     # -- bookkeeping --------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = False) -> int:
-        """Parameters, each shared tensor counted once (optionally without position embeddings)."""
+        """Parameters, each shared tensor counted once.
+
+        non_embedding: leave out the lookup tables that no matmul uses: position embeddings, and
+        the token embedding unless it is tied to the output head (then it is the head's matrix).
+        """
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding and self.pos_emb is not None:
-            n -= self.pos_emb.weight.numel()
+        if non_embedding:
+            if self.pos_emb is not None:
+                n -= self.pos_emb.weight.numel()
+            if not (self.head_kind == "lm" and self.cfg.tied):
+                n -= self.tok_emb.weight.numel()
         return n
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
