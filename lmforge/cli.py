@@ -511,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _split_recipe(args)
     prog = " ".join(["lmforge", args.command, getattr(args, "action", "") or ""]).strip()
+    default_format = warnings.formatwarning
     warnings.formatwarning = lambda msg, cat, *a, **k: f"{prog}: warning: {msg}\n"
     try:
         return args.func(args)
@@ -524,3 +525,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = default_format

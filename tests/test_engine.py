@@ -133,10 +133,18 @@ def test_stop_tokens_and_strings():
 def test_sequence_logprobs_match_the_generator():
     model = tiny()
     g = generate(model, [[4, 5]], SamplingParams(max_new_tokens=6, temperature=0))[0]
-    per = sequence_logprobs(model, [[4, 5]], [g.tokens], per_token=True)[0]
+    with torch.no_grad():
+        per = sequence_logprobs(model, [[4, 5]], [g.tokens], per_token=True)[0]
+        batched = sequence_logprobs(model, [[4, 5], [1, 2, 3, 4]], [g.tokens, [7]])
     assert per.tolist() == pytest.approx(g.logprobs, abs=1e-5)
-    batched = sequence_logprobs(model, [[4, 5], [1, 2, 3, 4]], [g.tokens, [7]])
     assert float(batched[0]) == pytest.approx(sum(g.logprobs), abs=1e-4)
+
+
+def test_sequence_logprobs_carry_gradients():
+    model = tiny()
+    lp = sequence_logprobs(model, [[4, 5]], [[6, 7]])
+    lp.sum().backward()
+    assert model.tok_emb.weight.grad is not None
 
 
 def test_bad_sampling_requests():
