@@ -157,3 +157,11 @@ def test_bad_sampling_requests():
         generate(model, [[1]], SamplingParams(temperature=-1))
     with pytest.raises(InputError, match="context"):
         generate(model, [list(range(1, 50)) + [1] * 20], SamplingParams())
+
+
+def test_repetition_penalty_discounts_seen_tokens_only():
+    logits = torch.tensor([[2.0, -1.0, 3.0, 0.5]])
+    history = torch.tensor([[0, 1, 1]])
+    out = process_logits(logits, SamplingParams(repetition_penalty=2.0, temperature=1.0), history, torch.tensor([[True, True, False]]))
+    # token 0 seen (positive: halved), token 1 seen (negative: doubled); the masked slot counts for nothing
+    assert out.tolist() == [[1.0, -2.0, 3.0, 0.5]]
