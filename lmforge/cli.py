@@ -228,6 +228,63 @@ def cmd_eval_ppl(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- n-grams
+
+
+def _ngram_sentences(args):
+    """Sentences of words: KenLM's line-per-sentence whitespace split, or a tokenizer's tokens."""
+    from pathlib import Path
+
+    from .data.readers import iter_documents
+    from .models.ngram import read_sentences, split_words
+
+    if args.tokenize == "whitespace" and Path(args.data).is_file() and Path(args.data).suffix.lower() in (".txt", ".text", ".md"):
+        return read_sentences(args.data)  # exactly as lmplz/query read a file
+    if args.tokenize == "tokenizer":
+        from .tokenizer import Tokenizer
+
+        if not args.tokenizer:
+            raise InputError("--tokenize tokenizer needs --tokenizer PATH")
+        tok = Tokenizer.load(args.tokenizer)
+        return [[str(i) for i in tok.encode(doc)] for doc in iter_documents(args.data, text_field=args.text_field)]
+    return [split_words(line) for doc in iter_documents(args.data, text_field=args.text_field) for line in doc.split("\n")]
+
+
+def cmd_ngram_train(args) -> int:
+    from .models.ngram import FALLBACK, estimate
+
+    lm = estimate(_ngram_sentences(args), args.order, discount_fallback=FALLBACK if args.discount_fallback else None)
+    lm.write_arpa(args.out)
+    sizes = ", ".join(f"{k + 1}-grams {len(o.keys)}" for k, o in enumerate(lm.orders))
+    print(f"order {args.order}: {sizes} -> {args.out}")
+    return 0
+
+
+def cmd_ngram_eval(args) -> int:
+    from .models.ngram import NGramLM
+
+    lm = NGramLM.read_arpa(args.model)
+    result = lm.evaluate(_ngram_sentences(args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"perplexity {result['perplexity']:.4f} (excluding OOVs {result['perplexity_excluding_oov']:.4f}), OOVs {result['oov']}, tokens {result['tokens']}")
+    return 0
+
+
+def cmd_ngram_generate(args) -> int:
+    import numpy as np
+
+    from .models.ngram import NGramLM, sample, split_words
+
+    lm = NGramLM.read_arpa(args.model)
+    rng = np.random.default_rng(args.seed)
+    for _ in range(args.n):
+        context = split_words(args.prompt or "")
+        print(" ".join(context + sample(lm, rng, args.max_words, context)))
+    return 0
+
+
 # --------------------------------------------------------------------------- world
 
 
@@ -459,6 +516,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_ppl)
+
+    # ngram ----------------------------------------------------------------
+    np_ = sub.add_parser("ngram", help="n-gram language models with modified Kneser-Ney smoothing (KenLM-compatible ARPA)", description="n-gram LMs estimated as KenLM's lmplz does, read and written as ARPA files.")
+    nsub = np_.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def ngram_data(p):
+        p.add_argument("--data", required=True, metavar="PATH", help=f"text: {DATA_HELP}; with --tokenize whitespace each line is a sentence")
+        p.add_argument("--tokenize", choices=["whitespace", "tokenizer"], default="whitespace", help="words split on space/tab/CR/NUL as KenLM does, or the tokens of --tokenizer (one document a sentence)")
+        p.add_argument("--tokenizer", default=None, metavar="PATH", help="tokenizer.json for --tokenize tokenizer")
+        p.add_argument("--text-field", default="text", metavar="NAME", help="field holding the text in JSONL/Parquet records")
+
+    p = nsub.add_parser("train", help="estimate an n-gram model and write it as ARPA", formatter_class=fmt, description="Interpolated modified Kneser-Ney (Chen & Goodman 1998) as lmplz computes it.")
+    p.add_argument("--order", type=int, required=True, metavar="N", help="the n-gram order")
+    ngram_data(p)
+    p.add_argument("--out", required=True, metavar="FILE.arpa", help="the ARPA file to write")
+    p.add_argument("--discount-fallback", action="store_true", help="use D = 0.5, 1, 1.5 where count-of-counts make a discount undefined (lmplz's --discount_fallback)")
+    p.set_defaults(func=cmd_ngram_train)
+
+    p = nsub.add_parser("eval", help="perplexity of an ARPA model on text (as KenLM's query reports it)", formatter_class=fmt, description="Perplexity with and without OOVs; </s> and OOV words count as tokens.")
+    p.add_argument("--model", required=True, metavar="FILE.arpa", help="an ARPA file (lmforge's or KenLM's)")
+    ngram_data(p)
+    p.add_argument("--json", action="store_true", help='print {"perplexity", "perplexity_excluding_oov", "oov", "tokens"}')
+    p.set_defaults(func=cmd_ngram_eval)
+
+    p = nsub.add_parser("generate", help="sample sentences from an ARPA model", formatter_class=fmt, description="Draw words one at a time from p(w | context) until </s>.")
+    p.add_argument("--model", required=True, metavar="FILE.arpa", help="an ARPA file")
+    p.add_argument("--prompt", default="", metavar="TEXT", help="words to start from")
+    p.add_argument("--n", type=int, default=1, metavar="N", help="number of sentences")
+    p.add_argument("--max-words", type=int, default=40, metavar="N", help="most words per sentence")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
+    p.set_defaults(func=cmd_ngram_generate)
 
     # world ----------------------------------------------------------------
     p = sub.add_parser(
