@@ -1,7 +1,9 @@
 """The inference engine: from a model's probabilities to tokens, and back to scores.
 
-It knows token ids only; text goes in and out through a tokenizer at the edges (the
-`decode` argument, used for stop strings). It provides:
+It drives any model with `new_cache` and `model(ids, positions=, pad_mask=, cache=)`: the
+transformer (its cache holds keys and values) and the recurrent baselines (their cache is the
+hidden state). It knows token ids only; text goes in and out through a tokenizer at the edges
+(the `decode` argument, used for stop strings). It provides:
 
   - `generate`: batched sampling with a KV cache. Prompts of different lengths are left
     padded; positions come from the padding mask, so a padded row computes exactly what it
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
-from .models.transformer import KVCache, Transformer, positions_from_mask
+from .models.transformer import Transformer, positions_from_mask
 
 
 @dataclass
@@ -148,7 +150,7 @@ def stream(
         B, T = ids.shape
         budget = min(params.max_new_tokens, model.cfg.max_seq_len - T)
         dtype = next(model.parameters()).dtype
-        cache = KVCache(model.cfg, B, T + budget, device, dtype)
+        cache = model.new_cache(B, T + budget, device, dtype)
         positions = positions_from_mask(mask)
         logits = model(ids, positions=positions, pad_mask=mask, cache=cache)[:, -1]
         next_pos = positions[:, -1] + 1
@@ -241,7 +243,7 @@ def beam_search(
     try:
         T = len(prompt)
         budget = min(max_new_tokens, model.cfg.max_seq_len - T)
-        cache = KVCache(model.cfg, 1, T + budget, device, next(model.parameters()).dtype)
+        cache = model.new_cache(1, T + budget, device, next(model.parameters()).dtype)
         logits = model(torch.tensor([prompt], device=device), cache=cache)[:, -1]
         seqs: list[list[int]] = [[]]
         scores = torch.zeros(1, device=device)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lmforge.data.readers import iter_text_pieces
-from lmforge.data.shards import BatchLoader, ShardConfig, TokenShards, write_shards
+from lmforge.data.shards import BatchLoader, ShardConfig, StreamLoader, TokenShards, write_shards
 from lmforge.errors import InputError
 
 
@@ -152,3 +152,42 @@ def test_truncated_shard_is_detected(shards):
     f.write_bytes(f.read_bytes()[:-3])
     with pytest.raises(InputError, match="truncated"):
         TokenShards(shards.folder)
+
+
+def test_stream_rows_continue_across_batches_and_shards(shards):
+    assert len(shards.arrays) > 2
+    loader = StreamLoader(shards, batch_size=4, seq_len=16)
+    flat = torch.from_numpy(np.concatenate([np.asarray(a) for a in shards.arrays]).astype(np.int64))
+    x1, y1 = next(loader)
+    assert loader.fresh
+    x2, _ = next(loader)
+    assert not loader.fresh
+    assert torch.equal(x2[:, 0], y1[:, -1])  # row r of batch 2 starts where row r of batch 1 ended
+    for r in range(4):
+        start = r * loader.stretch
+        assert torch.equal(x1[r], flat[start : start + 16]) and torch.equal(y1[r], flat[start + 1 : start + 17])
+    # every batch of an epoch, row by row, is the row's stretch read in order
+    loader = StreamLoader(shards, batch_size=4, seq_len=16)
+    rows = torch.cat([next(loader)[0] for _ in range(loader.batches_per_epoch)], dim=1)
+    assert loader.epoch == 1 and loader.batch == 0
+    for r in range(4):
+        assert torch.equal(rows[r], flat[r * loader.stretch : r * loader.stretch + rows.size(1)])
+    # two ranks read disjoint rows of the same global layout
+    a = next(StreamLoader(shards, 2, 16, rank=0, world_size=2))[0]
+    b = next(StreamLoader(shards, 2, 16, rank=1, world_size=2))[0]
+    assert torch.equal(torch.cat([a, b]), x1)
+
+
+def test_stream_loader_resumes_with_its_carried_state(shards):
+    loader = StreamLoader(shards, batch_size=2, seq_len=8)
+    take(loader, 3)
+    loader.carry = (torch.randn(1, 2, 5), torch.randn(1, 2, 5))
+    state = json.loads(json.dumps(loader.state_dict()))
+    again = StreamLoader(shards, batch_size=2, seq_len=8)
+    again.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(again.carry, loader.carry))
+    assert torch.equal(next(again)[0], next(loader)[0]) and not again.fresh
+    with pytest.raises(InputError, match="seq_len"):
+        StreamLoader(shards, batch_size=2, seq_len=4).load_state_dict(state)
+    with pytest.raises(InputError, match="too few"):
+        StreamLoader(shards, batch_size=64, seq_len=512)

@@ -387,3 +387,92 @@ class BatchLoader:
         if not 0 <= state["batch"] < self.batches_per_epoch:
             raise InputError(f"saved batch {state['batch']} is outside the epoch ({self.batches_per_epoch} batches)", field="data.batch")
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+
+class StreamLoader:
+    """Consecutive batches of B parallel token streams, for truncated backpropagation through time.
+
+    The split (its shards joined) is cut into batch_size * world_size equal stretches, one per
+    row; batch k holds tokens [k*T, (k+1)*T] of every stretch, so row r of batch k+1 continues
+    row r of batch k and a recurrent state can be carried across (the "batchify" of RNN LM
+    training, Zaremba et al. 2014). `fresh` says whether the batch just returned starts a pass
+    over the data (the state should restart from zero). The trainer may keep that state in
+    `carry` (a tensor or a tuple of tensors, batch in dim 1): it is saved with the data position
+    in a single-process run, so a resumed run continues exactly.
+    """
+
+    def __init__(self, shards: TokenShards, batch_size: int, seq_len: int, *, rank: int = 0, world_size: int = 1):
+        if batch_size < 1 or seq_len < 1:
+            raise ConfigError("batch_size and seq_len must be positive")
+        self.shards, self.batch_size, self.seq_len, self.rank, self.world_size = shards, batch_size, seq_len, rank, world_size
+        self._offsets = np.concatenate([[0], np.cumsum([len(a) for a in shards.arrays])]).astype(np.int64)
+        streams = batch_size * world_size
+        self.stretch = (int(self._offsets[-1]) - 1) // streams
+        self.batches_per_epoch = (self.stretch - 1) // seq_len if self.stretch > 1 else 0
+        if self.batches_per_epoch < 1:
+            raise InputError(
+                f"split '{shards.split}' has {shards.tokens} tokens: too few for {streams} streams of {seq_len + 1} tokens; lower batch_size or seq_len",
+                path=shards.folder,
+            )
+        self.epoch = 0
+        self.batch = 0
+        self.fresh = True
+        self.carry = None
+
+    def _slice(self, start: int, n: int) -> np.ndarray:
+        """Tokens [start, start + n) of the split, across shard boundaries."""
+        parts = []
+        while n > 0:
+            s = int(np.searchsorted(self._offsets, start, side="right") - 1)
+            off = start - int(self._offsets[s])
+            take = min(n, len(self.shards.arrays[s]) - off)
+            parts.append(np.asarray(self.shards.arrays[s][off : off + take], dtype=np.int64))
+            start, n = start + take, n - take
+        return np.concatenate(parts)
+
+    def __iter__(self) -> "StreamLoader":
+        return self
+
+    def __next__(self):  # -> (inputs, targets), torch int64 tensors (B, T)
+        import torch
+
+        T = self.seq_len
+        first = self.rank * self.batch_size
+        rows = [self._slice((first + r) * self.stretch + self.batch * T, T + 1) for r in range(self.batch_size)]
+        self.fresh = self.batch == 0
+        self.batch += 1
+        if self.batch == self.batches_per_epoch:
+            self.epoch, self.batch = self.epoch + 1, 0
+        t = torch.from_numpy(np.stack(rows))
+        return t[:, :-1], t[:, 1:]
+
+    @property
+    def progress(self) -> float:
+        return self.epoch + self.batch / self.batches_per_epoch
+
+    def state_dict(self) -> dict:
+        state = {"epoch": self.epoch, "batch": self.batch, "batch_size": self.batch_size, "seq_len": self.seq_len, "world_size": self.world_size, "streams": True}
+        if self.carry is not None and self.world_size == 1:  # float32 values survive JSON exactly
+            parts = self.carry if isinstance(self.carry, tuple) else (self.carry,)
+            state["carry"] = {"tuple": isinstance(self.carry, tuple), "values": [p.detach().float().cpu().tolist() for p in parts]}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        import torch
+
+        if not state.get("streams"):
+            raise InputError("saved data position is not a stream position (was this run trained with another arch?)", field="data")
+        for key in ("batch_size", "seq_len", "world_size"):
+            if state.get(key) != getattr(self, key):
+                raise InputError(
+                    f"saved data position was made with {key}={state.get(key)}, this run has {getattr(self, key)}; resume with the same data settings",
+                    field=f"data.{key}",
+                )
+        if not 0 <= state["batch"] < self.batches_per_epoch:
+            raise InputError(f"saved batch {state['batch']} is outside the epoch ({self.batches_per_epoch} batches)", field="data.batch")
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self.fresh = False
+        self.carry = None
+        if "carry" in state:
+            parts = tuple(torch.tensor(v, dtype=torch.float32) for v in state["carry"]["values"])
+            self.carry = parts if state["carry"]["tuple"] else parts[0]

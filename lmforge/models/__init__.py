@@ -1,7 +1,14 @@
-"""Models: the transformer (and, later, n-gram and RNN baselines), and loading them from disk.
+"""Models, and loading them from disk.
 
-A saved model is a folder with `config.json` ({"architecture": "transformer", "head": ...,
-"model": ModelConfig fields}), `model.safetensors` and `tokenizer.json`.
+  transformer.py  the GPT (gpt2 and llama flavours): lmforge's one model definition
+  rnn.py          the recurrent baselines (Elman RNN, LSTM, GRU)
+  ngram.py        n-gram baselines (Kneser-Ney as KenLM builds it, add-k, MLE): numpy, no torch
+
+A saved neural model is a folder with `config.json` ({"architecture": "transformer" | "rnn",
+"head": ..., "model": the config's fields}), `model.safetensors` and `tokenizer.json`.
+
+Nothing here imports torch until a neural model is asked for, so the n-gram commands start
+without it.
 """
 
 from __future__ import annotations
@@ -9,34 +16,43 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import torch
-
-from ..checkpoint import load_model_files
-from ..config import from_dict
 from ..errors import InputError
-from .transformer import ModelConfig, Transformer
+
+ARCHITECTURES = ("transformer", "rnn")
 
 
-def model_config_json(model: Transformer) -> dict:
-    return {"architecture": "transformer", "head": model.head_kind, "model": dataclasses.asdict(model.cfg)}
+def model_config_json(model) -> dict:
+    from .rnn import RNNLM
+
+    arch = "rnn" if isinstance(model, RNNLM) else "transformer"
+    return {"architecture": arch, "head": model.head_kind, "model": dataclasses.asdict(model.cfg)}
 
 
-def build_model(config: dict) -> Transformer:
-    if config.get("architecture") != "transformer":
-        raise InputError(f"unsupported architecture {config.get('architecture')!r} (supported: transformer)", field="architecture")
-    cfg = from_dict(ModelConfig, config.get("model", {}))
-    return Transformer(cfg, head=config.get("head", "lm"))
+def build_model(config: dict):
+    from ..config import from_dict
+    from .rnn import RNNLM, RNNConfig
+    from .transformer import ModelConfig, Transformer
+
+    arch = config.get("architecture")
+    if arch == "rnn":
+        return RNNLM(from_dict(RNNConfig, config.get("model", {})))
+    if arch != "transformer":
+        raise InputError(f"unsupported architecture {arch!r} (supported: {', '.join(ARCHITECTURES)})", field="architecture")
+    return Transformer(from_dict(ModelConfig, config.get("model", {})), head=config.get("head", "lm"))
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[Transformer, "os.PathLike"]:
+def load_model(path: str | os.PathLike, device: str = "cpu"):
     """The model at PATH (a model folder, checkpoint or run directory) and the folder it came from."""
+    from ..checkpoint import load_model_files
+
     config, weights, folder = load_model_files(path, device)
     model = build_model(config)
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = {"lm_head.weight"} if model.cfg.tied else set()
+    # a tied weight may be stored under one of its names only
+    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
     if set(missing) - tied or unexpected:
         raise InputError(f"weights do not fit the config: missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]}", path=folder)
     return model.to(device), folder
 
 
-__all__ = ["ModelConfig", "Transformer", "build_model", "load_model", "model_config_json", "torch"]
+__all__ = ["ARCHITECTURES", "build_model", "load_model", "model_config_json"]

@@ -265,6 +265,10 @@ class Transformer(nn.Module):
         T = seq_len or self.cfg.max_seq_len
         return 6 * self.num_params(non_embedding=True) + 12 * self.cfg.n_layer * self.cfg.d_model * T
 
+    def new_cache(self, batch: int, max_len: int, device, dtype) -> KVCache:
+        """An empty KV cache for generating `batch` sequences of up to `max_len` tokens."""
+        return KVCache(self.cfg, batch, max_len, device, dtype)
+
     # -- forward --------------------------------------------------------------------------------
     def hidden(self, idx: torch.Tensor, *, positions=None, pad_mask=None, cache: KVCache | None = None) -> torch.Tensor:
         """Final hidden states (B, T, d) for token ids `idx` (B, T).

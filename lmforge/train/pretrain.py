@@ -5,6 +5,10 @@ positions of -log p(y_t | x_<=t) (Radford et al. 2018, eq. 1). Evaluation report
 loss per token, perplexity exp(loss), and bits per byte: the summed loss in bits divided by
 the UTF-8 bytes those tokens stand for, which compares models with different tokenizers.
 
+The recurrent baselines (`arch=rnn`: Elman RNN, LSTM, GRU) train in the same loop on the same
+shards, with truncated backpropagation through time over consecutive batches (`rnn_objective`,
+`StreamLoader`); their state is not checkpointed, so a resumed RNN run restarts it from zero.
+
 `lmforge pretrain [RECIPE] [key=value ...] --out DIR` runs the stage: it takes prepared shards
 (`data.shards`), or prepares `data.corpus` first (by default the built-in world, generated
 into DIR/world), builds the model with the tokenizer's vocabulary size, and trains it with the
@@ -13,19 +17,22 @@ one loop. Running it again on the same DIR resumes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..config import dump_yaml
 from ..data.prepare import CorpusConfig, PrepareConfig, run_prepare
-from ..data.shards import BatchLoader, ShardConfig, TokenShards
+from ..data.shards import BatchLoader, ShardConfig, StreamLoader, TokenShards
 from ..errors import ConfigError, InputError
+from ..eval.perplexity import score_stream
 from ..io import atomic_write_text
 from ..models import model_config_json
+from ..models.rnn import RNNLM, RNNConfig, RNNState
 from ..models.transformer import ModelConfig, Transformer
 from ..tokenizer import Tokenizer, TokenizerConfig
 from .loop import TrainConfig, train
@@ -44,12 +51,14 @@ class PretrainDataConfig:
 
 @dataclass
 class PretrainConfig:
+    arch: Literal["transformer", "rnn"] = "transformer"
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)  # vocab_size is taken from the tokenizer
+    model: ModelConfig = field(default_factory=ModelConfig)  # the transformer; vocab_size comes from the tokenizer
+    rnn: RNNConfig = field(default_factory=RNNConfig)  # the recurrent baseline, when arch=rnn
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        if self.data.seq_len > self.model.max_seq_len:
+        if self.arch == "transformer" and self.data.seq_len > self.model.max_seq_len:
             raise ConfigError(f"({self.data.seq_len}) must not exceed model.max_seq_len ({self.model.max_seq_len})", field="data.seq_len")
 
 
@@ -61,47 +70,58 @@ def lm_loss(model, batch) -> tuple[torch.Tensor, dict]:
     return loss, {"tokens": y.numel()}
 
 
+def rnn_objective(loader: StreamLoader):
+    """Next-token loss for a recurrent model with truncated backpropagation through time: row r
+    of a batch continues row r of the one before (`StreamLoader`), so the state is carried
+    across batches (in `loader.carry`, which checkpoints save) and detached in between, so that
+    gradients flow through `seq_len` steps only (Williams & Peng 1990; Zaremba et al. 2014)."""
+
+    def objective(model, batch):
+        x, y = batch
+        state = RNNState(max_len=x.size(1))
+        if not loader.fresh and loader.carry is not None:  # a new pass starts from a zero state
+            state.h = loader.carry
+            state.map(lambda t: t.to(device=x.device, dtype=next(model.parameters()).dtype))
+        logits = model(x, cache=state)
+        state.detach()
+        loader.carry = state.h
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+        return loss, {"tokens": y.numel()}
+
+    return objective
+
+
 @torch.no_grad()
 def evaluate_lm(model, shards: TokenShards, seq_len: int, batch_size: int, token_bytes: torch.Tensor, max_batches: int = 0) -> dict:
-    """Held-out loss, perplexity and bits per byte over the val split (in order, no shuffling)."""
-    loader = BatchLoader(shards, batch_size, seq_len, shuffle=False)
-    n = loader.batches_per_epoch if max_batches <= 0 else min(max_batches, loader.batches_per_epoch)
-    device = next(model.parameters()).device
-    token_bytes = token_bytes.to(device)
-    nll = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    n_bytes = torch.zeros((), dtype=torch.float64, device=device)
-    for _ in range(n):
-        x, y = (t.to(device) for t in next(loader))
-        logits = model(x).float()
-        losses = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction="none")
-        nll += losses.double().sum()
-        count += y.numel()
-        n_bytes += token_bytes[y.reshape(-1)].double().sum()
-    loss = (nll / count).item()
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "bpb": (nll / (math.log(2) * n_bytes)).item(), "tokens": count}
+    """Held-out loss, perplexity and bits per byte over the val split, read in order as one stream
+    (`lmforge.eval.perplexity.score_stream`); with `max_batches`, its first
+    max_batches * batch_size * seq_len tokens only."""
+    stream = np.concatenate([np.asarray(a) for a in shards.arrays])
+    if max_batches > 0:
+        stream = stream[: max_batches * batch_size * seq_len + 1]
+    return score_stream(model, torch.from_numpy(stream.astype(np.int64)), token_bytes, window=seq_len, batch_size=batch_size)
 
 
 def _shard_dir(path: Path) -> Path:
     return path / "shards" if (path / "shards" / "index.json").exists() else path
 
 
-def prepare_data(cfg: PretrainConfig, out: Path) -> Path:
+def prepare_data(data: PretrainDataConfig, out: Path) -> Path:
     """The shard folder to train on, preparing it under `out` if needed."""
-    if cfg.data.shards:
-        return _shard_dir(Path(cfg.data.shards))
+    if data.shards:
+        return _shard_dir(Path(data.shards))
     data_dir = out / "data"
     if (data_dir / "shards" / "index.json").exists():
         return data_dir / "shards"
-    corpus = cfg.data.corpus
+    corpus = data.corpus
     if corpus == "world":
         from ..world.build import WorldConfig, build_world
 
         world_dir = out / "world"
         if not (world_dir / "manifest.json").exists():
-            build_world(WorldConfig(seed=cfg.data.world_seed), world_dir, overwrite=True)
+            build_world(WorldConfig(seed=data.world_seed), world_dir, overwrite=True)
         corpus = str(world_dir / "pretrain.jsonl")
-    prep = PrepareConfig(data=CorpusConfig(path=corpus), tokenizer=cfg.data.tokenizer, shards=ShardConfig(val_fraction=cfg.data.val_fraction))
+    prep = PrepareConfig(data=CorpusConfig(path=corpus), tokenizer=data.tokenizer, shards=ShardConfig(val_fraction=data.val_fraction))
     run_prepare(prep, data_dir, overwrite=True)
     return data_dir / "shards"
 
@@ -110,9 +130,10 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
     cfg.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    shard_dir = prepare_data(cfg, out)
+    shard_dir = prepare_data(cfg.data, out)
     tokenizer = Tokenizer.load(shard_dir)
     cfg.model.vocab_size = tokenizer.vocab_size
+    cfg.rnn.vocab_size = tokenizer.vocab_size
     saved = out / "config.yaml"
     text = dump_yaml(cfg)
     if saved.exists() and (out / "checkpoints").exists() and saved.read_text() != text:
@@ -123,12 +144,16 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     train_shards = TokenShards(shard_dir, "train")
-    batches = BatchLoader(train_shards, cfg.train.batch_size, cfg.data.seq_len, seed=cfg.train.seed, rank=rank, world_size=world)
+    torch.manual_seed(cfg.train.seed)
+    if cfg.arch == "rnn":
+        batches = StreamLoader(train_shards, cfg.train.batch_size, cfg.data.seq_len, rank=rank, world_size=world)
+        model, objective = RNNLM(cfg.rnn), rnn_objective(batches)
+    else:
+        batches = BatchLoader(train_shards, cfg.train.batch_size, cfg.data.seq_len, seed=cfg.train.seed, rank=rank, world_size=world)
+        model, objective = Transformer(cfg.model), lm_loss
     evaluate = None
     if "val" in train_shards.index["splits"]:
         val = TokenShards(shard_dir, "val")
         token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.float64)
         evaluate = lambda model: evaluate_lm(model, val, cfg.data.seq_len, cfg.train.batch_size, token_bytes, cfg.data.eval_batches)  # noqa: E731
-    torch.manual_seed(cfg.train.seed)
-    model = Transformer(cfg.model)
-    return train(model, lm_loss, batches, cfg.train, out, model_config=model_config_json(model), tokenizer=tokenizer, evaluate=evaluate, log_config={"config": dump_yaml(cfg)})
+    return train(model, objective, batches, cfg.train, out, model_config=model_config_json(model), tokenizer=tokenizer, evaluate=evaluate, log_config={"config": dump_yaml(cfg)})
