@@ -4,7 +4,8 @@
 
 Makes a synthetic corpus of Zipf-distributed words (seeded, cached in benchmarks/.cache/),
 builds each order with lmforge, measures peak resident memory of the build (in a child
-process, so each number stands alone) and scores a held-out tenth. If KenLM's `lmplz` and
+process, so each number stands alone; the memory the imports alone take is shown beside it) and
+scores a held-out tenth, read as KenLM's query reads it. If KenLM's `lmplz` and
 `query` are on the PATH, they are timed on the same files, and their perplexity is printed
 beside lmforge's (they are not a dependency: build them from the kenlm source release).
 """
@@ -56,13 +57,14 @@ CHILD = """
 import json, resource, sys, time
 from lmforge.models.ngram import estimate, read_sentences
 train, test, order = sys.argv[1], sys.argv[2], int(sys.argv[3])
+import_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.perf_counter(); sents = read_sentences(train); t_read = time.perf_counter() - t0
 t0 = time.perf_counter(); lm = estimate(sents, order); t_build = time.perf_counter() - t0
 words = sum(len(s) + 1 for s in sents)
-test_s = read_sentences(test)
+test_s = read_sentences(test, query=True)
 t0 = time.perf_counter(); r = lm.evaluate(test_s); t_query = time.perf_counter() - t0
 print(json.dumps({"read_s": t_read, "build_s": t_build, "query_s": t_query, "train_tokens": words, "test_tokens": r["tokens"],
-                  "perplexity": r["perplexity"], "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "perplexity": r["perplexity"], "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "import_mb": import_mb,
                   "ngrams": [len(o.keys) for o in lm.orders]}))
 """
 
@@ -95,7 +97,7 @@ def main() -> None:
     for order in args.orders:
         env = {**os.environ, "PYTHONPATH": str(Path(_HERE).parent)}
         r = json.loads(subprocess.run([sys.executable, "-c", CHILD, str(train), str(test), str(order)], capture_output=True, text=True, check=True, env=env).stdout)
-        print(f"| lmforge order {order} | {r['train_tokens']:,} | {r['build_s']:.1f} (+{r['read_s']:.1f} read) | {r['peak_mb']:.0f} | {r['test_tokens'] / r['query_s']:,.0f} | {r['perplexity']:.4f} |")
+        print(f"| lmforge order {order} | {r['train_tokens']:,} | {r['build_s']:.1f} (+{r['read_s']:.1f} read) | {r['peak_mb']:.0f} ({r['import_mb']:.0f} imports) | {r['test_tokens'] / r['query_s']:,.0f} | {r['perplexity']:.4f} |")
         k = kenlm(train, test, order)
         if k:
             print(f"| KenLM lmplz/query order {order} | | {k['build_s']:.1f} | | (query incl. load {k['query_s_incl_load']:.1f} s) | {k['perplexity']:.4f} |")
