@@ -181,6 +181,21 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import CompareConfig, format_table, run_compare
+    from .config import load_config
+    from .io import json_text
+
+    cfg = load_config(CompareConfig, args.recipe, args.overrides)
+    result = run_compare(cfg, args.out, log=lambda msg: print(msg, file=sys.stderr))
+    if args.json:
+        print(json_text(result))
+    else:
+        print(format_table(result))
+        print(f"-> {args.out}/comparison.json, {args.out}/comparison.png")
+    return 0
+
+
 def _load_model_and_tokenizer(path: str):
     from .models import load_model
     from .tokenizer import Tokenizer
@@ -220,7 +235,7 @@ def cmd_eval_ppl(args) -> int:
     from .eval.perplexity import perplexity
 
     model, tok = _load_model_and_tokenizer(args.model)
-    result = perplexity(model, tok, args.data, text_field=args.text_field, sample_by=args.sample_by, split=args.split, batch_size=args.batch_size)
+    result = perplexity(model, tok, args.data, text_field=args.text_field, sample_by=args.sample_by, split=args.split, batch_size=args.batch_size, window=args.window, stride=args.stride)
     if args.json:
         print(json.dumps(result))
     else:
@@ -278,15 +293,13 @@ def cmd_ngram_train(args) -> int:
 
 
 def cmd_ngram_eval(args) -> int:
-    import math
-
+    from .io import json_text
     from .models.ngram import load
 
     lm = load(args.model)
     result = lm.evaluate(_ngram_sentences(args, query=True))
     if args.json:
-        # an infinite perplexity (maximum likelihood gave a token probability 0) has no JSON number: null
-        print(json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()}))
+        print(json_text(result))  # an infinite perplexity (MLE gave a token probability 0) is null
     else:
         zero = f", zero-probability tokens {result['zero_prob_tokens']}" if result["zero_prob_tokens"] else ""
         print(f"perplexity {result['perplexity']:.4f} (excluding OOVs {result['perplexity_excluding_oov']:.4f}), OOVs {result['oov']}, tokens {result['tokens']}{zero}")
@@ -508,12 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
     # pretrain / generate / eval -------------------------------------------
     p = sub.add_parser(
         "pretrain",
-        help="pretrain a GPT on a corpus (the built-in world by default)",
+        help="pretrain a GPT (or an RNN, LSTM, GRU) on a corpus (the built-in world by default)",
         formatter_class=fmt,
-        description="Pretrain a decoder-only transformer by next-token prediction. Settings come from the recipe (see recipes/tiny.yaml, "
-        "small.yaml, gpt2-124m.yaml), then KEY=VALUE overrides, e.g. model.n_layer=4 train.steps=500. Sections: data.{shards,corpus,world_seed,"
+        description="Pretrain a decoder-only transformer (arch=transformer) or a recurrent LM (arch=rnn, truncated backpropagation through "
+        "time) by next-token prediction. Settings come from the recipe (see recipes/tiny.yaml, "
+        "small.yaml, gpt2-124m.yaml), then KEY=VALUE overrides, e.g. model.n_layer=4 train.steps=500. Sections: arch, data.{shards,corpus,world_seed,"
         "tokenizer.*,val_fraction,seq_len,eval_batches}, model.{flavour,n_layer,n_head,n_kv_head,d_model,d_ff,max_seq_len,dropout,rope_theta,"
-        "norm_eps,tie_embeddings,causal}, train.{steps,batch_size,grad_accum,optim.*,schedule.*,eval_every,log_every,save_every,keep_last,seed,"
+        "norm_eps,tie_embeddings,causal}, rnn.{cell,d_embed,d_hidden,n_layer,dropout,tie_embeddings,max_seq_len}, train.{steps,batch_size,grad_accum,optim.*,schedule.*,eval_every,log_every,save_every,keep_last,seed,"
         "nan_policy,compile,device,precision,parallel,tensorboard,wandb}. Running again on the same --out resumes; under "
         "`torchrun --nproc_per_node=N` it trains data-parallel (train.parallel=ddp|fsdp).",
     )
@@ -544,7 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = esub.add_parser("ppl", help="perplexity and bits per byte on held-out text", formatter_class=fmt, description="Perplexity per token and bits per byte of a model on a corpus (documents joined with the end-of-text token, scored in windows of the model's context).")
     p.add_argument("--model", required=True, metavar="DIR", help="a model folder, checkpoint or run directory")
     _add_corpus_args(p)
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="transformers: windows per forward pass")
+    p.add_argument("--window", type=int, default=None, metavar="N", help="tokens per window (default: the length the model was trained on, else its context; recurrent models: 512, state carried)")
+    p.add_argument("--stride", type=int, default=None, metavar="N", help="transformers: score N new tokens per window, the rest being context only (default: the window, non-overlapping)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_ppl)
 
@@ -612,6 +628,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agreement-prompts", type=int, default=1000, metavar="N", help="stats: prompts whose response pairs two labelers judge")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_world)
+
+    # compare --------------------------------------------------------------
+    p = sub.add_parser(
+        "compare",
+        help="n-gram, RNN and GPT language models side by side on one corpus (bits per byte, perplexity, size, time)",
+        formatter_class=fmt,
+        description="Train (or load) n-gram models with Kneser-Ney smoothing, a recurrent LM and a GPT on the same corpus and score them "
+        "on the same held-out documents: bits per byte, perplexity per token, size, training time; saved as DIR/comparison.json and "
+        "DIR/comparison.png. Settings come from the recipe (see recipes/compare.yaml), then KEY=VALUE overrides. Sections: "
+        "data.{shards,corpus,world_seed,tokenizer.*,val_fraction,seq_len,eval_batches}, ngram.{orders,discount_fallback,load}, "
+        "rnn.{enabled,load,model.{cell,d_embed,d_hidden,n_layer,dropout,tie_embeddings},train.*}, gpt.{enabled,load,model.*,train.*}. "
+        "Running again on the same --out reuses finished runs.",
+    )
+    p.add_argument("recipe", nargs="?", default=None, metavar="RECIPE", help="a YAML recipe")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--out", default="runs/compare", metavar="DIR", help="run directory (models, comparison.json, comparison.png)")
+    p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
+    p.set_defaults(func=cmd_compare)
 
     # checkpoint -----------------------------------------------------------
     cp = sub.add_parser("checkpoint", help="inspect run directories and checkpoints", description="Run directories and checkpoints.")

@@ -166,11 +166,21 @@ def _coerce(value: Any, tp, key: str, where: dict) -> Any:
     raise TypeError(f"lmforge.config does not know how to check {tp} (key {key})")
 
 
-def from_dict(cls, data: dict, *, prefix: str = "", source: str | None = None, lines: dict | None = None, root=None, check: bool = True):
+def _field_default(cls, name: str):
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def from_dict(cls, data: dict, *, prefix: str = "", source: str | None = None, lines: dict | None = None, root=None, check: bool = True, base=None):
     """Build config `cls` from a nested dict, checking every key and type.
 
-    With `check`, each section's own `validate()` (cross-field rules) runs too; its errors
-    name the full dotted key.
+    Keys not given keep their defaults, and a section's defaults are the ones its parent gives
+    it: a key set inside a section changes that key only, not the rest of the section back to
+    the section class's own defaults. `base` is the instance to start from (the parent's
+    default for this section). With `check`, each section's own `validate()` (cross-field
+    rules) runs too; its errors name the full dotted key.
     """
     lines = lines or {}
     root = root or cls
@@ -185,9 +195,10 @@ def from_dict(cls, data: dict, *, prefix: str = "", source: str | None = None, l
         tp = hints[key]
         value = _coerce(value, tp, full, where)
         if dataclasses.is_dataclass(tp):
-            value = from_dict(tp, value, prefix=full + ".", source=source, lines=lines, root=root, check=check)
+            section = getattr(base, key) if base is not None else _field_default(cls, key)
+            value = from_dict(tp, value, prefix=full + ".", source=source, lines=lines, root=root, check=check, base=section)
         kwargs[key] = value
-    cfg = cls(**kwargs)
+    cfg = dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     if check:
         for name in (f.name for f in dataclasses.fields(cls)):  # sections left at their defaults too
             if name not in kwargs and dataclasses.is_dataclass(hints[name]):

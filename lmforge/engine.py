@@ -19,12 +19,10 @@ hidden state). It knows token ids only; text goes in and out through a tokenizer
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from .errors import InputError
 from .models.transformer import Transformer, positions_from_mask

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -111,3 +112,19 @@ def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterat
     _fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def json_text(obj, **kw) -> str:
+    """Strict JSON: an infinite or undefined number (say, the perplexity of a maximum-likelihood
+    model that gave a token probability 0) becomes null, which every JSON reader accepts."""
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj), allow_nan=False, **kw)

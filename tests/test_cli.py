@@ -4,11 +4,9 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from lmforge.cli import build_parser
 
-from .conftest import make_docs
 
 
 def all_commands(parser=None, prefix=()):

@@ -80,3 +80,18 @@ def test_resolved_config_round_trips(tmp_path):
     saved = tmp_path / "config.yaml"
     saved.write_text(dump_yaml(cfg))
     assert load_config(Stage, saved) == cfg
+
+
+@dataclass
+class TwoModels:
+    small: Model = field(default_factory=Model)
+    large: Model = field(default_factory=lambda: Model(n_layer=12, flavour="llama"))
+
+
+def test_a_key_inside_a_section_keeps_the_sections_other_defaults(tmp_path):
+    cfg = load_config(TwoModels, None, ["large.dropout=0.1"])
+    assert cfg.large == Model(n_layer=12, dropout=0.1, flavour="llama")  # not Model()'s n_layer=2, gpt2
+    assert cfg.small == Model()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("large:\n  n_layer: 24\n")
+    assert load_config(TwoModels, recipe).large == Model(n_layer=24, flavour="llama")

@@ -284,6 +284,10 @@ class TokenShards:
     def tokens(self) -> int:
         return sum(len(a) for a in self.arrays)
 
+    def read_all(self) -> np.ndarray:
+        """The whole split as one int64 array (in memory: for held-out splits and small corpora)."""
+        return np.concatenate([np.asarray(a) for a in self.arrays]).astype(np.int64)
+
     def verify(self) -> None:
         """Check every shard against the sha256 in the index (reads everything)."""
         for s in self.index["splits"][self.split]["shards"]:

@@ -5,7 +5,8 @@
   ngram.py        n-gram baselines (Kneser-Ney as KenLM builds it, add-k, MLE): numpy, no torch
 
 A saved neural model is a folder with `config.json` ({"architecture": "transformer" | "rnn",
-"head": ..., "model": the config's fields}), `model.safetensors` and `tokenizer.json`.
+"head": ..., "model": the config's fields, "trained_seq_len": the length of its training
+sequences}), `model.safetensors` and `tokenizer.json`.
 
 Nothing here imports torch until a neural model is asked for, so the n-gram commands start
 without it.
@@ -35,10 +36,15 @@ def build_model(config: dict):
 
     arch = config.get("architecture")
     if arch == "rnn":
-        return RNNLM(from_dict(RNNConfig, config.get("model", {})))
-    if arch != "transformer":
+        model = RNNLM(from_dict(RNNConfig, config.get("model", {})))
+    elif arch == "transformer":
+        model = Transformer(from_dict(ModelConfig, config.get("model", {})), head=config.get("head", "lm"))
+    else:
         raise InputError(f"unsupported architecture {arch!r} (supported: {', '.join(ARCHITECTURES)})", field="architecture")
-    return Transformer(from_dict(ModelConfig, config.get("model", {})), head=config.get("head", "lm"))
+    # the sequence length it was trained on (pretraining records it): evaluation's default window,
+    # since a transformer has learned nothing about positions past it
+    model.trained_seq_len = config.get("trained_seq_len")
+    return model
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu"):

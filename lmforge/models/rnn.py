@@ -43,7 +43,7 @@ class RNNConfig:
     n_layer: int = 2
     dropout: float = 0.0  # between layers and on embeddings/outputs (Zaremba et al. 2014)
     tie_embeddings: bool = True
-    max_seq_len: int = 4096  # no positional limit: this bounds one generation or scoring call
+    max_seq_len: int = 4096  # no positional limit: this bounds one generation call (prompt and answer)
 
     def validate(self) -> None:
         for name in ("vocab_size", "d_embed", "d_hidden", "n_layer", "max_seq_len"):

@@ -7,7 +7,8 @@ the UTF-8 bytes those tokens stand for, which compares models with different tok
 
 The recurrent baselines (`arch=rnn`: Elman RNN, LSTM, GRU) train in the same loop on the same
 shards, with truncated backpropagation through time over consecutive batches (`rnn_objective`,
-`StreamLoader`); their state is not checkpointed, so a resumed RNN run restarts it from zero.
+`StreamLoader`); the carried state is saved with the data position, so a resumed
+single-process run continues exactly (under torchrun each rank restarts its streams from zero).
 
 `lmforge pretrain [RECIPE] [key=value ...] --out DIR` runs the stage: it takes prepared shards
 (`data.shards`), or prepares `data.corpus` first (by default the built-in world, generated
@@ -21,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -84,8 +84,9 @@ def rnn_objective(loader: StreamLoader):
             state.map(lambda t: t.to(device=x.device, dtype=next(model.parameters()).dtype))
         logits = model(x, cache=state)
         state.detach()
-        loader.carry = state.h
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+        # a non-finite step (skipped under nan_policy=skip) must not poison the batches after it
+        loader.carry = state.h if torch.isfinite(loss.detach()) else None
         return loss, {"tokens": y.numel()}
 
     return objective
@@ -96,10 +97,10 @@ def evaluate_lm(model, shards: TokenShards, seq_len: int, batch_size: int, token
     """Held-out loss, perplexity and bits per byte over the val split, read in order as one stream
     (`lmforge.eval.perplexity.score_stream`); with `max_batches`, its first
     max_batches * batch_size * seq_len tokens only."""
-    stream = np.concatenate([np.asarray(a) for a in shards.arrays])
+    stream = shards.read_all()
     if max_batches > 0:
         stream = stream[: max_batches * batch_size * seq_len + 1]
-    return score_stream(model, torch.from_numpy(stream.astype(np.int64)), token_bytes, window=seq_len, batch_size=batch_size)
+    return score_stream(model, torch.from_numpy(stream), token_bytes, window=seq_len, batch_size=batch_size)
 
 
 def _shard_dir(path: Path) -> Path:
@@ -126,19 +127,25 @@ def prepare_data(data: PretrainDataConfig, out: Path) -> Path:
     return data_dir / "shards"
 
 
-def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
-    cfg.validate()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    shard_dir = prepare_data(cfg.data, out)
-    tokenizer = Tokenizer.load(shard_dir)
+def resolved_config(cfg: PretrainConfig, out: Path, tokenizer: Tokenizer) -> str:
+    """The config as the run directory `out` saves it (vocabulary size from the tokenizer), after
+    checking that a run already begun there was begun with the same one."""
     cfg.model.vocab_size = tokenizer.vocab_size
     cfg.rnn.vocab_size = tokenizer.vocab_size
     saved = out / "config.yaml"
     text = dump_yaml(cfg)
     if saved.exists() and (out / "checkpoints").exists() and saved.read_text() != text:
         raise InputError("this run directory was started with another config; resume with the same settings or choose a new --out", path=saved)
-    atomic_write_text(saved, text)
+    return text
+
+
+def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
+    cfg.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shard_dir = prepare_data(cfg.data, out)
+    tokenizer = Tokenizer.load(shard_dir)
+    atomic_write_text(out / "config.yaml", resolved_config(cfg, out, tokenizer))
 
     import os
 
@@ -156,4 +163,5 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
         val = TokenShards(shard_dir, "val")
         token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.float64)
         evaluate = lambda model: evaluate_lm(model, val, cfg.data.seq_len, cfg.train.batch_size, token_bytes, cfg.data.eval_batches)  # noqa: E731
-    return train(model, objective, batches, cfg.train, out, model_config=model_config_json(model), tokenizer=tokenizer, evaluate=evaluate, log_config={"config": dump_yaml(cfg)})
+    model_config = {**model_config_json(model), "trained_seq_len": cfg.data.seq_len}
+    return train(model, objective, batches, cfg.train, out, model_config=model_config, tokenizer=tokenizer, evaluate=evaluate, log_config={"config": dump_yaml(cfg)})
