@@ -108,22 +108,28 @@ def weights(run):
     return load_file(str(Path(run) / "model.safetensors"))
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_bitwise(shards, tmp_path):
-    p = run_cli(*pretrain_args(shards, tmp_path / "full"))
+def assert_killed_run_resumes_bitwise(args, tmp_path, kill_after_step: int) -> None:
+    """Train `args(out)` once straight through and once killed (SIGKILL) after the checkpoint of
+    `kill_after_step` and run again: the final weights must be identical."""
+    p = run_cli(*args(tmp_path / "full"))
     assert p.wait(timeout=300) == 0, p.stderr.read()
-    p = run_cli(*pretrain_args(shards, tmp_path / "killed"))
-    target = tmp_path / "killed" / "checkpoints" / "step-00000050"
+    p = run_cli(*args(tmp_path / "killed"))
+    target = tmp_path / "killed" / "checkpoints" / f"step-{kill_after_step:08d}"
     deadline = time.time() + 300
     while not target.exists() and p.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not (tmp_path / "killed" / "model.safetensors").exists(), "the run finished before it could be killed"
-    p = run_cli(*pretrain_args(shards, tmp_path / "killed"))
+    p = run_cli(*args(tmp_path / "killed"))
     assert p.wait(timeout=300) == 0, p.stderr.read()
     a, b = weights(tmp_path / "full"), weights(tmp_path / "killed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_bitwise(shards, tmp_path):
+    assert_killed_run_resumes_bitwise(lambda out: pretrain_args(shards, out), tmp_path, 50)
     la = [(r["step"], r.get("loss"), r.get("eval/loss")) for r in read_metrics(tmp_path / "full")]
     lb = [(r["step"], r.get("loss"), r.get("eval/loss")) for r in read_metrics(tmp_path / "killed")]
     assert la == lb
