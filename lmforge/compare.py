@@ -227,7 +227,6 @@ def _train_neural(cfg: PretrainConfig, arch: str, run_dir: Path, log) -> float:
 
 def run_compare(cfg: CompareConfig, out: str | Path, *, log=print) -> dict:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     saved = out / "config.yaml"
     if saved.exists():
         import yaml
@@ -235,7 +234,8 @@ def run_compare(cfg: CompareConfig, out: str | Path, *, log=print) -> dict:
         before = yaml.safe_load(saved.read_text()) or {}
         if before.get("data") != to_dict(cfg.data):
             raise InputError("this run directory was made from other data settings; choose a new --out", path=saved, field="data")
-    atomic_write_text(saved, dump_yaml(cfg))
+    if not cfg.data.shards:  # the corpus is prepared inside DIR (given shards are only read)
+        out.mkdir(parents=True, exist_ok=True)
     shard_dir = prepare_data(cfg.data, out)
     tokenizer = Tokenizer.load(shard_dir)
     index = TokenShards(shard_dir, "train").index
@@ -250,6 +250,8 @@ def run_compare(cfg: CompareConfig, out: str | Path, *, log=print) -> dict:
         if section.enabled and not section.load:
             neural[family] = _pretrain_config(section, family, data)
             resolved_config(neural[family], out / family, tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved, dump_yaml(cfg))
 
     rows = _ngram_rows(cfg.ngram, shard_dir, tokenizer.eos_id, val_docs, n_bytes, log)
     for family, section in (("rnn", cfg.rnn), ("gpt", cfg.gpt)):

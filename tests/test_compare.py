@@ -164,5 +164,6 @@ def test_bad_settings_fail_cleanly_before_any_work(cli, compared, shards, tmp_pa
     no_val = tmp_path / "noval"
     run_prepare(PrepareConfig(data=CorpusConfig(path=str(corpus_jsonl)), tokenizer=TokenizerConfig(vocab_size=280, min_frequency=1)), no_val)
     assert_clean_failure(cli("compare", f"data.shards={no_val}", "--out", tmp_path / "g"), "no val split")
+    assert not (tmp_path / "g").exists()
     # a run directory made from other data
     assert_clean_failure(cli("compare", f"data.shards={no_val}", *TINY, "--out", compared), "other data settings")
