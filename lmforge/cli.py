@@ -181,6 +181,23 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_sft(args) -> int:
+    from .config import load_config
+    from .train.sft import SFTConfig, run_sft
+
+    cfg = load_config(SFTConfig, args.recipe, args.overrides)
+    result = run_sft(cfg, args.out)
+    for path, s in result.pop("data").items():
+        print(f"{path}: {s['examples']} examples, {s['answer_tokens']} answer tokens of {s['tokens']}; {s['truncated']} truncated, {s['skipped']} skipped", file=sys.stderr)
+    if args.json:
+        _print_json(result)
+    else:
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+        print(" ".join(f"{k}={v}" for k, v in shown.items()))
+        print(f"-> {args.out}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .compare import CompareConfig, format_table, run_compare
     from .config import load_config
@@ -207,25 +224,31 @@ def _load_model_and_tokenizer(path: str):
 def cmd_generate(args) -> int:
     from .engine import SamplingParams, beam_search, generate
 
+    from .data import chat
+
     model, tok = _load_model_and_tokenizer(args.model)
-    prompt = tok.encode(args.prompt)
-    if not prompt:
-        prompt = [tok.eos_id]  # an empty prompt starts a new document
+    as_chat = args.chat == "on" or (args.chat == "auto" and model.chat_template is not None)
+    if as_chat:  # the prompt is a user turn; the answer is the assistant's, ended by <|end|>
+        prompt = chat.prompt_ids(tok, [{"role": "user", "content": args.prompt}])
+        stops, text_of = chat.stop_ids(tok), lambda ids: chat.answer_text(tok, ids)  # noqa: E731
+    else:
+        prompt = tok.encode(args.prompt) or [tok.eos_id]  # an empty prompt starts a new document
+        stops, text_of = [tok.eos_id], tok.decode
     if args.beams > 1:
-        results = beam_search(model, prompt, beams=args.beams, max_new_tokens=args.max_new_tokens, eos_id=tok.eos_id, length_penalty=args.length_penalty)
-        outs = [{"text": tok.decode(t), "score": s} for t, s in results]
+        results = beam_search(model, prompt, beams=args.beams, max_new_tokens=args.max_new_tokens, eos_id=stops[0], length_penalty=args.length_penalty)
+        outs = [{"text": text_of(t), "score": s} for t, s in results]
     else:
         params = SamplingParams(
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-            repetition_penalty=args.repetition_penalty, stop_ids=[tok.eos_id], stop_strings=args.stop or [], seed=args.seed,
+            repetition_penalty=args.repetition_penalty, stop_ids=stops, stop_strings=args.stop or [], seed=args.seed,
         )  # fmt: skip
         gens = generate(model, [prompt] * args.n, params, pad_id=tok.pad_id, decode=tok.decode)
-        outs = [{"text": tok.decode(g.tokens), "finished": g.finished, "tokens": len(g.tokens)} for g in gens]
+        outs = [{"text": text_of(g.tokens), "finished": g.finished, "tokens": len(g.tokens)} for g in gens]
     if args.json:
-        _print_json({"prompt": args.prompt, "completions": outs})
+        _print_json({"prompt": args.prompt, "chat": as_chat, "completions": outs})
     else:
         for o in outs:
-            print(args.prompt + o["text"])
+            print(o["text"] if as_chat else args.prompt + o["text"])
             if len(outs) > 1:
                 print("---")
     return 0
@@ -240,6 +263,30 @@ def cmd_eval_ppl(args) -> int:
         print(json.dumps(result))
     else:
         print(f"perplexity {result['perplexity']:.3f}  bits/byte {result['bpb']:.4f}  loss {result['loss']:.4f}  ({result['tokens']} tokens, {result['bytes']} bytes)")
+    return 0
+
+
+def cmd_eval_fewshot(args) -> int:
+    from .eval.fewshot import FewShotConfig, evaluate, load_task, summary_text
+    from .io import json_text
+    from .tracking import progress
+
+    cfg = FewShotConfig(shots=args.shots, format=args.format, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed, show=args.show)
+    cfg.validate()
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"must be >= 1, got {args.limit}", field="limit")
+    model, tok = _load_model_and_tokenizer(args.model)
+    task = load_task(args.task, world=args.world, model_path=args.model, demos=args.demos)
+    task.items = task.items[: args.limit]
+    with progress(desc=task.name, unit="it") as bar:
+
+        def tick(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = evaluate(model, tok, task, cfg, progress=tick)
+    result = {"model": args.model, **result}
+    print(json_text(result, indent=2, ensure_ascii=False) if args.json else summary_text(result))
     return 0
 
 
@@ -537,6 +584,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
     p.set_defaults(func=cmd_pretrain)
 
+    p = sub.add_parser(
+        "sft",
+        help="supervised fine-tuning: teach a base model to answer from demonstrations (InstructGPT step 1)",
+        formatter_class=fmt,
+        description="Fine-tune a base model on demonstrations rendered with the chat template, the loss on the answers only (by default). "
+        "Data: TRL's 'messages' or 'prompt'/'completion' records; 'world' means the built-in world's sft.jsonl. Settings come from the "
+        "recipe (see recipes/sft.yaml), then KEY=VALUE overrides. Keys: init (the base model, required), data.{train,val,temperature,system,"
+        "seq_len,long,pack,world_seed}, prompt_loss_weight, epochs, train.{steps,batch_size,grad_accum,optim.*,schedule.*,eval_every,"
+        "log_every,save_every,keep_last,seed,nan_policy,compile,device,precision,parallel,tensorboard,wandb}. Running again on the same "
+        "--out resumes.",
+    )
+    p.add_argument("recipe", nargs="?", default=None, metavar="RECIPE", help="a YAML recipe")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides, e.g. init=runs/small epochs=5")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory (resumed if it holds checkpoints)")
+    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    p.set_defaults(func=cmd_sft)
+
     p = sub.add_parser("generate", help="continue a prompt with a trained model", formatter_class=fmt, description="Generate text from a model: sampling (temperature, top-k, top-p) or beam search.")
     p.add_argument("--model", required=True, metavar="DIR", help="a model folder, checkpoint or run directory")
     p.add_argument("--prompt", required=True, metavar="TEXT", help="the text to continue")
@@ -546,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling: the smallest set of tokens with probability >= P")
     p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="divide (multiply) positive (negative) logits of tokens already seen by R")
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop when this text appears (repeatable)")
+    p.add_argument("--chat", choices=["auto", "on", "off"], default="auto", help="send the prompt as a user turn through the chat template and print the answer (auto: for a fine-tuned chat model), or continue it as text")
     p.add_argument("--beams", type=int, default=1, metavar="B", help="beam search with B beams (B > 1 ignores sampling options)")
     p.add_argument("--length-penalty", type=float, default=1.0, metavar="A", help="beam search length penalty exponent")
     p.add_argument("--n", type=int, default=1, metavar="N", help="number of samples")
@@ -563,6 +628,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=None, metavar="N", help="transformers: score N new tokens per window, the rest being context only (default: the window, non-overlapping)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_ppl)
+
+    p = esub.add_parser(
+        "fewshot",
+        help="in-context evaluation: a task asked zero- or k-shot, accuracy beside the chance baseline",
+        formatter_class=fmt,
+        description="Ask a model a task's held-out prompts, zero-shot or with K demonstrations in the prompt, and score the answers. "
+        "Generative tasks are answered greedily and judged by the task's checker (accuracy, mean score, share of answers that ask a "
+        "question instead of answering, length, share finished); classification and multiple choice compare the log-probabilities of "
+        "the choices (accuracy, chance, centered accuracy = (accuracy - chance) / (1 - chance)). World tasks take the held-out prompts "
+        "of the world's eval.jsonl and demonstrations from its sft.jsonl; the world is found next to the model (its run directory's "
+        "world/, or that of the model it was fine-tuned from) unless --world names it.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="a model folder, checkpoint or run directory")
+    p.add_argument(
+        "--task",
+        required=True,
+        metavar="TASK",
+        help="a world task: fact, arithmetic, sort, reverse, count, grammar, sentiment, story (generative), sentiment-choice (label "
+        "words Positive/Negative), fact-choice (the answer sentence with each candidate value), or all (every generative task); or a "
+        'JSONL file of {"prompt", "answer"} records, with "choices" (a list holding the answer) for multiple choice, else scored by '
+        "exact match after normalising case, spaces and end punctuation",
+    )
+    p.add_argument("--shots", type=int, default=0, metavar="K", help="demonstrations in each prompt; fewer when K do not fit the model's context")
+    p.add_argument(
+        "--format",
+        choices=["auto", "raw", "qa", "chat"],
+        default="auto",
+        help="raw: the bare prompt and a newline; qa: 'Q: ...\\nA:' as the corpus's Q&A pages; chat: the chat template; auto: chat for "
+        "a chat model, else raw zero-shot and qa few-shot",
+    )
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="ask only the first N items")
+    p.add_argument("--world", default=None, metavar="DIR", help="the world directory for world tasks; without it, the one next to the model (its run directory's world/, or its base model's)")
+    p.add_argument("--demos", default=None, metavar="PATH", help='JSONL of demonstrations, {"prompt", "answer"} or {"messages"} records, an optional "task" '
+                   "matched to the item's; without it, the world's sft.jsonl, or for a task file the file itself (never the item asked)")  # fmt: skip
+    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="longest generated answer, in tokens")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="prompts per generation batch, or prompt-choice pairs per scoring batch")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the demonstrations' draw")
+    p.add_argument("--show", type=int, default=0, metavar="N", help="include the first N items' prompts and answers")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_fewshot)
 
     # ngram ----------------------------------------------------------------
     np_ = sub.add_parser(

@@ -147,6 +147,14 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
 
+    def encode_plain(self, text: str) -> list[int]:
+        """Encode `text` reading special-token strings in it as plain text: what a user wrote
+        cannot forge a role marker or an end of turn. The chat template encodes contents so."""
+        if getattr(self, "_plain", None) is None:
+            self._plain = HFTokenizer.from_str(self.hf.to_str())
+            self._plain.encode_special_tokens = True
+        return self._plain.encode(text, add_special_tokens=False).ids
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
 

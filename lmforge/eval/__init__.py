@@ -1,1 +1,1 @@
-"""Evaluation: perplexity and bits per byte (and, later, few-shot, reward-model and policy evaluation)."""
+"""Evaluation: perplexity and bits per byte, in-context (few-shot) evaluation (and, later, reward-model and policy evaluation)."""

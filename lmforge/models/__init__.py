@@ -6,7 +6,8 @@
 
 A saved neural model is a folder with `config.json` ({"architecture": "transformer" | "rnn",
 "head": ..., "model": the config's fields, "trained_seq_len": the length of its training
-sequences}), `model.safetensors` and `tokenizer.json`.
+sequences, "chat_template": "lmforge" once fine-tuned on conversations}), `model.safetensors`
+and `tokenizer.json`.
 
 Nothing here imports torch until a neural model is asked for, so the n-gram commands start
 without it.
@@ -44,6 +45,8 @@ def build_model(config: dict):
     # the sequence length it was trained on (pretraining records it): evaluation's default window,
     # since a transformer has learned nothing about positions past it
     model.trained_seq_len = config.get("trained_seq_len")
+    # the chat template a fine-tuned model was trained with (None: a base model, plain text)
+    model.chat_template = config.get("chat_template")
     return model
 
 

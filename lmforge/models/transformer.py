@@ -270,12 +270,14 @@ class Transformer(nn.Module):
         return KVCache(self.cfg, batch, max_len, device, dtype)
 
     # -- forward --------------------------------------------------------------------------------
-    def hidden(self, idx: torch.Tensor, *, positions=None, pad_mask=None, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden(self, idx: torch.Tensor, *, positions=None, pad_mask=None, cache: KVCache | None = None, segments=None) -> torch.Tensor:
         """Final hidden states (B, T, d) for token ids `idx` (B, T).
 
         positions: (B, T) position of each token (default: 0..T-1 after what the cache holds).
         pad_mask:  (B, T) True for real tokens; False for (left) padding, which no token attends to.
         cache:     a KVCache to read earlier tokens from and append these to.
+        segments:  (B, T) integer ids of the examples packed into each row: a token attends only
+                   to tokens of its own segment (give positions that restart with each segment).
         """
         B, T = idx.shape
         cfg = self.cfg
@@ -292,18 +294,20 @@ class Transformer(nn.Module):
         rope = None
         if cfg.flavour == "llama":
             rope = (self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1))  # (B, 1, T, hd/2)
-        mask = self._mask(idx, pad_mask, cache)
+        mask = self._mask(idx, pad_mask, cache, segments)
         for block in self.blocks:
             x = block(x, rope, mask, cache)
         if cache is not None:
             cache.length += T
         return self.norm(x)
 
-    def _mask(self, idx, pad_mask, cache):
+    def _mask(self, idx, pad_mask, cache, segments=None):
         """A boolean attention mask (B, 1, T, S), or None for the plain causal fast path."""
         B, T = idx.shape
-        if cache is None and pad_mask is None:
+        if cache is None and pad_mask is None and segments is None:
             return None
+        if segments is not None and cache is not None:
+            raise ValueError("packed segments are for training and scoring, not for a KV cache")
         start = cache.length if cache is not None else 0
         S = start + T
         keys = torch.ones(B, S, dtype=torch.bool, device=idx.device)
@@ -316,6 +320,8 @@ class Transformer(nn.Module):
         elif pad_mask is not None:
             keys = pad_mask.bool()
         allowed = keys[:, None, None, :].expand(B, 1, T, S)
+        if segments is not None:  # block-diagonal: packed examples do not see each other
+            allowed = allowed & (segments[:, None, :, None] == segments[:, None, None, :])
         if self.cfg.causal:
             q_pos = torch.arange(start, S, device=idx.device)[:, None]
             causal = torch.arange(S, device=idx.device)[None, :] <= q_pos  # (T, S)
@@ -325,9 +331,9 @@ class Transformer(nn.Module):
         diag[torch.arange(T), torch.arange(start, S)] = True
         return allowed | diag
 
-    def forward(self, idx, *, positions=None, pad_mask=None, cache=None) -> torch.Tensor:
+    def forward(self, idx, *, positions=None, pad_mask=None, cache=None, segments=None) -> torch.Tensor:
         """Logits (B, T, vocab) for the lm head, or scores (B, T) for the scalar head."""
-        h = self.hidden(idx, positions=positions, pad_mask=pad_mask, cache=cache)
+        h = self.hidden(idx, positions=positions, pad_mask=pad_mask, cache=cache, segments=segments)
         if self.head_kind == "lm":
             return self.lm_head(h)
         return self.score_head(h).squeeze(-1)

@@ -223,3 +223,44 @@ def world_stats(directory: str | Path, *, agreement_prompts: int = 1000, seed: i
         "labelers": [lab.to_json() for lab in labelers],
         "labeler_agreement": {"target": cfg.get("agreement"), "measured": measured, "labelers": [a.name, b.name], "pairs_from_prompts": agreement_prompts},
     }
+
+
+def find_world(model_path: str | Path | None) -> Path:
+    """The world a model was trained on, for the stages and evaluations that follow it: its run
+    directory's world/ (pretrain), the world beside the shards it was trained on (compare:
+    DIR/world, DIR/data/shards), or, for a fine-tuned model (config.yaml with `init:`), the
+    world of the model it started from."""
+    if model_path is None:
+        raise InputError("give --world DIR (the world directory to take the task from)", field="world")
+    path, seen = Path(model_path), []
+    while True:
+        run = path.parent.parent if path.parent.name == "checkpoints" else path  # a checkpoint's run directory
+        seen.append(run.resolve())
+        cfg = _read_run_config(run)
+        candidates = [run / "world"]
+        shards = (cfg.get("data") or {}).get("shards") if isinstance(cfg.get("data"), dict) else None
+        if shards:
+            candidates += [Path(shards).parent / "world", Path(shards).parent.parent / "world"]
+        for d in candidates:
+            if (d / "world.json").exists():
+                return d
+        init = cfg.get("init")
+        if not init:
+            break
+        path = Path(init) if Path(init).exists() else run / init
+        if path.resolve() in seen:
+            break
+    raise InputError(f"found no world directory for this model (looked in {', '.join(str(p) + '/world' for p in seen)}); give --world DIR", path=model_path)
+
+
+def _read_run_config(run: Path) -> dict:
+    import yaml
+
+    f = run / "config.yaml"
+    if not f.exists():
+        return {}
+    try:
+        cfg = yaml.safe_load(f.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return {}
+    return cfg if isinstance(cfg, dict) else {}

@@ -1,0 +1,188 @@
+"""Supervised fine-tuning: step 1 of InstructGPT (Ouyang et al. 2022, section 3.5).
+
+The base model keeps its next-token objective, now on demonstrations: prompts with the answers
+labelers wrote, rendered with the chat template. The loss is the mean cross-entropy over the
+answer tokens (each assistant turn and the end-of-turn token that closes it); the prompt is
+context only. `prompt_loss_weight` > 0 adds the prompt tokens' loss at that weight (1: every
+token counts, the variant that trains on the whole sequence).
+
+`lmforge sft [RECIPE] init=BASE [key=value ...] --out DIR` loads the base model and its
+tokenizer, reads the demonstrations (`lmforge.data.sft`: TRL's `messages` or
+`prompt`/`completion` records; "world" means the built-in world's sft.jsonl, the world the base
+model was pretrained on when it can be found), trains on the one loop for `epochs` passes, and
+evaluates the answer loss on held-out demonstrations. The result is a run directory like
+pretraining's; its config.json names the chat template, so generation and evaluation know to
+prompt the model as a chat model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..config import dump_yaml
+from ..data.sft import Example, SFTLoader, make_batch, read_examples
+from ..errors import ConfigError, InputError
+from ..io import atomic_write_text
+from ..models import load_model, model_config_json
+from ..tokenizer import Tokenizer
+from .loop import OptimConfig, ScheduleConfig, TrainConfig, train
+
+CHAT_TEMPLATE_NAME = "lmforge"  # what config.json's "chat_template" says: lmforge.data.chat's template
+
+
+@dataclass
+class SFTDataConfig:
+    train: list[str] = field(default_factory=lambda: ["world"])  # data PATHs, mixed by temperature; "world": the world's sft.jsonl
+    val: str = "world"  # held-out demonstrations; "world": the world's sft_val.jsonl; "": none
+    temperature: float = 1.0  # mixture temperature T: dataset i drawn with p_i proportional to n_i^(1/T)
+    system: str = ""  # a system prompt for conversations that have none
+    seq_len: int = 0  # tokens per row and at most per example (0: the length the base model was trained on)
+    long: Literal["truncate", "skip", "error"] = "truncate"  # an example longer than seq_len
+    pack: bool = True  # several examples a row (block-diagonal attention) instead of one a row, padded
+    world_seed: int = 0  # the world to generate when "world" is asked for and the base model's cannot be found
+
+    def validate(self) -> None:
+        if not self.train:
+            raise ConfigError("give at least one dataset", field="train")
+        if self.temperature <= 0:
+            raise ConfigError(f"must be positive, got {self.temperature}", field="temperature")
+        if self.seq_len < 0 or self.seq_len == 1:
+            raise ConfigError(f"must be 0 (the base model's) or at least 2, got {self.seq_len}", field="seq_len")
+
+
+def _sft_train() -> TrainConfig:
+    return TrainConfig(
+        steps=1, batch_size=16, eval_every=0, log_every=5, save_every=50, keep_last=1,
+        optim=OptimConfig(lr=1e-3, weight_decay=0.0), schedule=ScheduleConfig(kind="cosine", warmup_steps=10, min_lr_ratio=0.1),
+    )  # fmt: skip
+
+
+@dataclass
+class SFTConfig:
+    init: str = ""  # the base model: a model folder or run directory
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    prompt_loss_weight: float = 0.0  # 0: the loss on answers only; 1: on every token
+    epochs: float = 4.0  # passes over the data; train.steps follows from it (0: use train.steps)
+    train: TrainConfig = field(default_factory=_sft_train)
+
+    def validate(self) -> None:
+        if not self.init:
+            raise ConfigError("SFT starts from a base model: give init=PATH (a model folder or a pretraining run directory)", field="init")
+        if not 0.0 <= self.prompt_loss_weight <= 1.0:
+            raise ConfigError(f"must be in [0, 1], got {self.prompt_loss_weight}", field="prompt_loss_weight")
+        if self.epochs < 0:
+            raise ConfigError(f"must be >= 0, got {self.epochs}", field="epochs")
+
+
+# --------------------------------------------------------------------------- the objective
+
+
+def sft_loss(prompt_loss_weight: float = 0.0):
+    """Mean cross-entropy over the answer tokens of a batch (plus the prompt tokens', weighted)."""
+
+    def objective(model, batch: dict):
+        logits = model(batch["input_ids"], positions=batch["positions"], segments=batch.get("segments"))
+        targets = batch["targets"]
+        ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+        answer, real = batch["loss_mask"], batch["real"]
+        weight = answer.float()
+        if prompt_loss_weight:
+            weight = weight + prompt_loss_weight * (real & ~answer).float()
+        loss = (ce * weight).sum() / weight.sum().clamp(min=1.0)
+        return loss, {"tokens": int(real.sum()), "answer_tokens": int(answer.sum())}
+
+    return objective
+
+
+@torch.no_grad()
+def evaluate_sft(model, examples: list[Example], batch_size: int = 16) -> dict:
+    """Answer-token loss and perplexity on held-out demonstrations (one example a row)."""
+    device = next(model.parameters()).device
+    nll, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        b = {k: v.to(device) for k, v in make_batch([[e] for e in examples[i : i + batch_size]], None).items()}
+        logits = model(b["input_ids"], positions=b["positions"]).float()
+        ce = F.cross_entropy(logits.flatten(0, 1), b["targets"].flatten(), reduction="none").view_as(b["targets"])
+        nll += float(ce[b["loss_mask"]].sum())
+        count += int(b["loss_mask"].sum())
+    loss = nll / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "answer_tokens": count}
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _world_dir(cfg: SFTConfig, out: Path) -> Path:
+    """The world the base model was pretrained on, or else a world generated into DIR/world."""
+    from ..world.build import WorldConfig, build_world, find_world
+
+    try:
+        return find_world(cfg.init)
+    except InputError:
+        pass
+
+    world = out / "world"
+    if not (world / "manifest.json").exists():
+        build_world(WorldConfig(seed=cfg.data.world_seed), world, overwrite=True)
+    return world
+
+
+def run_sft(cfg: SFTConfig, out: str | Path) -> dict:
+    cfg.validate()
+    out = Path(out)
+    model, folder = load_model(cfg.init)
+    if getattr(model, "head_kind", "lm") != "lm" or not hasattr(model, "blocks"):
+        raise InputError("SFT fine-tunes a transformer language model; this is not one", path=folder, field="init")
+    tokenizer = Tokenizer.load(folder)
+    d = cfg.data
+    seq_len = d.seq_len or model.trained_seq_len or model.cfg.max_seq_len
+    if seq_len > model.cfg.max_seq_len:
+        raise ConfigError(f"({seq_len}) must not exceed the base model's context ({model.cfg.max_seq_len})", field="data.seq_len")
+
+    world = None
+    paths = []
+    for p in d.train:
+        if p == "world":
+            world = world or _world_dir(cfg, out)
+            p = str(world / "sft.jsonl")
+        paths.append(p)
+    datasets, stats = [], {}
+    for p in paths:
+        examples, s = read_examples(p, tokenizer, max_len=seq_len + 1, long=d.long, system=d.system)
+        datasets.append(examples)
+        stats[p] = s
+    val = None
+    if d.val:
+        vpath = str((world or _world_dir(cfg, out)) / "sft_val.jsonl") if d.val == "world" else d.val
+        val, stats[vpath] = read_examples(vpath, tokenizer, max_len=seq_len + 1, long="truncate", system=d.system)
+
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    batches = SFTLoader(datasets, cfg.train.batch_size, seq_len, pack=d.pack, temperature=d.temperature, seed=cfg.train.seed, rank=rank, world_size=world_size, pad_id=tokenizer.pad_id)
+    if cfg.epochs > 0:
+        cfg.train.steps = max(1, math.ceil(cfg.epochs * batches.batches_per_epoch))
+    cfg.data.seq_len = seq_len
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.yaml"
+    text = dump_yaml(cfg)
+    if saved.exists() and (out / "checkpoints").exists() and saved.read_text() != text:
+        raise InputError("this run directory was started with another config; resume with the same settings or choose a new --out", path=saved)
+    atomic_write_text(saved, text)
+    atomic_write_text(out / "data_stats.json", json.dumps(stats, indent=2))
+
+    evaluate = (lambda m: evaluate_sft(m, val, cfg.train.batch_size)) if val else None  # noqa: E731
+    model_config = {**model_config_json(model), "trained_seq_len": seq_len, "chat_template": CHAT_TEMPLATE_NAME}
+    last = train(
+        model, sft_loss(cfg.prompt_loss_weight), batches, cfg.train, out,
+        model_config=model_config, tokenizer=tokenizer, evaluate=evaluate,
+        to_device=lambda b, dev: {k: v.to(dev, non_blocking=True) for k, v in b.items()},
+        log_config={"config": text},
+    )  # fmt: skip
+    return {**last, "steps": cfg.train.steps, "data": stats}

@@ -1,0 +1,253 @@
+"""Supervised fine-tuning: the data, the loss on answers only, packing, mixtures, the stage."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmforge.data.sft import SFTLoader, epoch_order, make_batch, mixture_weights, read_examples
+from lmforge.errors import InputError
+from lmforge.models.transformer import ModelConfig, Transformer
+from lmforge.train.sft import evaluate_sft, sft_loss
+
+from .test_cli import assert_clean_failure
+
+ROOT = Path(__file__).parent.parent
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def conv(q, a, *more):
+    msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    for i, text in enumerate(more):
+        msgs.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    return {"messages": msgs}
+
+
+DEMOS = [conv(f"What is {a} + {b}?", f"{a} + {b} = {a + b}.") for a in range(6) for b in range(5)] + [
+    conv("Name a colour.", "Red.", "Another one?", "Blue, and green after it."),
+]
+# a dataset has one schema: prompt/completion records, plain and conversational, come in their own file
+PAIRS = [
+    {"prompt": "Say hi:", "completion": " hi there"},
+    {"prompt": [{"role": "user", "content": "Say bye."}], "completion": [{"role": "assistant", "content": "Bye."}]},
+]
+
+
+@pytest.fixture
+def demos(tmp_path):
+    return write_jsonl(tmp_path / "demos.jsonl", DEMOS)
+
+
+def tiny(flavour="llama", vocab=400):
+    torch.manual_seed(0)
+    cfg = ModelConfig(flavour=flavour, vocab_size=vocab, n_layer=2, n_head=2, n_kv_head=1 if flavour == "llama" else None, d_model=32, max_seq_len=64)
+    return Transformer(cfg)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_examples_from_messages_and_both_prompt_completion_forms(bpe, demos, tmp_path):
+    examples, stats = read_examples(demos, bpe, max_len=64)
+    assert stats["examples"] == len(DEMOS) == len(examples) and stats["truncated"] == stats["skipped"] == 0
+    assert examples[0].where.endswith("demos.jsonl:1")
+    plain, chat = read_examples(write_jsonl(tmp_path / "pairs.jsonl", PAIRS), bpe, max_len=64)[0]
+    # a standard prompt/completion: prompt + completion + end of text
+    assert plain.ids[-1] == bpe.eos_id and plain.mask.sum() == len(bpe.encode_plain(" hi there")) + 1
+    # a conversational one goes through the chat template
+    assert chat.ids[0] == bpe.special_id("user") and chat.ids[-1] == bpe.special_id("end_of_turn")
+
+
+@pytest.mark.parametrize(
+    "record, field, words",
+    [
+        (conv("Hi?", "Hello.", "And now?"), "messages[2].role", "ends on a user turn"),
+        ({"messages": [{"role": "user", "content": "Hi?"}]}, "messages[0].role", "ends on a user turn"),
+        ({"messages": [{"role": "bot", "content": "Hi?"}]}, "messages[0].role", "unknown role 'bot'"),
+        (conv("Hi?", "   "), "messages[1].content", "is empty"),
+        (conv("", "Hello."), "messages[0].content", "is empty"),
+        ({"prompt": "Say hi:", "completion": ""}, "completion", "is empty"),
+        ({"prompt": "Say hi:", "completion": [{"role": "assistant", "content": "hi"}]}, "completion", "both be strings or both lists"),
+        ({"text": "just text"}, None, "SFT reads"),
+    ],
+)
+def test_bad_records_name_file_line_and_field(bpe, tmp_path, record, field, words):
+    first = PAIRS[0] if "completion" in record else DEMOS[0]
+    records = [record] if "text" in record else [first, record]  # a text file fails at its first record
+    path = write_jsonl(tmp_path / "bad.jsonl", records)
+    with pytest.raises(InputError) as e:
+        read_examples(path, bpe, max_len=64)
+    assert e.value.line == len(records) and str(path) in str(e.value) and words in str(e.value)
+    if field:
+        assert e.value.field == field
+
+
+def test_too_long_examples_are_truncated_skipped_or_refused(bpe, tmp_path):
+    long_answer = conv("Tell me everything.", " ".join(["the cat sat on the mat"] * 20))
+    path = write_jsonl(tmp_path / "long.jsonl", [DEMOS[0], long_answer])
+    with pytest.warns(UserWarning, match="1 examples truncated"):
+        examples, stats = read_examples(path, bpe, max_len=30)
+    assert stats["truncated"] == 1 and len(examples[1]) == 30 and examples[1].mask.sum() > 0
+    with pytest.warns(UserWarning, match="1 skipped"):
+        examples, stats = read_examples(path, bpe, max_len=30, long="skip")
+    assert stats["skipped"] == 1 and len(examples) == 1
+    with pytest.raises(InputError, match="longer than the context of 30") as e:
+        read_examples(path, bpe, max_len=30, long="error")
+    assert e.value.line == 2
+    # a cut that leaves no answer token is a skip, never an example that teaches nothing
+    long_question = conv(" ".join(["why"] * 60) + "?", "Because.")
+    with pytest.warns(UserWarning, match="1 skipped"):
+        _, stats = read_examples(write_jsonl(tmp_path / "q.jsonl", [DEMOS[0], long_question]), bpe, max_len=30)
+    assert stats["skipped"] == 1
+
+
+def test_a_system_prompt_is_added_where_there_is_none(bpe, demos, tmp_path):
+    examples, _ = read_examples(demos, bpe, max_len=64, system="Be brief.")
+    assert examples[0].ids[0] == bpe.special_id("system")
+    plain, chat = read_examples(write_jsonl(tmp_path / "pairs.jsonl", PAIRS), bpe, max_len=64, system="Be brief.")[0]
+    assert plain.ids[0] != bpe.special_id("system") and chat.ids[0] == bpe.special_id("system")  # plain text has no turns
+
+
+def test_mixture_follows_the_temperature():
+    sizes = [900, 100]
+    assert mixture_weights(sizes, 1.0) == pytest.approx([0.9, 0.1])
+    assert mixture_weights(sizes, 2.0) == pytest.approx(np.sqrt([900, 100]) / np.sqrt([900, 100]).sum())
+    assert mixture_weights(sizes, 1e6) == pytest.approx([0.5, 0.5], abs=1e-4)
+    order = epoch_order(sizes, 2.0, seed=0, epoch=0)
+    assert len(order) == 1000 and order == epoch_order(sizes, 2.0, seed=0, epoch=0) != epoch_order(sizes, 2.0, seed=0, epoch=1)
+    share = sum(d == 1 for d, _ in order) / 1000
+    assert share == pytest.approx(0.25, abs=0.04)  # sqrt(100) / (sqrt(900) + sqrt(100))
+    # the small dataset is drawn ~250 times: every example of it at least twice, none more than thrice
+    counts = np.bincount([i for d, i in order if d == 1], minlength=100)
+    assert counts.min() >= 2 and counts.max() <= 3
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+def test_prompt_tokens_get_no_gradient(bpe, demos):
+    examples, _ = read_examples(demos, bpe, max_len=64)
+    model = tiny(vocab=bpe.vocab_size)
+    batch = make_batch([[e] for e in examples[:8]], None)
+    objective = sft_loss()
+    loss, _ = objective(model, batch)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    # change every target the loss must ignore (prompt and padding): same loss, same gradients
+    perturbed = dict(batch, targets=torch.where(batch["loss_mask"], batch["targets"], (batch["targets"] + 7) % bpe.vocab_size))
+    model.zero_grad()
+    loss2, _ = objective(model, perturbed)
+    loss2.backward()
+    assert float(loss2.detach()) == float(loss.detach())
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    # an answer target does count
+    changed = batch["targets"].clone()
+    first = batch["loss_mask"].nonzero()[0]
+    changed[tuple(first)] = (changed[tuple(first)] + 1) % bpe.vocab_size
+    assert float(objective(model, dict(batch, targets=changed))[0].detach()) != float(loss.detach())
+    # with prompt_loss_weight = 1 every real token counts equally
+    full, _ = sft_loss(1.0)(model, batch)
+    logits = model(batch["input_ids"]).float()
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), reduction="none").view_as(batch["targets"])
+    assert float(full) == pytest.approx(float(ce[batch["real"]].mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("flavour", ["gpt2", "llama"])
+def test_packed_rows_compute_what_the_examples_compute_alone(bpe, demos, flavour):
+    examples, _ = read_examples(demos, bpe, max_len=64)
+    model = tiny(flavour, vocab=bpe.vocab_size).eval()
+    objective = sft_loss()
+    padded, _ = objective(model, make_batch([[e] for e in examples], None))
+    loader = SFTLoader([examples], batch_size=3, seq_len=64, pack=True)
+    rows = loader._epoch_rows()
+    assert max(len(r) for r in rows) > 1  # several examples share a row
+    packed_batch = make_batch(rows, 64)
+    packed, _ = objective(model, packed_batch)
+    assert float(packed) == pytest.approx(float(padded), rel=1e-5)
+    assert int(packed_batch["loss_mask"].sum()) == sum(int(e.mask[1:].sum()) for e in examples)
+    # and token by token: each packed example's logits are its logits alone
+    logits = model(packed_batch["input_ids"], positions=packed_batch["positions"], segments=packed_batch["segments"])
+    e = rows[0][1]
+    start = len(rows[0][0]) - 1
+    alone = model(torch.from_numpy(e.ids[:-1].astype(np.int64))[None])
+    assert torch.allclose(logits[0, start : start + len(e) - 1], alone[0], atol=1e-5)
+
+
+def test_loader_epochs_resume_and_ranks(bpe, demos):
+    examples, _ = read_examples(demos, bpe, max_len=64)
+    loader = SFTLoader([examples], batch_size=2, seq_len=64, pack=False, seed=3)
+    first = [next(loader) for _ in range(loader.batches_per_epoch)]
+    assert loader.epoch == 1 and loader.batch == 0
+    seen = sorted(int(b["loss_mask"].sum()) for b in first)
+    assert sum(seen) <= sum(int(e.mask[1:].sum()) for e in examples)
+    state = loader.state_dict()
+    a = [next(loader)["input_ids"] for _ in range(3)]
+    again = SFTLoader([examples], batch_size=2, seq_len=64, pack=False, seed=3)
+    again.load_state_dict(json.loads(json.dumps(state)))
+    assert all(torch.equal(x, next(again)["input_ids"]) for x in a)
+    with pytest.raises(InputError, match="pack"):
+        SFTLoader([examples], batch_size=2, seq_len=64, pack=True, seed=3).load_state_dict(state)
+    # two ranks of 2 rows read the global batch of 4 rows a single process reads
+    ranks = [next(SFTLoader([examples], batch_size=2, seq_len=64, pack=False, rank=r, world_size=2)) for r in (0, 1)]
+    whole = next(SFTLoader([examples], batch_size=4, seq_len=64, pack=False))
+
+    def rows(b):
+        return [b["targets"][i][b["real"][i]].tolist() for i in range(len(b["targets"]))]
+
+    assert rows(ranks[0]) + rows(ranks[1]) == rows(whole)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+@pytest.fixture(scope="module")
+def base(shards, tmp_path_factory):
+    from lmforge.cli import main
+
+    out = tmp_path_factory.mktemp("base") / "run"
+    assert main(["pretrain", str(ROOT / "recipes" / "tiny.yaml"), f"data.shards={shards}", "train.steps=30", "train.eval_every=0", "--out", str(out)]) == 0
+    return out
+
+
+def test_sft_learns_the_answers_and_makes_a_chat_model(cli, base, tmp_path, demos):
+    from lmforge.models import load_model
+    from lmforge.tokenizer import Tokenizer
+
+    out = tmp_path / "sft"
+    val = write_jsonl(tmp_path / "val.jsonl", DEMOS[:6])
+    code, stdout, err = cli("sft", f"init={base}", f"data.train=[{demos}]", f"data.val={val}", "epochs=8", "train.batch_size=4", "train.optim.lr=3e-3", "--out", out, "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    config = json.loads((out / "config.json").read_text())
+    assert config["chat_template"] == "lmforge" and config["trained_seq_len"] == 64
+    before, _ = load_model(base)
+    after, folder = load_model(out)
+    examples, _ = read_examples(val, Tokenizer.load(folder), max_len=65)
+    assert evaluate_sft(after, examples)["loss"] < 0.5 * evaluate_sft(before, examples)["loss"]
+    assert result["eval/loss"] == pytest.approx(evaluate_sft(after, examples)["loss"], rel=1e-4)
+    assert result["steps"] >= 8  # epochs=8: at least a batch an epoch
+    stats = json.loads((out / "data_stats.json").read_text())
+    assert stats[str(demos)]["examples"] == len(DEMOS)
+    # generate speaks to it through the chat template, and it answers, stopping at its end of turn
+    code, stdout, err = cli("generate", "--model", out, "--prompt", "What is 2 + 3?", "--temperature", 0, "--max-new-tokens", 20, "--json")
+    assert code == 0, err
+    answer = json.loads(stdout)
+    assert answer["chat"] and answer["completions"][0]["finished"] and answer["completions"][0]["text"].strip()
+    code, stdout, _ = cli("generate", "--model", base, "--prompt", "What is 2 + 3?", "--max-new-tokens", 5, "--json")
+    assert code == 0 and not json.loads(stdout)["chat"]  # a base model continues text
+
+
+def test_sft_bad_inputs_fail_cleanly(cli, base, tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [DEMOS[0], conv("Hi?", "Hello.", "And now?")])
+    assert_clean_failure(cli("sft", f"init={base}", f"data.train=[{bad}]", "data.val=", "--out", tmp_path / "a"), f"{bad}:2", "messages[2].role", "ends on a user turn")
+    assert not (tmp_path / "a").exists()
+    assert_clean_failure(cli("sft", f"data.train=[{bad}]", "--out", tmp_path / "b"), "init")
+    assert_clean_failure(cli("sft", f"init={base}", "data.seq_len=1000", "data.val=", "--out", tmp_path / "c"), "data.seq_len")
+    long = write_jsonl(tmp_path / "long.jsonl", [conv("Why?", " ".join(["because"] * 200))])
+    assert_clean_failure(cli("sft", f"init={base}", f"data.train=[{long}]", "data.long=error", "data.val=", "--out", tmp_path / "d"), f"{long}:1", "longer than the context")
