@@ -171,11 +171,15 @@ def cmd_pretrain(args) -> int:
     from .train.pretrain import PretrainConfig, run_pretrain
 
     cfg = load_config(PretrainConfig, args.recipe, args.overrides)
-    last = run_pretrain(cfg, args.out)
+    return _print_run_result(run_pretrain(cfg, args.out), args)
+
+
+def _print_run_result(result: dict, args) -> int:
+    """A training stage's final metrics: one JSON object, or key=value pairs and the run directory."""
     if args.json:
-        _print_json(last)
+        _print_json(result)
     else:
-        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()}
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
         print(" ".join(f"{k}={v}" for k, v in shown.items()))
         print(f"-> {args.out}")
     return 0
@@ -189,13 +193,7 @@ def cmd_sft(args) -> int:
     result = run_sft(cfg, args.out)
     for path, s in result.pop("data").items():
         print(f"{path}: {s['examples']} examples, {s['answer_tokens']} answer tokens of {s['tokens']}; {s['truncated']} truncated, {s['skipped']} skipped", file=sys.stderr)
-    if args.json:
-        _print_json(result)
-    else:
-        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
-        print(" ".join(f"{k}={v}" for k, v in shown.items()))
-        print(f"-> {args.out}")
-    return 0
+    return _print_run_result(result, args)
 
 
 def cmd_compare(args) -> int:
