@@ -196,6 +196,60 @@ def cmd_sft(args) -> int:
     return _print_run_result(result, args)
 
 
+def cmd_rm(args) -> int:
+    from .config import load_config
+    from .train.reward import RMConfig, run_rm
+
+    cfg = load_config(RMConfig, args.recipe, args.overrides)
+    result = run_rm(cfg, args.out)
+    s = result.pop("data")
+    print(
+        f"{s['train_comparisons']} comparisons to train on, {s['val_comparisons']} held out ({s['pairs']} pairs read); skipped: "
+        f"{s['skipped_pairs']} pairs of identical answers, {s['skipped_comparisons']} comparisons with no pair left, {s['skipped_too_long']} too long",
+        file=sys.stderr,
+    )
+    return _print_run_result(result, args)
+
+
+def cmd_eval_rm(args) -> int:
+    from pathlib import Path
+
+    from .data.comparisons import read_comparisons
+    from .eval.reward import evaluate_rm, held_out
+    from .io import json_text
+    from .world.build import find_world
+
+    model, tok = _load_model_and_tokenizer(args.model)
+    if model.head_kind != "scalar":
+        raise InputError("not a reward model (its head is a language model's); train one with `lmforge rm`", path=args.model, field="model")
+    world = Path(args.world) if args.world else None
+    if args.data == "world":  # the world's comparisons this reward model did not train on
+        import yaml
+
+        world = world or find_world(args.model)
+        saved = Path(args.model) / "config.yaml"
+        fraction = (yaml.safe_load(saved.read_text()) or {}).get("data", {}).get("val_fraction", 0.1) if saved.exists() else 0.1
+        comparisons = held_out(read_comparisons(world / "comparisons.jsonl")[0], fraction)
+    else:
+        comparisons = read_comparisons(args.data)[0]
+        if world is None and any(c.task for c in comparisons):
+            try:
+                world = find_world(args.model)
+            except InputError:
+                world = None  # no ground truth: labeler accuracy and calibration only
+    if args.limit:
+        comparisons = comparisons[: args.limit]
+    result = evaluate_rm(model, tok, comparisons, world_dir=world, seed=args.seed)
+    if args.json:
+        print(json_text(result))
+    else:
+        line = f"{result['comparisons']} comparisons, {result['pairs']} pairs: accuracy against labelers {result['acc_labelers']:.3f}, ECE {result['ece']:.3f}"
+        if "acc_oracle" in result:
+            line += f"; against the oracle {result['acc_oracle']:.3f}; labeler agreement {result['labeler_agreement']:.3f}; oracle against labels {result['oracle_vs_labels']:.3f}"
+        print(line)
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .compare import CompareConfig, format_table, run_compare
     from .config import load_config
@@ -285,6 +339,56 @@ def cmd_eval_fewshot(args) -> int:
         result = evaluate(model, tok, task, cfg, progress=tick)
     result = {"model": args.model, **result}
     print(json_text(result, indent=2, ensure_ascii=False) if args.json else summary_text(result))
+    return 0
+
+
+# --------------------------------------------------------------------------- sampling and labeling
+
+
+def _tick(bar, done: int, total: int) -> None:
+    bar.total = total
+    bar.update(done - bar.n)
+
+
+def cmd_sample(args) -> int:
+    from .sample import SampleConfig, run_sample
+    from .tracking import progress
+
+    cfg = SampleConfig(
+        k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        batch_size=args.batch_size, seed=args.seed, limit=args.limit, chat=args.chat, long=args.long, device=args.device,
+    )  # fmt: skip
+    with progress(desc="sampling", unit="prompt") as bar:
+        summary = run_sample(args.model, args.prompts, args.out, cfg, progress=lambda done, total: _tick(bar, done, total))
+    if args.json:
+        _print_json(summary)
+    else:
+        s = summary
+        skipped = f", {s['skipped']} skipped (too long)" if s["skipped"] else ""
+        print(f"{s['prompts']} prompts x {s['k']} = {s['samples']} answers{skipped}; finished {100 * s['finished_rate']:.1f}%, "
+              f"{s['mean_tokens']:.1f} tokens on average, {s['distinct_per_prompt']:.2f} distinct of {s['k']} per prompt; {s['seconds']:.1f} s")  # fmt: skip
+        print(f"-> {args.out}")
+    return 0
+
+
+def cmd_label(args) -> int:
+    from .label import run_label
+    from .tracking import progress
+
+    with progress(desc="labeling", unit="sample") as bar:
+        summary = run_label(
+            args.samples, args.labeler, args.out, world=args.world, each=args.each, seed=args.seed, limit=args.limit,
+            batch_size=args.batch_size, device=args.device, progress=lambda done, total: _tick(bar, done, total),
+        )  # fmt: skip
+    if args.json:
+        _print_json(summary)
+    else:
+        s = summary
+        by = ", ".join(f"{k} {v}" for k, v in s["labelers"].items())
+        print(f"{s['rankings']} rankings of {s['samples']} samples ({by}); {s['skipped']} skipped; {s['seconds']:.1f} s")
+        for name, reason in s.get("skip_reasons", {}).items():
+            print(f"  skipped by {name} ({s['skipped_by'][name]}): {reason}")
+        print(f"-> {args.out}")
     return 0
 
 
@@ -666,6 +770,88 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=0, metavar="N", help="include the first N items' prompts and answers")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_fewshot)
+
+    p = esub.add_parser(
+        "rm",
+        help="a reward model on held-out comparisons: accuracy against labelers and the oracle, calibration",
+        formatter_class=fmt,
+        description="Score held-out comparisons with a reward model: pairwise accuracy against the labelers' rankings, calibration "
+        "(ECE), and on the built-in world accuracy against the oracle, a second labeler's agreement (the ceiling) and the oracle's "
+        "own accuracy against the labels.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="a reward model (lmforge rm)")
+    p.add_argument("--data", default="world", metavar="PATH", help="rankings or preference pairs; 'world': the world's comparisons the model did not train on")
+    p.add_argument("--world", default=None, metavar="DIR", help="the world directory (default: found next to the model)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="the first N comparisons only")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seeds the second labeler")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_rm)
+
+    p = sub.add_parser(
+        "rm",
+        help="train a reward model on ranked comparisons (InstructGPT step 2)",
+        formatter_class=fmt,
+        description="Train a reward model: the init model (the SFT model) with a scalar head, the Bradley-Terry loss of Ouyang et al. "
+        "eq. 1 over all C(K,2) pairs of each ranking, the pairs of one prompt in one batch element; afterwards its bias is set so the "
+        "reference answers score 0 on average. Data: ranking records (prompt, completions, ranking best first) or TRL preference pairs; "
+        "'world' means the world's comparisons.jsonl. Keys: init, data.{train,val,val_fraction,limit,seq_len,normalize,world_seed}, "
+        "margin, center, epochs, train.{steps,batch_size (comparisons),optim.*,schedule.*,...}. Running again on the same --out resumes.",
+    )
+    p.add_argument("recipe", nargs="?", default=None, metavar="RECIPE", help="a YAML recipe")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides, e.g. init=runs/sft")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory (resumed if it holds checkpoints)")
+    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    p.set_defaults(func=cmd_rm)
+
+    # sample, label ----------------------------------------------------------
+    p = sub.add_parser(
+        "sample",
+        help="sample K answers per prompt, for labelers to rank (InstructGPT step 2)",
+        formatter_class=fmt,
+        description="Ask a model for K answers to every prompt (batched, seeded) and write one JSON line per prompt: "
+        '{"prompt", "completions", "finished", "model", "task"?, "meta"?}, ready for `lmforge label`. Prompts: evaluation records '
+        '{"prompt", "task", "meta"} (the world\'s ppo_prompts.jsonl, eval.jsonl), {"prompt"} records (text or messages), or '
+        '{"messages"} ending on a user turn. A chat model answers through the chat template; a base model continues the text.',
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="a model folder, checkpoint or run directory (usually the SFT model)")
+    p.add_argument("--prompts", required=True, metavar="PATH", help="JSONL/Parquet of prompt records, or a folder of them")
+    p.add_argument("--k", type=int, default=4, metavar="K", help="answers per prompt (InstructGPT ranked 4 to 9)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the samples file (JSONL), written atomically")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T", help="sampling temperature (0: greedy, every answer alike)")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling: the smallest set of tokens with probability >= P")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K likeliest tokens only")
+    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="longest answer, in tokens; an answer cut here is marked unfinished")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="the first N prompts only")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="sequences per generation batch (the K answers of N // K prompts)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed: the same seed and batch size give the same samples")
+    p.add_argument("--chat", choices=["auto", "on", "off"], default="auto", help="ask through the chat template (auto: for a chat model) or continue the prompt as text")
+    p.add_argument("--long", choices=["error", "skip"], default="error", help="a prompt that leaves no room for --max-new-tokens in the context: stop with an error, or skip it (counted)")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (cpu, cuda)")
+    p.add_argument("--json", action="store_true", help="print a summary as one JSON object (prompts, samples, finished rate, mean length, distinct answers, seconds)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "label",
+        help="rank sampled answers with a labeler: the world's simulated labelers, a model judge, or a person's rankings",
+        formatter_class=fmt,
+        description="Rank the K answers of every sample (what `lmforge sample` writes) and write ranking records "
+        '{"prompt", "completions", "ranking" (indices best first), "labeler", "finished", "task"?, "meta"?}, the form the reward model '
+        "reads. Labelers: 'world' (the world's simulated labelers, one per sample in turn), 'world:NAME' (one of them), "
+        "'judge:MODEL_DIR' (a language model compares each pair of answers, in both orders, by the log-probability of ' A' vs ' B'; "
+        "answers ranked by wins), 'human:RANKINGS.jsonl' (rankings a person made, matched by prompt and completions; samples with "
+        "none are skipped and counted). Several --labeler options share the samples in turn (or, with --each, all rank every one).",
+    )
+    p.add_argument("--samples", required=True, metavar="FILE", help="a samples file from `lmforge sample`")
+    p.add_argument("--labeler", required=True, action="append", metavar="SPEC", help="world | world:NAME | judge:MODEL_DIR | human:RANKINGS.jsonl (repeatable)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the rankings file (JSONL), written atomically")
+    p.add_argument("--world", default=None, metavar="DIR", help="the world directory for world labelers (default: the world of the samples' model)")
+    p.add_argument("--each", action="store_true", help="every labeler ranks every sample (one record each) instead of one labeler per sample")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="the first N samples only")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seeds the simulated labelers' noise")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="judge: sequences per scoring batch")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="judge: torch device (cpu, cuda)")
+    p.add_argument("--json", action="store_true", help="print a summary as one JSON object (rankings, skipped, per-labeler counts)")
+    p.set_defaults(func=cmd_label)
 
     # ngram ----------------------------------------------------------------
     np_ = sub.add_parser(

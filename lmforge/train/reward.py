@@ -1,0 +1,272 @@
+"""The reward model: step 2 of InstructGPT (Ouyang et al. 2022, section 3.5).
+
+A transformer with a scalar head, started from the SFT model (its unembedding replaced by one
+output), reads a prompt and an answer and gives one number, read at the answer's last token.
+Trained on labelers' rankings: for a prompt with K ranked answers, every one of the C(K,2)
+pairs (y_w better than y_l) contributes (eq. 1)
+
+    loss(prompt) = -1/C(K,2) * sum over pairs of log sigmoid(r(x, y_w) - r(x, y_l) - m)
+
+and the pairs of one prompt form one element of a batch, each answer scored once (the paper
+found that shuffling the pairs of a prompt across batches overfit). Options from TRL's
+RewardTrainer: a margin m (constant, plus a pair's own "margin"), and a centering term
+eta * mean((r_w + r_l)^2) that keeps rewards near zero.
+
+After training, the head's bias is shifted so that the reference answers (the SFT
+demonstrations, as the paper does) have mean reward 0 before RL.
+
+`lmforge rm [RECIPE] init=SFT [key=value ...] --out DIR` runs the stage; `reward_scores`
+scores answers with a trained reward model (for evaluation, a judge, or PPO).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..config import dump_yaml
+from ..data.comparisons import ComparisonLoader, Encoded, answer_ids, collate, encode_comparisons, read_comparisons, split_by_prompt
+from ..errors import ConfigError, InputError
+from ..io import atomic_write_text
+from ..models import load_model, model_config_json
+from ..models.transformer import Transformer
+from ..tokenizer import Tokenizer
+from .loop import OptimConfig, ScheduleConfig, TrainConfig, train
+
+
+@dataclass
+class RMDataConfig:
+    train: str = "world"  # rankings or preference pairs; "world": the world's comparisons.jsonl
+    val: str = ""  # held-out comparisons; "": val_fraction of the train prompts, split by prompt
+    val_fraction: float = 0.1
+    limit: int = 0  # use only the first N training comparisons (0: all): how accuracy grows with data
+    seq_len: int = 0  # longest prompt + answer (0: the length the base model was trained on); longer: skipped, counted
+    normalize: str = "world"  # answers whose mean reward is set to 0 after training: "world" (the SFT demonstrations), a PATH, or ""
+    world_seed: int = 0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {self.val_fraction}", field="val_fraction")
+        if self.limit < 0:
+            raise ConfigError(f"must be >= 0, got {self.limit}", field="limit")
+
+
+def _rm_train() -> TrainConfig:
+    return TrainConfig(
+        steps=1, batch_size=8, eval_every=0, log_every=10, save_every=100, keep_last=1,
+        optim=OptimConfig(lr=1e-4, weight_decay=0.0), schedule=ScheduleConfig(kind="cosine", warmup_steps=10, min_lr_ratio=0.1),
+    )  # fmt: skip
+
+
+@dataclass
+class RMConfig:
+    init: str = ""  # the SFT model (or any transformer LM) the reward model starts from
+    data: RMDataConfig = field(default_factory=RMDataConfig)
+    margin: float = 0.0  # m in log sigmoid(r_w - r_l - m), added to each pair's own margin
+    center: float = 0.0  # eta: weight of mean((r_w + r_l)^2), TRL's center_rewards_coefficient (~0.01)
+    epochs: float = 1.0  # passes over the comparisons (the paper trains one epoch); 0: use train.steps
+    train: TrainConfig = field(default_factory=_rm_train)  # batch_size counts comparisons (prompts), not pairs
+
+    def validate(self) -> None:
+        if not self.init:
+            raise ConfigError("the reward model starts from a model: give init=PATH (the SFT model)", field="init")
+        if self.center < 0:
+            raise ConfigError(f"must be >= 0, got {self.center}", field="center")
+        if self.epochs < 0:
+            raise ConfigError(f"must be >= 0, got {self.epochs}", field="epochs")
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def rewards_at_last(model, ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """The scalar head's output at each row's last real token (rows right-padded): (N,)."""
+    scores = model(ids)  # (N, L): causal attention, so padding after the answer changes nothing
+    return scores.gather(1, last[:, None]).squeeze(1).float()
+
+
+def reward_model_from(init: str | os.PathLike) -> tuple[Transformer, Path]:
+    """A reward model built on a language model's weights: same body, a scalar head instead of
+    the unembedding (initialised small, Ouyang et al.: "removed the final unembedding layer")."""
+    lm, folder = load_model(init)
+    if not isinstance(lm, Transformer):
+        raise InputError("the reward model is a transformer; this model is not one", path=folder, field="init")
+    rm = Transformer(lm.cfg, head="scalar")
+    state = {k: v for k, v in lm.state_dict().items() if not k.startswith(("lm_head.", "score_head."))}
+    missing, unexpected = rm.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"score_head.weight", "score_head.bias"}:
+        raise InputError(f"weights do not fit a reward model: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}", path=folder)
+    # as OpenAI's lm-human-preferences initialised its reward head: N(0, 1/(d + 1))
+    torch.nn.init.normal_(rm.score_head.weight, std=1.0 / math.sqrt(lm.cfg.d_model + 1))
+    torch.nn.init.zeros_(rm.score_head.bias)
+    rm.trained_seq_len, rm.chat_template = lm.trained_seq_len, lm.chat_template
+    return rm, folder
+
+
+@torch.no_grad()
+def reward_scores(model, tokenizer, prompts: list, answers: list[str], finished: list[bool] | None = None, *, batch_size: int = 32) -> torch.Tensor:
+    """r(x, y) for each (prompt, answer) with a trained reward model, rendered as it was trained."""
+    chat = getattr(model, "chat_template", None) is not None
+    finished = finished or [True] * len(answers)
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(answers), batch_size):
+        seqs = [answer_ids(tokenizer, p, a, f, chat) for p, a, f in zip(prompts[i : i + batch_size], answers[i : i + batch_size], finished[i : i + batch_size])]
+        if max(len(s) for s in seqs) > model.cfg.max_seq_len:
+            raise InputError(f"a prompt and answer of {max(len(s) for s in seqs)} tokens exceed the reward model's context of {model.cfg.max_seq_len}")
+        L = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), L), tokenizer.pad_id, dtype=torch.long)
+        for j, s in enumerate(seqs):
+            ids[j, : len(s)] = torch.tensor(s)
+        last = torch.tensor([len(s) - 1 for s in seqs])
+        out.append(rewards_at_last(model, ids.to(device), last.to(device)).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+# --------------------------------------------------------------------------- the objective
+
+
+def pairwise_loss(r: torch.Tensor, pairs: torch.Tensor, group: torch.Tensor, margins: torch.Tensor, margin: float = 0.0, center: float = 0.0):
+    """Ouyang et al. eq. 1 on one batch: each comparison's mean over its pairs of
+    -log sigmoid(r_w - r_l - m), averaged over comparisons; plus center * mean((r_w + r_l)^2).
+    Returns (loss, accuracy of the batch's pairs, mean margin r_w - r_l)."""
+    rw, rl = r[pairs[:, 0]], r[pairs[:, 1]]
+    diff = rw - rl
+    per_pair = -F.logsigmoid(diff - margins - margin)
+    n_groups = int(group.max()) + 1
+    count = torch.zeros(n_groups, device=r.device).index_add_(0, group, torch.ones_like(per_pair))
+    per_group = torch.zeros(n_groups, device=r.device).index_add_(0, group, per_pair) / count
+    loss = per_group.mean()
+    if center:
+        loss = loss + center * ((rw + rl) ** 2).mean()
+    return loss, (diff > 0).float().mean(), diff.mean()
+
+
+def rm_loss(margin: float = 0.0, center: float = 0.0):
+    def objective(model, batch: dict):
+        r = rewards_at_last(model, batch["input_ids"], batch["last"])
+        loss, acc, gap = pairwise_loss(r, batch["pairs"], batch["group"], batch["margins"], margin, center)
+        return loss, {"tokens": int(batch["input_ids"].numel()), "accuracy": float(acc.detach()), "reward_gap": float(gap.detach()), "pairs": int(len(batch["pairs"]))}
+
+    return objective
+
+
+@torch.no_grad()
+def evaluate_pairs(model, data: list[Encoded], batch_size: int = 16, pad_id: int = 0) -> dict:
+    """Held-out pairwise accuracy (ties count half) and loss (the same per-comparison mean)."""
+    device = next(model.parameters()).device
+    correct, pairs, loss_sum, groups = 0.0, 0, 0.0, 0
+    for i in range(0, len(data), batch_size):
+        b = {k: v.to(device) for k, v in collate(data[i : i + batch_size], pad_id).items()}
+        r = rewards_at_last(model, b["input_ids"], b["last"])
+        loss, _, _ = pairwise_loss(r, b["pairs"], b["group"], b["margins"])
+        diff = r[b["pairs"][:, 0]] - r[b["pairs"][:, 1]]
+        correct += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
+        pairs += len(diff)
+        n = int(b["group"].max()) + 1
+        loss_sum += float(loss) * n
+        groups += n
+    return {"accuracy": correct / max(pairs, 1), "loss": loss_sum / max(groups, 1), "pairs": pairs}
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _world_file(cfg: RMConfig, name: str) -> str:
+    from ..world.build import find_world
+
+    try:
+        return str(find_world(cfg.init) / name)
+    except InputError:
+        raise InputError("'world' data needs the world the init model was trained on, and none was found next to it; give a PATH instead", path=cfg.init, field="data") from None
+
+
+def _normalize_answers(cfg: RMConfig) -> tuple[list, list[str]]:
+    """(prompts, answers) whose mean reward is set to 0: demonstrations (messages) or comparisons' best answers."""
+    from ..data.schemas import iter_validated
+
+    path = _world_file(cfg, "sft.jsonl") if cfg.data.normalize == "world" else cfg.data.normalize
+    prompts, answers = [], []
+    for record, loc in iter_validated(path):
+        if "messages" in record:
+            msgs = record["messages"]
+            if msgs[-1]["role"] != "assistant":
+                raise loc.error("a reference conversation must end with an assistant turn", field="messages")
+            prompts.append(msgs[:-1])
+            answers.append(msgs[-1]["content"])
+        elif "completion" in record and isinstance(record["completion"], str):
+            prompts.append(record["prompt"])
+            answers.append(record["completion"])
+        elif "ranking" in record:
+            prompts.append(record["prompt"])
+            answers.append(record["completions"][record["ranking"][0]])
+        else:
+            raise loc.error("reference answers are messages, prompt/completion or ranking records", field="normalize")
+    return prompts, answers
+
+
+def run_rm(cfg: RMConfig, out: str | Path) -> dict:
+    cfg.validate()
+    out = Path(out)
+    model, folder = reward_model_from(cfg.init)
+    tokenizer = Tokenizer.load(folder)
+    chat = model.chat_template is not None
+    d = cfg.data
+    seq_len = d.seq_len or model.trained_seq_len or model.cfg.max_seq_len
+    if seq_len > model.cfg.max_seq_len:
+        raise ConfigError(f"({seq_len}) must not exceed the base model's context ({model.cfg.max_seq_len})", field="data.seq_len")
+
+    train_path = _world_file(cfg, "comparisons.jsonl") if d.train == "world" else d.train
+    comparisons, stats = read_comparisons(train_path)
+    if d.val:
+        train_c, (val_c, _) = comparisons, read_comparisons(d.val)
+    else:
+        train_c, val_c = split_by_prompt(comparisons, d.val_fraction)
+    if d.limit:
+        train_c = train_c[: d.limit]
+    train_data, skipped = encode_comparisons(train_c, tokenizer, max_len=seq_len, chat=chat)
+    val_data, val_skipped = encode_comparisons(val_c, tokenizer, max_len=seq_len, chat=chat)
+    stats.update({"train_comparisons": len(train_data), "val_comparisons": len(val_data), "skipped_too_long": skipped + val_skipped})
+
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    batches = ComparisonLoader(train_data, cfg.train.batch_size, seed=cfg.train.seed, rank=rank, world_size=world_size, pad_id=tokenizer.pad_id)
+    if cfg.epochs > 0:
+        cfg.train.steps = max(1, math.ceil(cfg.epochs * batches.batches_per_epoch))
+    cfg.data.seq_len = seq_len
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.yaml"
+    text = dump_yaml(cfg)
+    if saved.exists() and (out / "checkpoints").exists() and saved.read_text() != text:
+        raise InputError("this run directory was started with another config; resume with the same settings or choose a new --out", path=saved)
+    atomic_write_text(saved, text)
+
+    evaluate = (lambda m: evaluate_pairs(m, val_data, cfg.train.batch_size, tokenizer.pad_id)) if val_data else None  # noqa: E731
+    model_config = {**model_config_json(model), "trained_seq_len": seq_len, "chat_template": model.chat_template}
+    last = train(
+        model, rm_loss(cfg.margin, cfg.center), batches, cfg.train, out,
+        model_config=model_config, tokenizer=tokenizer, evaluate=evaluate,
+        to_device=lambda b, dev: {k: v.to(dev, non_blocking=True) for k, v in b.items()},
+        log_config={"config": text},
+    )  # fmt: skip
+
+    offset = 0.0
+    if d.normalize and rank == 0:  # shift the head so the reference answers score 0 on average
+        final, _ = load_model(out)
+        prompts, answers = _normalize_answers(cfg)
+        fits = [i for i, (p, a) in enumerate(zip(prompts, answers)) if len(answer_ids(tokenizer, p, a, True, chat)) <= final.cfg.max_seq_len]
+        if not fits:
+            raise InputError("no reference answer fits the reward model's context", field="data.normalize")
+        offset = float(reward_scores(final, tokenizer, [prompts[i] for i in fits], [answers[i] for i in fits]).mean())
+        state = {k: v.clone() for k, v in final.state_dict().items()}
+        state["score_head.bias"] -= offset
+        from ..checkpoint import save_model
+
+        save_model(out, state, model_config, tokenizer)
+    atomic_write_text(out / "reward_stats.json", json.dumps({**stats, "normalize_offset": offset}, indent=2))
+    return {**last, "steps": cfg.train.steps, "normalize_offset": offset, "data": stats}

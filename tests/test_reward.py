@@ -1,0 +1,212 @@
+"""The reward model: pairs from rankings, the loss of Ouyang et al. eq. 1, rewards at the last
+token, learning a preference, normalisation, evaluation, and bad comparison data."""
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmforge.data.comparisons import collate, encode_comparisons, ranking_pairs, read_comparisons
+from lmforge.errors import InputError
+from lmforge.models.transformer import ModelConfig, Transformer
+from lmforge.train.reward import pairwise_loss, rewards_at_last
+
+from .test_cli import assert_clean_failure
+
+ROOT = Path(__file__).parent.parent
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def ranked(prompt, completions, ranking, **extra):
+    return {"prompt": prompt, "completions": completions, "ranking": ranking, **extra}
+
+
+def test_a_ranking_of_k_gives_its_k_choose_2_pairs():
+    assert ranking_pairs([2, 0, 1]) == [(2, 0), (2, 1), (0, 1)]
+    for k in range(2, 10):
+        pairs = ranking_pairs(list(range(k)))
+        assert len(pairs) == math.comb(k, 2) and all(w < l for w, l in pairs)
+
+
+def test_loss_is_eq_1_averaged_per_prompt():
+    # two prompts: K = 3 (rewards 1.0, 0.2, -0.5 ranked 0 > 1 > 2) and K = 2 (0.3 ranked below -0.1)
+    r = torch.tensor([1.0, 0.2, -0.5, 0.3, -0.1])
+    pairs = torch.tensor([[0, 1], [0, 2], [1, 2], [4, 3]])
+    group = torch.tensor([0, 0, 0, 1])
+    margins = torch.zeros(4)
+
+    def nls(x):
+        return -math.log(1 / (1 + math.exp(-x)))
+
+    first = (nls(0.8) + nls(1.5) + nls(0.7)) / 3  # -1/C(3,2) sum log sigmoid(r_w - r_l)
+    second = nls(-0.4)
+    loss, acc, gap = pairwise_loss(r, pairs, group, margins)
+    assert float(loss) == pytest.approx((first + second) / 2)  # each prompt one batch element
+    assert float(acc) == 0.75 and float(gap) == pytest.approx((0.8 + 1.5 + 0.7 - 0.4) / 4)
+    # a margin m: log sigmoid(r_w - r_l - m), from the config and from the pair
+    loss_m, _, _ = pairwise_loss(r, pairs, group, torch.tensor([0.0, 0.0, 0.0, 0.5]), margin=0.25)
+    want = ((nls(0.55) + nls(1.25) + nls(0.45)) / 3 + nls(-1.15)) / 2
+    assert float(loss_m) == pytest.approx(want)
+    # centering: + eta * mean((r_w + r_l)^2)
+    loss_c, _, _ = pairwise_loss(r, pairs, group, margins, center=0.01)
+    sums = torch.tensor([1.2, 0.5, -0.3, 0.2])
+    assert float(loss_c) == pytest.approx((first + second) / 2 + 0.01 * float((sums**2).mean()))
+
+
+def test_rewards_are_read_at_each_rows_last_token(bpe):
+    torch.manual_seed(0)
+    rm = Transformer(ModelConfig(flavour="llama", vocab_size=bpe.vocab_size, n_layer=1, n_head=2, d_model=16, max_seq_len=64), head="scalar").eval().requires_grad_(False)
+    seqs = [[5, 9, 12], [5, 9, 12, 40, 41, 42, 43], [7]]
+    ids = torch.zeros(3, 7, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+    got = rewards_at_last(rm, ids, torch.tensor([len(s) - 1 for s in seqs]))
+    for i, s in enumerate(seqs):
+        alone = rm(torch.tensor([s]))[0, -1]
+        assert float(got[i]) == pytest.approx(float(alone), abs=1e-5)
+
+
+def test_bad_comparisons_are_errors_or_counted_skips(tmp_path):
+    def read(records):
+        return read_comparisons(write_jsonl(tmp_path / "c.jsonl", records))
+
+    good = ranked("Q?", ["a", "b", "c"], [1, 0, 2])
+    with pytest.raises(InputError, match="permutation") as e:
+        read([good, ranked("Q?", ["a", "b", "c"], [0, 0, 1])])
+    assert e.value.line == 2 and e.value.field == "ranking"
+    with pytest.raises(InputError, match="at least 2") as e:
+        read([good, ranked("Q?", ["a"], [0])])
+    assert e.value.field == "completions"
+    with pytest.raises(InputError, match="finished"):
+        read([ranked("Q?", ["a", "b"], [0, 1], finished=[True])])
+    # duplicates: the pairs between identical answers are skipped and counted
+    with pytest.warns(UserWarning, match="1 pairs of identical answers"):
+        comps, stats = read([good, ranked("Q?", ["a", "a", "b"], [0, 2, 1])])
+    assert stats["skipped_pairs"] == 1 and comps[1].pairs == [(0, 2), (2, 1)] and stats["pairs"] == 3 + 2
+    # a preference pair whose chosen equals its rejected teaches nothing: skipped, counted
+    with pytest.warns(UserWarning):
+        comps, stats = read([{"prompt": "Q?", "chosen": "yes", "rejected": "no"}, {"prompt": "Q?", "chosen": "same", "rejected": "same"}])
+    assert len(comps) == 1 and stats["skipped_comparisons"] == 1
+    with pytest.raises(InputError, match="no comparisons to learn from"):
+        read([{"prompt": "Q?", "chosen": "same", "rejected": "same"}])
+    with pytest.raises(InputError, match="ranking or preference records"):
+        read([{"text": "hello"}])
+
+
+def test_collate_pairs_index_the_flattened_answers(bpe, tmp_path):
+    comps, _ = read_comparisons(write_jsonl(tmp_path / "c.jsonl", [ranked("A?", ["x", "yy", "zzz"], [2, 0, 1]), ranked("B?", ["p", "q"], [0, 1])]))
+    data, skipped = encode_comparisons(comps, bpe, max_len=64, chat=True)
+    b = collate(data)
+    assert skipped == 0 and b["input_ids"].shape[0] == 5
+    assert b["pairs"].tolist() == [[2, 0], [2, 1], [0, 1], [3, 4]] and b["group"].tolist() == [0, 0, 0, 1]
+    # the last index is each answer's own last token: its <|end|>
+    assert all(int(b["input_ids"][i, b["last"][i]]) == bpe.special_id("end_of_turn") for i in range(5))
+    # an answer that did not finish has no <|end|>, and one longer than max_len drops its comparison
+    comps[0].finished = [True, False, True]
+    data, _ = encode_comparisons(comps, bpe, max_len=64, chat=True)
+    assert data[0].seqs[1][-1] != bpe.special_id("end_of_turn")
+    assert encode_comparisons(comps, bpe, max_len=8, chat=True)[1] == 2
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def base(shards, tmp_path_factory):
+    from lmforge.cli import main
+
+    out = tmp_path_factory.mktemp("base") / "run"
+    assert main(["pretrain", str(ROOT / "recipes" / "tiny.yaml"), f"data.shards={shards}", "train.steps=30", "train.eval_every=0", "--out", str(out)]) == 0
+    return out
+
+
+def shorter_is_better(n, seed):
+    """Rankings by a labeler who prefers shorter answers."""
+    rng = random.Random(seed)
+    words = "the cat dog sat ran on a mat big red small".split()
+    records = []
+    for i in range(n):
+        answers = list(dict.fromkeys(" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(rng.randint(2, 4))))
+        if len(answers) < 2:
+            continue
+        order = sorted(range(len(answers)), key=lambda j: (len(answers[j].split()), j))
+        records.append(ranked(f"Say something {i}.", answers, order))
+    return records
+
+
+def base_of(rm_dir):
+    import yaml
+
+    return yaml.safe_load((Path(rm_dir) / "config.yaml").read_text())["init"]
+
+
+def test_a_reward_model_learns_a_synthetic_preference(cli, base, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", shorter_is_better(160, 0))
+    val = write_jsonl(tmp_path / "val.jsonl", shorter_is_better(60, 1))
+    ref = write_jsonl(tmp_path / "ref.jsonl", [{"prompt": f"Say something {i}.", "completion": " the cat"} for i in range(20)])
+    out = tmp_path / "rm"
+    code, stdout, err = cli(
+        "rm", f"init={base}", f"data.train={train}", f"data.val={val}", f"data.normalize={ref}",
+        "epochs=2", "train.batch_size=8", "train.optim.lr=1e-3", "--out", out, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["eval/accuracy"] > 0.9
+    config = json.loads((out / "config.json").read_text())
+    assert config["head"] == "scalar" and config["chat_template"] is None
+    # after training, the reference answers score 0 on average
+    from lmforge.models import load_model
+    from lmforge.tokenizer import Tokenizer
+    from lmforge.train.reward import reward_scores
+
+    rm, folder = load_model(out)
+    scores = reward_scores(rm.eval(), Tokenizer.load(folder), [f"Say something {i}." for i in range(20)], [" the cat"] * 20)
+    assert abs(float(scores.mean())) < 1e-4 and result["normalize_offset"] != 0
+    # evaluation on the held-out rankings agrees with the training's own
+    code, stdout, err = cli("eval", "rm", "--model", out, "--data", val, "--json")
+    assert code == 0, err
+    ev = json.loads(stdout)
+    assert ev["acc_labelers"] == pytest.approx(result["eval/accuracy"], abs=1e-6) and 0 <= ev["ece"] <= 1
+    assert sum(b["pairs"] for b in ev["calibration"]) == ev["pairs"] and "acc_oracle" not in ev
+    # the reward model as a labeler: it ranks the short answer first
+    samples = write_jsonl(tmp_path / "samples.jsonl", [{"prompt": "Say something 7.", "completions": ["the big red dog sat on a mat by the cat", "the cat"]}])
+    code, _, err = cli("label", "--samples", samples, "--labeler", f"rm:{out}", "--out", tmp_path / "ranked.jsonl")
+    assert code == 0, err
+    record = json.loads((tmp_path / "ranked.jsonl").read_text())
+    assert record["ranking"] == [1, 0] and record["labeler"] == f"rm:{out}"
+    assert_clean_failure(cli("label", "--samples", samples, "--labeler", f"rm:{base_of(out)}", "--out", tmp_path / "x.jsonl"), "not a reward model")
+
+
+def test_reward_model_on_a_world_against_the_oracle(cli, tmp_path):
+    from lmforge.cli import main
+    from lmforge.world.build import WorldConfig, build_world
+
+    base = tmp_path / "base"  # a tiny base model of a tiny world (in its run directory, where stages look for it)
+    world = base / "world"
+    build_world(WorldConfig(seed=3, entities=12, documents=400, rm_prompts=120, sft_prompts=40, sft_val_prompts=10, ppo_prompts=10, eval_prompts=20, calibration_prompts=100), world)
+    assert main(["pretrain", str(ROOT / "recipes" / "tiny.yaml"), f"data.corpus={world / 'pretrain.jsonl'}", "train.steps=20", "train.eval_every=0", "--out", str(base)]) == 0
+    out = tmp_path / "rm"
+    code, _, err = cli("rm", f"init={base}", "epochs=1", "train.batch_size=8", "--out", out)  # 'world' data: the base model's world
+    assert code == 0, err
+    code, stdout, err = cli("eval", "rm", "--model", out, "--limit", 40, "--json")  # the world's comparisons it did not train on
+    assert code == 0, err
+    assert code == 0, err
+    ev = json.loads(stdout)
+    assert {"acc_labelers", "acc_oracle", "labeler_agreement", "oracle_vs_labels", "ece", "calibration"} <= set(ev)
+    # the oracle orders the labels better than chance, and labelers agree with each other far from always
+    assert 0.6 < ev["oracle_vs_labels"] <= 1 and 0.55 < ev["labeler_agreement"] < 0.95
+
+
+def test_rm_bad_inputs_fail_cleanly(cli, base, tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [ranked("Q?", ["a", "b"], [0, 1]), ranked("Q?", ["a", "b", "c"], [0, 1, 1])])
+    assert_clean_failure(cli("rm", f"init={base}", f"data.train={bad}", "data.normalize=", "--out", tmp_path / "a"), f"{bad}:2", "ranking", "permutation")
+    assert not (tmp_path / "a").exists()
+    assert_clean_failure(cli("rm", f"data.train={bad}", "--out", tmp_path / "b"), "init")
+    assert_clean_failure(cli("eval", "rm", "--model", base, "--data", bad), "not a reward model")
