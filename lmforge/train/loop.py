@@ -182,6 +182,25 @@ def _full_state(model: nn.Module, optimizer, parallel: str, distributed: bool) -
     return {k: v.detach().cpu() for k, v in inner.state_dict().items()}, optimizer.state_dict()
 
 
+def batch_to_device(batch, device: torch.device):
+    """A batch (a tuple of tensors, or a dict of them) on `device`."""
+    if isinstance(batch, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def run_config_text(cfg, run_dir: Path) -> str:
+    """The config as a run directory saves it (config.yaml), after checking that a run already
+    begun there (it has checkpoints) was begun with the same: a resumed run must not change."""
+    from ..config import dump_yaml
+
+    saved = Path(run_dir) / "config.yaml"
+    text = dump_yaml(cfg)
+    if saved.exists() and (Path(run_dir) / "checkpoints").exists() and saved.read_text() != text:
+        raise InputError("this run directory was started with another config; resume with the same settings or choose a new --out", path=saved)
+    return text
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -208,7 +227,7 @@ def train(
     d = setup_distributed(device.type)
     distributed = d.world > 1
     torch.manual_seed(cfg.seed)
-    to_device = to_device or (lambda b, dev: tuple(t.to(dev, non_blocking=True) for t in b))
+    to_device = to_device or batch_to_device
 
     # Resume: weights go in before wrapping; the optimizer state after it exists.
     ckpt = load_checkpoint(run_dir) if run_dir.exists() else None

@@ -28,14 +28,14 @@ import torch.nn.functional as F
 from ..config import dump_yaml
 from ..data.prepare import CorpusConfig, PrepareConfig, run_prepare
 from ..data.shards import BatchLoader, ShardConfig, StreamLoader, TokenShards
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..eval.perplexity import score_stream
 from ..io import atomic_write_text
 from ..models import model_config_json
 from ..models.rnn import RNNLM, RNNConfig, RNNState
 from ..models.transformer import ModelConfig, Transformer
 from ..tokenizer import Tokenizer, TokenizerConfig
-from .loop import TrainConfig, train
+from .loop import TrainConfig, run_config_text, train
 
 
 @dataclass
@@ -132,11 +132,7 @@ def resolved_config(cfg: PretrainConfig, out: Path, tokenizer: Tokenizer) -> str
     checking that a run already begun there was begun with the same one."""
     cfg.model.vocab_size = tokenizer.vocab_size
     cfg.rnn.vocab_size = tokenizer.vocab_size
-    saved = out / "config.yaml"
-    text = dump_yaml(cfg)
-    if saved.exists() and (out / "checkpoints").exists() and saved.read_text() != text:
-        raise InputError("this run directory was started with another config; resume with the same settings or choose a new --out", path=saved)
-    return text
+    return run_config_text(cfg, out)
 
 
 def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:

@@ -30,14 +30,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..config import dump_yaml
 from ..data.comparisons import ComparisonLoader, Encoded, answer_ids, collate, encode_comparisons, read_comparisons, split_by_prompt
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_text
 from ..models import load_model, model_config_json
 from ..models.transformer import Transformer
 from ..tokenizer import Tokenizer
-from .loop import OptimConfig, ScheduleConfig, TrainConfig, train
+from .loop import OptimConfig, ScheduleConfig, TrainConfig, run_config_text, train
 
 
 @dataclass
@@ -240,18 +239,14 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
         cfg.train.steps = max(1, math.ceil(cfg.epochs * batches.batches_per_epoch))
     cfg.data.seq_len = seq_len
     out.mkdir(parents=True, exist_ok=True)
-    saved = out / "config.yaml"
-    text = dump_yaml(cfg)
-    if saved.exists() and (out / "checkpoints").exists() and saved.read_text() != text:
-        raise InputError("this run directory was started with another config; resume with the same settings or choose a new --out", path=saved)
-    atomic_write_text(saved, text)
+    text = run_config_text(cfg, out)
+    atomic_write_text(out / "config.yaml", text)
 
     evaluate = (lambda m: evaluate_pairs(m, val_data, cfg.train.batch_size, tokenizer.pad_id)) if val_data else None  # noqa: E731
     model_config = {**model_config_json(model), "trained_seq_len": seq_len, "chat_template": model.chat_template}
     last = train(
         model, rm_loss(cfg.margin, cfg.center), batches, cfg.train, out,
         model_config=model_config, tokenizer=tokenizer, evaluate=evaluate,
-        to_device=lambda b, dev: {k: v.to(dev, non_blocking=True) for k, v in b.items()},
         log_config={"config": text},
     )  # fmt: skip
 

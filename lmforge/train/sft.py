@@ -27,13 +27,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..config import dump_yaml
 from ..data.sft import Example, SFTLoader, make_batch, read_examples
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_text
 from ..models import load_model, model_config_json
 from ..tokenizer import Tokenizer
-from .loop import OptimConfig, ScheduleConfig, TrainConfig, train
+from .loop import OptimConfig, ScheduleConfig, TrainConfig, run_config_text, train
 
 CHAT_TEMPLATE_NAME = "lmforge"  # what config.json's "chat_template" says: lmforge.data.chat's template
 
@@ -170,11 +169,8 @@ def run_sft(cfg: SFTConfig, out: str | Path) -> dict:
         cfg.train.steps = max(1, math.ceil(cfg.epochs * batches.batches_per_epoch))
     cfg.data.seq_len = seq_len
     out.mkdir(parents=True, exist_ok=True)
-    saved = out / "config.yaml"
-    text = dump_yaml(cfg)
-    if saved.exists() and (out / "checkpoints").exists() and saved.read_text() != text:
-        raise InputError("this run directory was started with another config; resume with the same settings or choose a new --out", path=saved)
-    atomic_write_text(saved, text)
+    text = run_config_text(cfg, out)
+    atomic_write_text(out / "config.yaml", text)
     atomic_write_text(out / "data_stats.json", json.dumps(stats, indent=2))
 
     evaluate = (lambda m: evaluate_sft(m, val, cfg.train.batch_size)) if val else None  # noqa: E731
@@ -182,7 +178,6 @@ def run_sft(cfg: SFTConfig, out: str | Path) -> dict:
     last = train(
         model, sft_loss(cfg.prompt_loss_weight), batches, cfg.train, out,
         model_config=model_config, tokenizer=tokenizer, evaluate=evaluate,
-        to_device=lambda b, dev: {k: v.to(dev, non_blocking=True) for k, v in b.items()},
         log_config={"config": text},
     )  # fmt: skip
     return {**last, "steps": cfg.train.steps, "data": stats}
