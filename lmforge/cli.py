@@ -578,6 +578,14 @@ def cmd_checkpoint_verify(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _stage_args(p: argparse.ArgumentParser, example: str = "") -> None:
+    """The arguments every training stage takes: a recipe, dotted overrides, --out, --json."""
+    p.add_argument("recipe", nargs="?", default=None, metavar="RECIPE", help="a YAML recipe")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides" + (f", e.g. {example}" if example else ""))
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory (resumed if it holds checkpoints)")
+    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
@@ -680,10 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
         "nan_policy,compile,device,precision,parallel,tensorboard,wandb}. Running again on the same --out resumes; under "
         "`torchrun --nproc_per_node=N` it trains data-parallel (train.parallel=ddp|fsdp).",
     )
-    p.add_argument("recipe", nargs="?", default=None, metavar="RECIPE", help="a YAML recipe")
-    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides")
-    p.add_argument("--out", required=True, metavar="DIR", help="run directory (resumed if it holds checkpoints)")
-    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    _stage_args(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser(
@@ -697,10 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
         "log_every,save_every,keep_last,seed,nan_policy,compile,device,precision,parallel,tensorboard,wandb}. Running again on the same "
         "--out resumes.",
     )
-    p.add_argument("recipe", nargs="?", default=None, metavar="RECIPE", help="a YAML recipe")
-    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides, e.g. init=runs/small epochs=5")
-    p.add_argument("--out", required=True, metavar="DIR", help="run directory (resumed if it holds checkpoints)")
-    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    _stage_args(p, example="init=runs/small epochs=5")
     p.set_defaults(func=cmd_sft)
 
     p = sub.add_parser("generate", help="continue a prompt with a trained model", formatter_class=fmt, description="Generate text from a model: sampling (temperature, top-k, top-p) or beam search.")
@@ -797,10 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'world' means the world's comparisons.jsonl. Keys: init, data.{train,val,val_fraction,limit,seq_len,normalize,world_seed}, "
         "margin, center, epochs, train.{steps,batch_size (comparisons),optim.*,schedule.*,...}. Running again on the same --out resumes.",
     )
-    p.add_argument("recipe", nargs="?", default=None, metavar="RECIPE", help="a YAML recipe")
-    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted config overrides, e.g. init=runs/sft")
-    p.add_argument("--out", required=True, metavar="DIR", help="run directory (resumed if it holds checkpoints)")
-    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    _stage_args(p, example="init=runs/sft")
     p.set_defaults(func=cmd_rm)
 
     # sample, label ----------------------------------------------------------
