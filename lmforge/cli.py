@@ -211,6 +211,29 @@ def cmd_rm(args) -> int:
     return _print_run_result(result, args)
 
 
+def cmd_rl(args) -> int:
+    from .config import load_config
+    from .eval.monitor import oracle_monitor
+    from .train.ppo import RLConfig, run_ppo
+
+    overrides = list(args.overrides)
+    algorithm = getattr(args, "algorithm", None) or ("ppo" if args.command == "ppo" else None)
+    if algorithm:
+        overrides.append(f"algorithm={algorithm}")
+    cfg = load_config(RLConfig, args.recipe, overrides)
+    summary = run_ppo(cfg, args.out, monitor_factory=oracle_monitor)
+    hacking = summary["reward_hacking"]
+    if hacking.get("detected"):
+        print(
+            f"warning: reward hacking: since iteration {hacking['oracle_peak_iteration']} the reward model's score rose by "
+            f"{hacking['rm_rise_since_peak']:.3f} while the oracle's fell by {hacking['oracle_drop_since_peak']:.3f}; "
+            f"the policy at that iteration was better (see {args.out}/rl_history.json)",
+            file=sys.stderr,
+        )
+    result = {**summary["last"], "reward_hacking": hacking}
+    return _print_run_result(result, args)
+
+
 def cmd_eval_rm(args) -> int:
     from pathlib import Path
 
@@ -916,6 +939,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agreement-prompts", type=int, default=1000, metavar="N", help="stats: prompts whose response pairs two labelers judge")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_world)
+
+    # ppo / rl ---------------------------------------------------------------
+    rl_keys = (
+        "Keys: policy (the SFT model), reward (the reward model), algorithm (ppo|reinforce|rloo|grpo), value (model|head), iterations, "
+        "save_every, seed, rollout.{prompts,limit,batch_size,group_size,temperature,max_new_tokens,unfinished_reward}, "
+        "kl.{beta,adaptive,target,horizon}, ppo.{epochs,minibatches,clip,value_clip,vf_coef,gamma,lam,whiten_advantages,entropy_coef,"
+        "normalize_rewards,clip_rewards}, ptx.{coef,shards,batch_size,seq_len}, eval.{prompts,limit,every}, train.{optim.*,device,precision}. "
+        "On the built-in world the oracle watches the answers (logged as monitor/*, never learned from) and reward hacking is reported. "
+        "Writes the policy (a chat model), value/, rl_history.json, rl_summary.json and rl_curves.png."
+    )
+    p = sub.add_parser(
+        "ppo",
+        help="RLHF: PPO against the reward model with a KL penalty to the SFT model (InstructGPT step 3)",
+        formatter_class=fmt,
+        description="Optimise the SFT policy against the reward model with PPO (clipped policy and value losses, GAE), the reward "
+        "r(x, y) - beta log(pi/pi_SFT) (Ouyang et al. eq. 2), optionally PPO-ptx. Settings: the recipe (see recipes/ppo.yaml), then "
+        "KEY=VALUE overrides. " + rl_keys,
+    )
+    _stage_args(p, example="policy=runs/sft reward=runs/rm iterations=50")
+    p.set_defaults(func=cmd_rl)
+    p = sub.add_parser(
+        "rl",
+        help="policy-gradient RLHF with the same rollouts: --algorithm ppo|reinforce|rloo|grpo",
+        formatter_class=fmt,
+        description="The rollouts of `lmforge ppo` with another update: REINFORCE with a baseline, RLOO (leave-one-out baselines) or "
+        "GRPO (group-relative advantages, the KL as a loss term). " + rl_keys,
+    )
+    _stage_args(p, example="policy=runs/sft reward=runs/rm rollout.group_size=4")
+    p.add_argument("--algorithm", choices=["ppo", "reinforce", "rloo", "grpo"], default=None, help="the update (default: the recipe's, else ppo)")
+    p.set_defaults(func=cmd_rl)
 
     # compare --------------------------------------------------------------
     p = sub.add_parser(

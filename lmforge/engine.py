@@ -57,6 +57,7 @@ class Generation:
     tokens: list[int]  # new tokens, without the stop token
     finished: bool  # ended by a stop token or string (False: ran out of max_new_tokens)
     logprobs: list[float]  # log-probability of each new token under the sampling distribution's logits / T
+    stop_token: int | None = None  # the stop token that ended it (not in `tokens`); None if none did
 
 
 # --------------------------------------------------------------------------- token selection
@@ -199,7 +200,7 @@ def generate(
                 continue
             t = int(tok[i])
             if t in stop:
-                out[i].finished = True
+                out[i].finished, out[i].stop_token = True, t
                 continue
             out[i].tokens.append(t)
             out[i].logprobs.append(float(logp[i]))

@@ -153,7 +153,7 @@ def test_a_reward_model_learns_a_synthetic_preference(cli, base, tmp_path):
     ref = write_jsonl(tmp_path / "ref.jsonl", [{"prompt": f"Say something {i}.", "completion": " the cat"} for i in range(20)])
     out = tmp_path / "rm"
     code, stdout, err = cli(
-        "rm", f"init={base}", f"data.train={train}", f"data.val={val}", f"data.normalize={ref}",
+        "rm", f"init={base}", f"data.train=[{train}]", f"data.val={val}", f"data.normalize={ref}",
         "epochs=2", "train.batch_size=8", "train.optim.lr=1e-3", "--out", out, "--json",
     )  # fmt: skip
     assert code == 0, err
@@ -206,7 +206,7 @@ def test_reward_model_on_a_world_against_the_oracle(cli, tmp_path):
 
 def test_rm_bad_inputs_fail_cleanly(cli, base, tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [ranked("Q?", ["a", "b"], [0, 1]), ranked("Q?", ["a", "b", "c"], [0, 1, 1])])
-    assert_clean_failure(cli("rm", f"init={base}", f"data.train={bad}", "data.normalize=", "--out", tmp_path / "a"), f"{bad}:2", "ranking", "permutation")
+    assert_clean_failure(cli("rm", f"init={base}", f"data.train=[{bad}]", "data.normalize=", "--out", tmp_path / "a"), f"{bad}:2", "ranking", "permutation")
     assert not (tmp_path / "a").exists()
-    assert_clean_failure(cli("rm", f"data.train={bad}", "--out", tmp_path / "b"), "init")
+    assert_clean_failure(cli("rm", f"data.train=[{bad}]", "--out", tmp_path / "b"), "init")
     assert_clean_failure(cli("eval", "rm", "--model", base, "--data", bad), "not a reward model")

@@ -41,7 +41,7 @@ from .loop import OptimConfig, ScheduleConfig, TrainConfig, run_config_text, tra
 
 @dataclass
 class RMDataConfig:
-    train: str = "world"  # rankings or preference pairs; "world": the world's comparisons.jsonl
+    train: list[str] = field(default_factory=lambda: ["world"])  # rankings or preference pairs (files are joined); "world": the world's comparisons.jsonl
     val: str = ""  # held-out comparisons; "": val_fraction of the train prompts, split by prompt
     val_fraction: float = 0.1
     limit: int = 0  # use only the first N training comparisons (0: all): how accuracy grows with data
@@ -50,6 +50,8 @@ class RMDataConfig:
     world_seed: int = 0
 
     def validate(self) -> None:
+        if not self.train:
+            raise ConfigError("give at least one file of comparisons", field="train")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"must be in [0, 1), got {self.val_fraction}", field="val_fraction")
         if self.limit < 0:
@@ -221,8 +223,11 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
     if seq_len > model.cfg.max_seq_len:
         raise ConfigError(f"({seq_len}) must not exceed the base model's context ({model.cfg.max_seq_len})", field="data.seq_len")
 
-    train_path = _world_file(cfg, "comparisons.jsonl") if d.train == "world" else d.train
-    comparisons, stats = read_comparisons(train_path)
+    comparisons, stats = [], {}
+    for path in d.train:
+        found, s = read_comparisons(_world_file(cfg, "comparisons.jsonl") if path == "world" else path)
+        comparisons += found
+        stats = {k: stats.get(k, 0) + v for k, v in s.items()}
     if d.val:
         train_c, (val_c, _) = comparisons, read_comparisons(d.val)
     else:
