@@ -2,7 +2,6 @@
 the KL-regularised optimum reached on a bandit with a known answer, and the stage end to end."""
 
 import json
-import math
 from pathlib import Path
 
 import pytest
