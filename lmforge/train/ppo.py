@@ -655,6 +655,9 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     device = pick_device(cfg.train)
     rm.to(device)
     ref.to(device)
+    before = out / "rl_initial_eval.json"  # the SFT policy's held-out numbers, the curves' starting point
+    if evaluate is not None and not before.exists():
+        atomic_write_text(before, json.dumps(evaluate(ActorCritic(copy.deepcopy(policy).to(device))), indent=2))
     last, rollouts = run_rl(cfg, ac, ref, reward_fn, prompts, out, stop_ids=stops, pad_id=tok.pad_id, model_config=model_config,
                             tokenizer=tok, decode=decode, monitor=monitor, evaluate=evaluate, ptx_batches=ptx_batches)  # fmt: skip
 
@@ -666,10 +669,20 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
         save_model(out / "value", {k[len("value.") :]: v for k, v in state.items() if k.startswith("value.")}, {**model_config_json(value), "chat_template": rm.chat_template}, tok)
     history = rollouts.history
     summary = {"iterations": cfg.iterations, "last": last, "reward_hacking": detect_reward_hacking(history)}
+    if before.exists():
+        summary["initial_eval"] = json.loads(before.read_text())
     atomic_write_text(out / "rl_history.json", json.dumps(history, indent=1))
     atomic_write_text(out / "rl_summary.json", json.dumps(summary, indent=2))
-    plot_curves(history, out / "rl_curves.png")
+    plot_curves(history, out / "rl_curves.png", _evaluations(out, cfg.updates_per_iteration), summary["reward_hacking"])
     return summary
+
+
+def _evaluations(out: Path, updates: int) -> list[dict]:
+    """The held-out evaluations logged in metrics.jsonl, by iteration."""
+    from ..tracking import read_metrics
+
+    first = [{"iteration": 0, **json.loads((out / "rl_initial_eval.json").read_text())}] if (out / "rl_initial_eval.json").exists() else []
+    return first + [{"iteration": r["step"] // updates, **{k[5:]: v for k, v in r.items() if k.startswith("eval/")}} for r in read_metrics(out) if "eval/score" in r]
 
 
 def find_world_or_none(path):
@@ -736,8 +749,11 @@ def detect_reward_hacking(history: list[dict], window: int = 5, rm_rise: float =
     return {"checked": True, "detected": detected, "oracle_peak_iteration": peak + window, "rm_rise_since_peak": rise, "oracle_drop_since_peak": drop}
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Reward-model score and oracle score against KL to the reference, and both over iterations."""
+def plot_curves(history: list[dict], path: Path, evals: list[dict] | None = None, hacking: dict | None = None, window: int = 10) -> None:
+    """The run at a glance: reward-model and oracle scores against KL to the reference (moving
+    averages of `window` rollouts, in iteration order), both over the iterations with the
+    held-out greedy evaluations as markers, and the KL; the oracle's peak marked when reward
+    hacking was detected."""
     if not history:
         return
     import matplotlib
@@ -745,26 +761,46 @@ def plot_curves(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    it = [h["iteration"] for h in history]
-    kl = [h["rollout/kl"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    def smooth(key):
+        x = np.array([h[key] for h in history], dtype=float)
+        w = min(window, len(x))
+        return np.convolve(x, np.ones(w) / w, mode="valid")
+
+    w = min(window, len(history))
+    it = np.array([h["iteration"] for h in history])[w - 1 :]
+    rm, kl = smooth("rollout/score"), smooth("rollout/kl")
+    oracle = smooth("monitor/oracle_score") if "monitor/oracle_score" in history[0] else None
+    blue, orange = "#4c72b0", "#dd8452"
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     ax = axes[0]
-    ax.plot(kl, [h["rollout/score"] for h in history], ".-", label="reward model", alpha=0.8)
-    if "monitor/oracle_score" in history[0]:
-        ax2 = ax.twinx()
-        ax2.plot(kl, [h["monitor/oracle_score"] for h in history], ".-", color="#dd8452", label="oracle", alpha=0.8)
-        ax2.set_ylabel("oracle score (true preference)", color="#dd8452")
+    ax.plot(kl, rm, "-", color=blue)
     ax.set_xlabel("KL(policy || SFT), nats a sequence")
-    ax.set_ylabel("reward-model score", color="#4c72b0")
-    ax.set_title("reward against KL")
+    ax.set_ylabel("reward-model score", color=blue)
+    if oracle is not None:
+        ax2 = ax.twinx()
+        ax2.plot(kl, oracle, "-", color=orange)
+        ax2.set_ylabel("oracle score (the truth)", color=orange)
+    ax.set_title(f"rewards against KL ({w}-rollout averages)")
     ax = axes[1]
-    ax.plot(it, [h["rollout/score"] for h in history], label="reward model")
-    if "monitor/oracle_score" in history[0]:
-        ax.plot(it, [h["monitor/oracle_score"] for h in history], label="oracle")
-    ax.plot(it, kl, label="KL", linestyle="--")
+    ax.plot(it, rm, color=blue, label="reward model (rollouts)")
     ax.set_xlabel("iteration")
-    ax.legend()
-    ax.set_title("over training (rollouts)")
+    ax.set_ylabel("reward-model score", color=blue)
+    if oracle is not None:
+        ax2 = ax.twinx()
+        ax2.plot(it, oracle, color=orange, label="oracle (rollouts)")
+        if evals:
+            ax2.plot([e["iteration"] for e in evals], [e["oracle_score"] for e in evals if "oracle_score" in e], "o", color=orange, label="oracle (held-out, greedy)")
+        ax2.set_ylabel("oracle score", color=orange)
+        ax2.legend(loc="lower right", fontsize=8)
+        if hacking and hacking.get("detected"):
+            ax.axvline(hacking["oracle_peak_iteration"], color="red", linestyle=":", label="reward hacking from here")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("over training")
+    ax = axes[2]
+    ax.plot(it, kl, color="#55a868")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("KL(policy || SFT), nats a sequence")
+    ax.set_title("KL to the reference")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
