@@ -234,6 +234,53 @@ def cmd_rl(args) -> int:
     return _print_run_result(result, args)
 
 
+def cmd_dpo(args) -> int:
+    import warnings
+
+    from .config import load_config
+    from .eval.monitor import oracle_monitor
+    from .train.dpo import DPOConfig, run_dpo
+
+    overrides = list(args.overrides)
+    if args.loss:
+        overrides.append(f"loss={args.loss}")
+    cfg = load_config(DPOConfig, args.recipe, overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported below, once
+        summary = run_dpo(cfg, args.out, monitor_factory=oracle_monitor)
+    s = summary["data"]
+    what = f"{s['desirable']} desirable and {s['undesirable']} undesirable answers" if cfg.loss == "kto" else f"{s['train_items']} comparisons ({s['train_pairs']} pairs)"
+    print(f"trained on {what}, {s['val_items']} held out; {s['skipped_too_long']} skipped as too long; reference log-probs {s.get('reference', 'online')}", file=sys.stderr)
+    displaced = summary.get("likelihood_displacement", {})
+    if displaced.get("detected"):
+        print("warning: " + displaced["message"], file=sys.stderr)
+    return _print_run_result(summary["last"], args)
+
+
+def cmd_eval_policy(args) -> int:
+    from .eval.policy import evaluate_models
+
+    models = {}
+    for spec in args.model:
+        name, _, path = spec.partition("=") if "=" in spec else (spec.rstrip("/").split("/")[-1], "", spec)
+        if name in models:
+            raise InputError(f"two models are called {name!r}; name them NAME=PATH", field="model")
+        models[name] = path
+    result = evaluate_models(models, args.prompts, baseline=args.baseline, limit=args.limit, max_new_tokens=args.max_new_tokens, world=args.world)
+    if args.json:
+        _print_json(result)
+    else:
+        keys = ["oracle_score", "task_accuracy", "false_claim_rate", "rude_rate", "question_rate", "mean_length", "finished"]
+        if args.baseline:
+            keys.insert(0, "win_rate_vs_" + args.baseline)
+        width = max(len(n) for n in models)
+        print(f"{result['prompts']} held-out prompts, greedy answers, scored by the oracle")
+        print(" " * width + "  " + "  ".join(k for k in keys))
+        for name, r in result["models"].items():
+            print(name.ljust(width) + "  " + "  ".join(f"{r[k]:.3f}".rjust(len(k)) for k in keys))
+    return 0
+
+
 def cmd_eval_rm(args) -> int:
     from pathlib import Path
 
@@ -797,6 +844,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval_fewshot)
 
     p = esub.add_parser(
+        "policy",
+        help="models answer held-out prompts; the oracle scores them: win rate, accuracy, truthfulness, toxicity",
+        formatter_class=fmt,
+        description="Each model answers the same held-out prompts greedily (a chat model through its template); the world's oracle "
+        "scores every answer: mean oracle score, task accuracy, false-claim rate, rude-word rate, rate of answering with a question, "
+        "mean length in words, share of answers that ended; with --baseline, each model's win rate against it (ties half).",
+    )
+    p.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR", help="a model to evaluate (repeat for several)")
+    p.add_argument("--baseline", default=None, metavar="NAME", help="the model the others' win rates are against (a NAME of --model)")
+    p.add_argument("--prompts", default="world", metavar="PATH", help="evaluation records (prompt, task, meta); 'world': the world's eval.jsonl")
+    p.add_argument("--world", default=None, metavar="DIR", help="the world directory (default: found next to the first model)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="the first N prompts only")
+    p.add_argument("--max-new-tokens", type=int, default=48, metavar="N", help="longest answer, in tokens (an answer cut here counts as unfinished)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_policy)
+
+    p = esub.add_parser(
         "rm",
         help="a reward model on held-out comparisons: accuracy against labelers and the oracle, calibration",
         formatter_class=fmt,
@@ -824,6 +888,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _stage_args(p, example="init=runs/sft")
     p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser(
+        "dpo",
+        help="direct preference optimisation on comparisons: DPO, IPO, conservative DPO, hinge, KTO",
+        formatter_class=fmt,
+        description="Fine-tune the SFT model on comparisons with no reward model: the log-ratio to the reference (the SFT model) is "
+        "an implicit reward (Rafailov et al. 2023). Losses: dpo, cdpo (label smoothing), ipo (per-token averaged log-ratios), hinge "
+        "(SLiC), kto (unpaired desirable/undesirable answers). The reference's log-probs are computed once and stored "
+        "(reference=precompute) or each step (reference=online). Data: rankings (all pairs, or data.pairs=best_worst), TRL preference "
+        "pairs, TRL unpaired records for kto; 'world' means the world's comparisons.jsonl. Keys: init, ref, loss, beta, "
+        "label_smoothing, desirable_weight, undesirable_weight, reference, epochs, data.{train,val,val_fraction,pairs,limit,seq_len,long}, "
+        "eval.{prompts,limit,max_new_tokens}, train.{steps,batch_size (comparisons),eval_every,optim.*,schedule.*,...}. "
+        "Writes the policy, dpo_summary.json, reference_logps.npz.",
+    )
+    _stage_args(p, example="init=runs/sft beta=0.1")
+    p.add_argument("--loss", choices=["dpo", "cdpo", "ipo", "hinge", "kto"], default=None, help="the loss (default: the recipe's, else dpo)")
+    p.set_defaults(func=cmd_dpo)
 
     # sample, label ----------------------------------------------------------
     p = sub.add_parser(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
 from lmforge.cli import main
+
+ROOT = Path(__file__).parent.parent
 
 WORDS = "the a cat dog bird sat ran flew on over under mat hill tree red big small quickly home back and then".split()
 
@@ -78,3 +81,18 @@ def shards(tmp_path_factory):
     prep = PrepareConfig(data=CorpusConfig(path=str(corpus)), tokenizer=TokenizerConfig(vocab_size=300, min_frequency=1), shards=ShardConfig(val_fraction=0.1))
     run_prepare(prep, base / "prep")
     return base / "prep"
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+    """A tiny world, its base model, SFT model and reward model (shared by the RLHF and DPO tests)."""
+    from lmforge.world.build import WorldConfig, build_world
+
+    root = tmp_path_factory.mktemp("rlhf")
+    base = root / "base"
+    build_world(WorldConfig(seed=5, entities=12, documents=400, rm_prompts=80, sft_prompts=60, sft_val_prompts=10, ppo_prompts=40, eval_prompts=20, calibration_prompts=100), base / "world")
+    assert main(["pretrain", str(ROOT / "recipes" / "tiny.yaml"), f"data.corpus={base / 'world' / 'pretrain.jsonl'}", "model.max_seq_len=160", "data.seq_len=128",
+                 "train.steps=20", "train.eval_every=0", "--out", str(base)]) == 0  # fmt: skip
+    assert main(["sft", f"init={base}", "epochs=1", "train.batch_size=4", "--out", str(root / "sft")]) == 0
+    assert main(["rm", f"init={root / 'sft'}", "epochs=1", "train.batch_size=4", "--out", str(root / "rm")]) == 0
+    return root

@@ -113,22 +113,6 @@ def test_reward_hacking_is_detected_when_the_oracle_falls_as_the_reward_rises():
 # --------------------------------------------------------------------------- the stage
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    """A tiny world, its base model, SFT model and reward model."""
-    from lmforge.cli import main
-    from lmforge.world.build import WorldConfig, build_world
-
-    root = tmp_path_factory.mktemp("rlhf")
-    base = root / "base"
-    build_world(WorldConfig(seed=5, entities=12, documents=400, rm_prompts=80, sft_prompts=60, sft_val_prompts=10, ppo_prompts=40, eval_prompts=20, calibration_prompts=100), base / "world")
-    assert main(["pretrain", str(ROOT / "recipes" / "tiny.yaml"), f"data.corpus={base / 'world' / 'pretrain.jsonl'}", "model.max_seq_len=160", "data.seq_len=128",
-                 "train.steps=20", "train.eval_every=0", "--out", str(base)]) == 0  # fmt: skip
-    assert main(["sft", f"init={base}", "epochs=1", "train.batch_size=4", "--out", str(root / "sft")]) == 0
-    assert main(["rm", f"init={root / 'sft'}", "epochs=1", "train.batch_size=4", "--out", str(root / "rm")]) == 0
-    return root
-
-
 def test_ppo_stage_end_to_end(cli, chain):
     out = chain / "ppo"
     code, stdout, err = cli(

@@ -176,11 +176,12 @@ def collate(batch: list[Encoded], pad_id: int = 0) -> dict:
 
 
 class ComparisonLoader:
-    """Batches of `batch_size` comparisons (all the pairs of each), shuffled each epoch by
+    """Batches of `batch_size` comparisons (all the pairs of each; or any items `collate_fn` batches), shuffled each epoch by
     (seed, epoch); resumable by (epoch, batch); rank r takes the r-th slice of each global batch."""
 
-    def __init__(self, data: list[Encoded], batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, pad_id: int = 0):
+    def __init__(self, data: list, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, pad_id: int = 0, collate_fn=None):
         self.data, self.batch_size, self.seed, self.rank, self.world_size, self.pad_id = data, batch_size, seed, rank, world_size, pad_id
+        self.collate = collate_fn or collate  # DPO's items batch their own way
         self.batches_per_epoch = len(data) // (batch_size * world_size)
         if self.batches_per_epoch == 0:
             raise InputError(f"{len(data)} comparisons: too few for one batch of {batch_size * world_size}; lower batch_size")
@@ -192,7 +193,7 @@ class ComparisonLoader:
     def __next__(self) -> dict:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.data))
         lo = (self.batch * self.world_size + self.rank) * self.batch_size
-        batch = collate([self.data[i] for i in order[lo : lo + self.batch_size]], self.pad_id)
+        batch = self.collate([self.data[i] for i in order[lo : lo + self.batch_size]], self.pad_id)
         self.batch += 1
         if self.batch == self.batches_per_epoch:
             self.epoch, self.batch = self.epoch + 1, 0

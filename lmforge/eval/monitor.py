@@ -14,18 +14,12 @@ import numpy as np
 
 
 def oracle_monitor(world_dir: str | Path):
-    from ..world import oracle
-    from ..world.build import load_world
+    from .policy import oracle_scorer
 
-    world, _, _ = load_world(world_dir)
+    scorer = oracle_scorer(world_dir)
 
     def monitor(items, texts: list[str], finished: list[bool]) -> dict:
-        scores = []
-        for item, text, done in zip(items, texts, finished):
-            source = getattr(item, "source", None)
-            task, meta = getattr(source, "task", None), getattr(source, "meta", None)
-            if task:
-                scores.append(oracle.score(world, task, meta or {}, text, done))
+        scores = [s for s in scorer([getattr(i, "source", None) for i in items], texts, finished) if s is not None]
         if not scores:
             return {}
         mean = {k: float(np.mean([s[k] for s in scores])) for k in ("total", "helpful", "truthful", "harmless", "well_formed")}
