@@ -257,15 +257,36 @@ def cmd_dpo(args) -> int:
     return _print_run_result(summary["last"], args)
 
 
-def cmd_eval_policy(args) -> int:
-    from .eval.policy import evaluate_models
-
+def _named_models(specs: list[str]) -> dict[str, str]:
+    """--model [NAME=]DIR arguments as {name: dir}; a bare DIR is named by its last part."""
     models = {}
-    for spec in args.model:
+    for spec in specs:
         name, _, path = spec.partition("=") if "=" in spec else (spec.rstrip("/").split("/")[-1], "", spec)
         if name in models:
             raise InputError(f"two models are called {name!r}; name them NAME=PATH", field="model")
         models[name] = path
+    return models
+
+
+def cmd_arena(args) -> int:
+    from .eval.arena import run_arena
+
+    result = run_arena(_named_models(args.model), args.prompts, limit=args.limit, max_new_tokens=args.max_new_tokens, world=args.world, bootstrap=args.bootstrap, seed=args.seed)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{result['prompts']} prompts, {result['battles']} battles judged by {len(result['judges'])} simulated labelers; Bradley-Terry ratings, Elo scale, 95% bootstrap intervals")
+        table = sorted(result["ratings"].items(), key=lambda kv: -kv[1]["rating"])
+        width = max(len(n) for n, _ in table)
+        for name, r in table:
+            print(f"{name.ljust(width)}  {r['rating']:7.1f}  [{r['ci_low']:7.1f}, {r['ci_high']:7.1f}]  win rate {r['win_rate']:.3f} of {r['battles']}")
+    return 0
+
+
+def cmd_eval_policy(args) -> int:
+    from .eval.policy import evaluate_models
+
+    models = _named_models(args.model)
     result = evaluate_models(models, args.prompts, baseline=args.baseline, limit=args.limit, max_new_tokens=args.max_new_tokens, world=args.world)
     if args.json:
         _print_json(result)
@@ -888,6 +909,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _stage_args(p, example="init=runs/sft")
     p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser(
+        "arena",
+        help="models answer held-out prompts, simulated labelers judge every pair: Elo ratings with 95%% intervals",
+        formatter_class=fmt,
+        description="A round robin on the same held-out prompts (greedy answers): every pair of models on every prompt is judged by "
+        "one of the world's simulated labelers in turn; a Bradley-Terry fit gives Elo-scaled ratings (1000 + 400 log10 odds) with "
+        "bootstrap 95%% intervals, as Chatbot Arena reports them.",
+    )
+    p.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR", help="a model in the arena (repeat; at least two)")
+    p.add_argument("--prompts", default="world", metavar="PATH", help="evaluation records (prompt, task, meta); 'world': the world's eval.jsonl")
+    p.add_argument("--world", default=None, metavar="DIR", help="the world directory (default: found next to the first model)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="the first N prompts only")
+    p.add_argument("--max-new-tokens", type=int, default=48, metavar="N", help="longest answer, in tokens")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples for the intervals (0: none)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seeds the labelers' noise and the bootstrap")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_arena)
 
     p = sub.add_parser(
         "dpo",

@@ -246,3 +246,39 @@ def test_eval_policy_win_rates(cli, chain):
     for metrics in result["models"].values():
         assert {"oracle_score", "task_accuracy", "false_claim_rate", "rude_rate", "question_rate", "mean_length", "finished"} <= set(metrics)
     assert_clean_failure(cli("eval", "policy", "--model", f"sft={chain / 'sft'}", "--baseline", "nope"), "baseline")
+
+
+# --------------------------------------------------------------------------- the arena
+
+
+def test_bradley_terry_recovers_known_strengths_with_intervals():
+    from lmforge.eval.arena import ELO_SCALE, bradley_terry, ratings
+
+    true = np.array([0.8, 0.0, -0.8])
+    rng = np.random.default_rng(0)
+    battles = []
+    for _ in range(6000):
+        i, j = rng.choice(3, 2, replace=False)
+        battles.append((i, j, float(rng.random() < 1 / (1 + np.exp(-(true[i] - true[j]))))))
+    battles = np.array(battles)
+    theta = bradley_terry(3, battles)
+    assert np.abs(theta - true).max() < 0.1, theta
+    table = ratings(["a", "b", "c"], battles, bootstrap=50)
+    assert table["a"]["rating"] - table["c"]["rating"] == pytest.approx(ELO_SCALE * (theta[0] - theta[2]))
+    for r in table.values():
+        assert r["ci_low"] < r["rating"] < r["ci_high"] and r["battles"] > 3000
+    # ties count half each way: all ties leave everyone equal; an undefeated model stays finite
+    assert np.allclose(bradley_terry(2, np.array([[0, 1, 0.5]] * 10)), 0)
+    assert np.isfinite(bradley_terry(2, np.array([[0, 1, 1.0]] * 10))).all()
+
+
+def test_arena_through_the_cli(cli, chain):
+    code, stdout, err = cli("arena", "--model", f"sft={chain / 'sft'}", "--model", f"base={chain / 'base'}", "--model", f"again={chain / 'sft'}",
+                            "--limit", 6, "--max-new-tokens", 12, "--bootstrap", 20, "--json")  # fmt: skip
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["prompts"] == 6 and result["battles"] == 18 and len(result["judges"]) == 5
+    assert set(result["ratings"]) == {"sft", "base", "again"}
+    for r in result["ratings"].values():
+        assert r["ci_low"] <= r["rating"] <= r["ci_high"] and r["battles"] == 12 and 0 <= r["win_rate"] <= 1
+    assert_clean_failure(cli("arena", "--model", f"sft={chain / 'sft'}"), "at least two")

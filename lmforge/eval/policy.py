@@ -82,10 +82,10 @@ def win_rate(scores: list[float], baseline: list[float]) -> float:
     return float(np.mean((a > b) + 0.5 * (a == b)))
 
 
-def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | None = None, limit: int = 0, max_new_tokens: int = 48, world: str | None = None) -> dict:
-    """Every model answers the same held-out prompts; the oracle's metrics for each, and each
-    one's win rate against `baseline` (a key of `models`). `prompts`: a file of evaluation
-    records, or "world" (the world's eval.jsonl, found next to the first model)."""
+def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_new_tokens: int = 48, world: str | None = None):
+    """Every model's greedy answers to the same held-out prompts: (world_dir, prompt records,
+    {name: (texts, finished)}). `prompts`: a file of evaluation records, or "world" (the world's
+    eval.jsonl, found next to the first model)."""
     from ..data import chat
     from ..models import load_model
     from ..sample import prompt_tokens, read_prompts
@@ -98,10 +98,9 @@ def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | Non
     items = read_prompts(path, limit or None)
     if not items:
         raise InputError("no prompts", path=path)
-    if baseline is not None and baseline not in models:
-        raise InputError(f"the baseline {baseline!r} is not one of the models ({', '.join(models)})", field="baseline")
-    scorer = oracle_scorer(world_dir)
-    results, per_answer = {}, {}
+    if any(p.task is None for p in items):
+        raise InputError("the oracle scores prompts of the world's tasks; some prompts have no 'task'", path=path)
+    answers = {}
     for name, path_ in models.items():
         model, folder = load_model(path_)
         tok = Tokenizer.load(folder)
@@ -109,10 +108,20 @@ def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | Non
         ids = [prompt_tokens(tok, p.prompt, as_chat, p.where, p.field) for p in items]
         stops = chat.stop_ids(tok) if as_chat else [tok.eos_id]
         tokens, finished = greedy_answers(model.eval(), ids, stops=stops, pad_id=tok.pad_id, max_new_tokens=max_new_tokens)
-        texts = [chat.answer_text(tok, t) if as_chat else tok.decode(t) for t in tokens]
+        answers[name] = ([chat.answer_text(tok, t) if as_chat else tok.decode(t) for t in tokens], finished)
+    return world_dir, items, answers
+
+
+def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | None = None, limit: int = 0, max_new_tokens: int = 48, world: str | None = None) -> dict:
+    """Every model answers the same held-out prompts; the oracle's metrics for each, and each
+    one's win rate against `baseline` (a key of `models`)."""
+    if baseline is not None and baseline not in models:
+        raise InputError(f"the baseline {baseline!r} is not one of the models ({', '.join(models)})", field="baseline")
+    world_dir, items, answers = answer_prompts(models, prompts, limit=limit, max_new_tokens=max_new_tokens, world=world)
+    scorer = oracle_scorer(world_dir)
+    results, per_answer = {}, {}
+    for name, (texts, finished) in answers.items():
         scores = scorer(items, texts, finished)
-        if any(s is None for s in scores):
-            raise InputError("the oracle scores prompts of the world's tasks; some prompts have no 'task'", path=path)
         per_answer[name] = scores
         results[name] = {**summarize(scores), "finished": float(np.mean(finished)), "answers": len(scores)}
     if baseline is not None:
