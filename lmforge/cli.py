@@ -677,6 +677,15 @@ def _stage_args(p: argparse.ArgumentParser, example: str = "") -> None:
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
 
 
+def _held_out_args(p: argparse.ArgumentParser, model_help: str) -> None:
+    """The arguments of commands where models answer held-out prompts greedily (eval policy, arena)."""
+    p.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR", help=model_help)
+    p.add_argument("--prompts", default="world", metavar="PATH", help="evaluation records (prompt, task, meta); 'world': the world's eval.jsonl")
+    p.add_argument("--world", default=None, metavar="DIR", help="the world directory (default: found next to the first model)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="the first N prompts only")
+    p.add_argument("--max-new-tokens", type=int, default=48, metavar="N", help="longest answer, in tokens (an answer cut here counts as unfinished)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
@@ -872,12 +881,8 @@ def build_parser() -> argparse.ArgumentParser:
         "scores every answer: mean oracle score, task accuracy, false-claim rate, rude-word rate, rate of answering with a question, "
         "mean length in words, share of answers that ended; with --baseline, each model's win rate against it (ties half).",
     )
-    p.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR", help="a model to evaluate (repeat for several)")
+    _held_out_args(p, "a model to evaluate (repeat for several)")
     p.add_argument("--baseline", default=None, metavar="NAME", help="the model the others' win rates are against (a NAME of --model)")
-    p.add_argument("--prompts", default="world", metavar="PATH", help="evaluation records (prompt, task, meta); 'world': the world's eval.jsonl")
-    p.add_argument("--world", default=None, metavar="DIR", help="the world directory (default: found next to the first model)")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="the first N prompts only")
-    p.add_argument("--max-new-tokens", type=int, default=48, metavar="N", help="longest answer, in tokens (an answer cut here counts as unfinished)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_policy)
 
@@ -918,11 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
         "one of the world's simulated labelers in turn; a Bradley-Terry fit gives Elo-scaled ratings (1000 + 400 log10 odds) with "
         "bootstrap 95%% intervals, as Chatbot Arena reports them.",
     )
-    p.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR", help="a model in the arena (repeat; at least two)")
-    p.add_argument("--prompts", default="world", metavar="PATH", help="evaluation records (prompt, task, meta); 'world': the world's eval.jsonl")
-    p.add_argument("--world", default=None, metavar="DIR", help="the world directory (default: found next to the first model)")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="the first N prompts only")
-    p.add_argument("--max-new-tokens", type=int, default=48, metavar="N", help="longest answer, in tokens")
+    _held_out_args(p, "a model in the arena (repeat; at least two)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="B", help="bootstrap resamples for the intervals (0: none)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seeds the labelers' noise and the bootstrap")
     p.add_argument("--json", action="store_true", help="print one JSON object")

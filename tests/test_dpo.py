@@ -15,6 +15,7 @@ from lmforge.train.dpo import DPOConfig, PrefItem, collate, dpo_objective, kto_l
 from lmforge.train.loop import TrainConfig, train
 
 from .test_cli import assert_clean_failure
+from .test_ppo import action_probs, bandit_policy  # the same one-token policy as PPO's known-answer test
 
 
 def sig(x: float) -> float:
@@ -93,16 +94,6 @@ def test_likelihood_displacement_is_reported():
 
 SCORES = [1.0, 0.0, 0.5, -0.5, 0.2, -1.0]
 OPT_BETA = 0.5
-
-
-def bandit_policy():
-    torch.manual_seed(0)
-    return Transformer(ModelConfig(flavour="gpt2", vocab_size=6, n_layer=1, n_head=1, d_model=8, max_seq_len=4))
-
-
-@torch.no_grad()
-def action_probs(policy):
-    return policy(torch.tensor([[0]]))[0, -1].softmax(-1)
 
 
 def bt_pairs(per_pair: int = 200) -> list[PrefItem]:
