@@ -108,10 +108,11 @@ def _last_answer(messages: list[dict], loc, name: str) -> str:
     return messages[-1]["content"]
 
 
-def split_by_prompt(comparisons: list[Comparison], val_fraction: float) -> tuple[list[Comparison], list[Comparison]]:
-    """(train, val): a comparison goes to val by a hash of its prompt, so no prompt is in both."""
+def split_by_prompt(comparisons: list, val_fraction: float) -> tuple[list, list]:
+    """(train, val): a comparison (or anything with a .prompt) goes to val by a hash of its
+    prompt, so no prompt is in both."""
 
-    def h(c: Comparison) -> float:
+    def h(c) -> float:
         key = c.prompt if isinstance(c.prompt, str) else repr(c.prompt)
         return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") / 2**64
 

@@ -505,7 +505,7 @@ def _read(cfg: DPOConfig, tok, chat: bool, seq_len: int) -> tuple[list[PrefItem]
         if d.val:
             train_e, val_e = examples, read_unpaired(d.val)
         else:
-            train_e, val_e = _split_unpaired(examples, d.val_fraction)
+            train_e, val_e = split_by_prompt(examples, d.val_fraction)  # anything with a .prompt
         if d.limit:
             train_e = train_e[: d.limit]
         train_items, s1 = encode_unpaired(train_e, tok, max_len=seq_len, chat=chat, seed=cfg.train.seed, long=d.long)
@@ -530,14 +530,6 @@ def _read(cfg: DPOConfig, tok, chat: bool, seq_len: int) -> tuple[list[PrefItem]
     if not train_items:
         raise InputError(f"nothing to train on: every example is longer than seq_len {seq_len}", path=paths[0], field="data.seq_len")
     return train_items, val_items, stats
-
-
-def _split_unpaired(examples: list[Unpaired], val_fraction: float) -> tuple[list[Unpaired], list[Unpaired]]:
-    def h(e: Unpaired) -> float:
-        key = e.prompt if isinstance(e.prompt, str) else repr(e.prompt)
-        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") / 2**64
-
-    return [e for e in examples if h(e) >= val_fraction], [e for e in examples if h(e) < val_fraction]
 
 
 def _generation_eval(cfg: DPOConfig, tok, chat: bool, context: int, monitor):
