@@ -75,16 +75,24 @@ def ratings(names: list[str], battles: np.ndarray, *, bootstrap: int = 200, seed
     return out
 
 
-def run_arena(models: dict[str, str], prompts: str = "world", *, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, bootstrap: int = 200, seed: int = 0) -> dict:
+def run_arena(models: dict[str, str], prompts: str = "world", *, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, bootstrap: int = 200, seed: int = 0, shots: dict[str, int] | None = None, temperature: float = 0.0, top_p: float = 1.0) -> dict:
     """Round robin on held-out prompts, judged by the world's labelers; Elo-scaled ratings."""
-    from ..world.build import load_world
     from .policy import answer_prompts
 
     if len(models) < 2:
         raise InputError("an arena needs at least two models", field="model")
-    world_dir, items, answers = answer_prompts(models, prompts, limit=limit, max_new_tokens=max_new_tokens, world=world)
+    world_dir, items, answers = answer_prompts(models, prompts, limit=limit, max_new_tokens=max_new_tokens, world=world, shots=shots, seed=seed, temperature=temperature, top_p=top_p)
+    return arena_of_answers(world_dir, items, answers, bootstrap=bootstrap, seed=seed)
+
+
+def arena_of_answers(world_dir, items, answers: dict, *, bootstrap: int = 200, seed: int = 0) -> dict:
+    """The round robin over answers already written ({name: (texts, finished)}, as
+    `answer_prompts` returns them): every pair of models on every prompt, judged by the world's
+    labelers in turn."""
+    from ..world.build import load_world
+
     world_obj, labelers, _ = load_world(world_dir)
-    names = list(models)
+    names = list(answers)
     battles = []
     turn = 0
     for n, item in enumerate(items):

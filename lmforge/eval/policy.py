@@ -1,7 +1,10 @@
 """What alignment did to a policy, measured on held-out prompts with the world's ground truth.
 
-Each model answers the held-out prompts greedily (a chat model through its template, a base
-model as a continuation); the world's oracle scores every answer. Per model:
+Each model answers the held-out prompts greedily: a chat model through its template; a base
+model zero-shot, the prompt as the start of a new document (how InstructGPT's "GPT-3" baseline
+is asked), or few-shot, behind one fixed prefix of k of the world's demonstrations as
+"Q: ... A: ..." pairs (their "GPT-3 (prompted)"). The world's oracle scores every answer. Per
+model:
 
   oracle_score       the oracle's mean total (helpful, truthful, harmless, well formed)
   task_accuracy      answers the task's checker accepts in full
@@ -30,14 +33,17 @@ from ..errors import InputError
 
 
 @torch.no_grad()
-def greedy_answers(model, prompt_ids: list[list[int]], *, stops: list[int], pad_id: int, max_new_tokens: int, batch_size: int = 64):
-    """Each prompt answered greedily: (answer token lists without the stop token, finished flags)."""
+def greedy_answers(model, prompt_ids: list[list[int]], *, stops: list[int], pad_id: int, max_new_tokens: int, batch_size: int = 64, stop_strings: list[str] | None = None, decode=None, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0):
+    """Each prompt answered greedily, or with `temperature` > 0 sampled (one answer, seeded per
+    batch): (answer token lists without the stop token, finished flags). `stop_strings` (with
+    `decode`) end an answer too, the string itself cut off."""
     from ..engine import SamplingParams, generate
 
     tokens, finished = [], []
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0, stop_ids=stops)
     for i in range(0, len(prompt_ids), batch_size):
-        for g in generate(model, prompt_ids[i : i + batch_size], params, pad_id=pad_id):
+        batch_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) if temperature > 0 else None
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop_ids=stops, stop_strings=list(stop_strings or []), seed=batch_seed)
+        for g in generate(model, prompt_ids[i : i + batch_size], params, pad_id=pad_id, decode=decode):
             tokens.append(list(g.tokens))
             finished.append(bool(g.finished))
     return tokens, finished
@@ -82,10 +88,36 @@ def win_rate(scores: list[float], baseline: list[float]) -> float:
     return float(np.mean((a > b) + 0.5 * (a == b)))
 
 
-def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_new_tokens: int = 48, world: str | None = None):
+def fewshot_prompt_ids(tok, items, pool, shots: int, *, room: int, context: int, seed: int = 0) -> list[list[int]]:
+    """Base-model prompts behind one fixed prefix of `shots` demonstrations ("Q: ... A: ..."
+    pairs, `lmforge.eval.fewshot`'s qa format), drawn once with `seed` from the whole pool, any
+    task: InstructGPT's "GPT-3 (prompted)" baseline, a prefix that puts the model in an
+    instruction-following mode rather than demonstrations of each prompt's own task (those would
+    hand it the answer's template). Demonstrations are dropped from the end where they and `room`
+    answer tokens do not fit `context`."""
+    import random
+
+    from .fewshot import encode, render
+
+    prefix = random.Random(seed).sample(pool, min(shots, len(pool)))
+    out = []
+    for p in items:
+        text = p.prompt if isinstance(p.prompt, str) else p.prompt[0]["content"]
+        demos = list(prefix)
+        ids = encode(tok, "qa", render("qa", text, demos))
+        while demos and len(ids) + room > context:
+            demos = demos[:-1]
+            ids = encode(tok, "qa", render("qa", text, demos))
+        out.append(ids)
+    return out
+
+
+def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, shots: dict[str, int] | None = None, seed: int = 0, temperature: float = 0.0, top_p: float = 1.0):
     """Every model's greedy answers to the same held-out prompts: (world_dir, prompt records,
     {name: (texts, finished)}). `prompts`: a file of evaluation records, or "world" (the world's
-    eval.jsonl, found next to the first model)."""
+    eval.jsonl, found next to the first model). `shots[name]` > 0 asks that base model few-shot,
+    behind a prefix of demonstrations drawn (with `seed`) from the world's sft.jsonl. With
+    `temperature` > 0 the answers are sampled (seeded by `seed`) instead of greedy."""
     from ..data import chat
     from ..models import load_model
     from ..sample import prompt_tokens, read_prompts
@@ -100,24 +132,34 @@ def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_
         raise InputError("no prompts", path=path)
     if any(p.task is None for p in items):
         raise InputError("the oracle scores prompts of the world's tasks; some prompts have no 'task'", path=path)
+    pool = None
     answers = {}
     for name, path_ in models.items():
         model, folder = load_model(path_)
         tok = Tokenizer.load(folder)
         as_chat = getattr(model, "chat_template", None) is not None
-        ids = [prompt_tokens(tok, p.prompt, as_chat, p.where, p.field) for p in items]
+        k = (shots or {}).get(name, 0)
+        if k and as_chat:
+            raise InputError(f"{name} is a chat model: it is asked through its template, not few-shot", field="shots")
+        strings = []
+        if k:
+            from .fewshot import _demo_of, _read_jsonl
+
+            if pool is None:
+                pool = [_demo_of(r, loc) for r, loc in _read_jsonl(world_dir / "sft.jsonl")]
+            ids = fewshot_prompt_ids(tok, items, pool, k, room=max_new_tokens, context=model.cfg.max_seq_len, seed=seed)
+            strings = ["\nQ:", "\n\n"]  # the next demonstration would begin: the answer is over
+        else:
+            ids = [prompt_tokens(tok, p.prompt, as_chat, p.where, p.field) for p in items]
         stops = chat.stop_ids(tok) if as_chat else [tok.eos_id]
-        tokens, finished = greedy_answers(model.eval(), ids, stops=stops, pad_id=tok.pad_id, max_new_tokens=max_new_tokens)
-        answers[name] = ([chat.answer_text(tok, t) if as_chat else tok.decode(t) for t in tokens], finished)
+        tokens, finished = greedy_answers(model.eval(), ids, stops=stops, pad_id=tok.pad_id, max_new_tokens=max_new_tokens, stop_strings=strings, decode=tok.decode, temperature=temperature, top_p=top_p, seed=seed)
+        answers[name] = ([chat.answer_text(tok, t) if as_chat else tok.decode(t).strip() if k else tok.decode(t) for t in tokens], finished)
     return world_dir, items, answers
 
 
-def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | None = None, limit: int = 0, max_new_tokens: int = 48, world: str | None = None) -> dict:
-    """Every model answers the same held-out prompts; the oracle's metrics for each, and each
-    one's win rate against `baseline` (a key of `models`)."""
-    if baseline is not None and baseline not in models:
-        raise InputError(f"the baseline {baseline!r} is not one of the models ({', '.join(models)})", field="baseline")
-    world_dir, items, answers = answer_prompts(models, prompts, limit=limit, max_new_tokens=max_new_tokens, world=world)
+def score_answers(world_dir, items, answers: dict, *, baseline: str | None = None) -> tuple[dict, dict]:
+    """The oracle's metrics for each model's answers (and win rates against `baseline`):
+    ({name: metrics}, {name: per-answer oracle scores})."""
     scorer = oracle_scorer(world_dir)
     results, per_answer = {}, {}
     for name, (texts, finished) in answers.items():
@@ -125,6 +167,16 @@ def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | Non
         per_answer[name] = scores
         results[name] = {**summarize(scores), "finished": float(np.mean(finished)), "answers": len(scores)}
     if baseline is not None:
-        for name in models:
+        for name in answers:
             results[name]["win_rate_vs_" + baseline] = win_rate([s["total"] for s in per_answer[name]], [s["total"] for s in per_answer[baseline]])
+    return results, per_answer
+
+
+def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | None = None, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, shots: dict[str, int] | None = None, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> dict:
+    """Every model answers the same held-out prompts; the oracle's metrics for each, and each
+    one's win rate against `baseline` (a key of `models`)."""
+    if baseline is not None and baseline not in models:
+        raise InputError(f"the baseline {baseline!r} is not one of the models ({', '.join(models)})", field="baseline")
+    world_dir, items, answers = answer_prompts(models, prompts, limit=limit, max_new_tokens=max_new_tokens, world=world, shots=shots, temperature=temperature, top_p=top_p, seed=seed)
+    results, _ = score_answers(world_dir, items, answers, baseline=baseline)
     return {"prompts": len(items), "models": results}
