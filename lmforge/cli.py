@@ -257,6 +257,33 @@ def cmd_dpo(args) -> int:
     return _print_run_result(summary["last"], args)
 
 
+def cmd_run(args) -> int:
+    from .pipeline import STAGES, load_run_config, run_pipeline
+
+    cfg = load_run_config(args.recipe, args.preset, args.overrides, seed=args.seed)
+    if args.from_stage is not None and args.from_stage not in STAGES:
+        raise InputError(f"unknown stage {args.from_stage!r}; expected one of {', '.join(STAGES)}", field="from")
+    results = run_pipeline(cfg, args.out, start=args.from_stage)
+    if args.json:
+        _print_json(results)
+        return 0
+    names = ["base", "base_fewshot", "base_large_fewshot", "sft", "ppo", "dpo"]
+    keys = ["win_rate_vs_sft", "oracle_score", "task_accuracy", "false_claim_rate", "rude_rate", "question_rate", "mean_length"]
+    width = max(len(n) for n in names)
+    print(f"{results['prompts']} held-out prompts, greedy answers, scored by the oracle")
+    print(" " * width + "  " + "  ".join(keys))
+    for name in names:
+        r = results["models"][name]
+        print(name.ljust(width) + "  " + "  ".join(f"{r[k]:.3f}".rjust(len(k)) for k in keys))
+    reached = sum(t["reached"] for t in results["targets"])
+    print(f"targets reached: {reached} of {len(results['targets'])}")
+    for t in results["targets"]:
+        if not t["reached"]:
+            print(f"  not reached: {t['target']}")
+    print(f"-> {args.out}/report.md, {args.out}/results.json")
+    return 0
+
+
 def _named_models(specs: list[str]) -> dict[str, str]:
     """--model [NAME=]DIR arguments as {name: dir}; a bare DIR is named by its last part."""
     models = {}
@@ -271,7 +298,8 @@ def _named_models(specs: list[str]) -> dict[str, str]:
 def cmd_arena(args) -> int:
     from .eval.arena import run_arena
 
-    result = run_arena(_named_models(args.model), args.prompts, limit=args.limit, max_new_tokens=args.max_new_tokens, world=args.world, bootstrap=args.bootstrap, seed=args.seed)
+    models = _named_models(args.model)
+    result = run_arena(models, args.prompts, limit=args.limit, max_new_tokens=args.max_new_tokens, world=args.world, bootstrap=args.bootstrap, seed=args.seed, shots=_shots(args.shots, models), temperature=args.temperature, top_p=args.top_p)
     if args.json:
         _print_json(result)
     else:
@@ -287,7 +315,7 @@ def cmd_eval_policy(args) -> int:
     from .eval.policy import evaluate_models
 
     models = _named_models(args.model)
-    result = evaluate_models(models, args.prompts, baseline=args.baseline, limit=args.limit, max_new_tokens=args.max_new_tokens, world=args.world)
+    result = evaluate_models(models, args.prompts, baseline=args.baseline, limit=args.limit, max_new_tokens=args.max_new_tokens, world=args.world, shots=_shots(args.shots, models), temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     if args.json:
         _print_json(result)
     else:
@@ -295,7 +323,7 @@ def cmd_eval_policy(args) -> int:
         if args.baseline:
             keys.insert(0, "win_rate_vs_" + args.baseline)
         width = max(len(n) for n in models)
-        print(f"{result['prompts']} held-out prompts, greedy answers, scored by the oracle")
+        print(f"{result['prompts']} held-out prompts, {'greedy answers' if args.temperature == 0 else f'answers sampled at temperature {args.temperature}'}, scored by the oracle")
         print(" " * width + "  " + "  ".join(k for k in keys))
         for name, r in result["models"].items():
             print(name.ljust(width) + "  " + "  ".join(f"{r[k]:.3f}".rjust(len(k)) for k in keys))
@@ -684,6 +712,23 @@ def _held_out_args(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("--world", default=None, metavar="DIR", help="the world directory (default: found next to the first model)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="the first N prompts only")
     p.add_argument("--max-new-tokens", type=int, default=48, metavar="N", help="longest answer, in tokens (an answer cut here counts as unfinished)")
+    p.add_argument("--temperature", type=float, default=0.0, metavar="T", help="0: greedy answers; above 0: one sampled answer a prompt (seeded by --seed)")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling's p (with --temperature)")
+    p.add_argument("--shots", action="append", default=[], metavar="NAME=K", help="ask base model NAME few-shot, behind a prefix of K of the world's demonstrations (any task) as Q:/A: pairs (repeat per model)")
+
+
+def _shots(specs: list[str], models: dict[str, str]) -> dict[str, int]:
+    """--shots NAME=K arguments as {name: k}."""
+    out = {}
+    for spec in specs:
+        name, _, k = spec.partition("=")
+        if name not in models or not k.strip().isdigit():
+            raise InputError(f"expected NAME=K with NAME one of the models ({', '.join(models)}) and K a whole number, got {spec!r}", field="shots")
+        out[name] = int(k)
+    return out
+
+
+RUN_STAGES = ("world", "tokenizer", "pretrain", "pretrain_large", "baselines", "sft", "sft_rm", "samples", "labels", "rm", "ppo", "dpo", "eval", "report")  # lmforge.pipeline.STAGES (not imported: --help stays fast)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -805,6 +850,23 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_args(p, example="init=runs/small epochs=5")
     p.set_defaults(func=cmd_sft)
 
+    p = sub.add_parser(
+        "run",
+        help="the whole pipeline on the built-in world (or your recipe): world to report, resumable",
+        formatter_class=fmt,
+        description="world -> tokenizer -> base models (the policy's size and ~4x larger) -> n-gram and RNN baselines -> SFT -> samples "
+        "-> labels -> reward model -> PPO -> DPO -> evaluation -> report (DIR/report.md, DIR/results.json). Each stage writes its folder "
+        "of DIR; running again skips finished stages and resumes an interrupted one; --from redoes a stage and every later one.",
+    )
+    p.add_argument("recipe", nargs="?", default=None, help="a YAML recipe over the preset: any stage's section (pretrain:, sft:, rm:, ppo:, dpo:, eval: ...)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any key of the run's config, e.g. ppo.iterations=50")
+    p.add_argument("--preset", choices=["tiny", "default"], default="default", help="tiny: every stage in about a minute (plumbing); default: the calibrated CPU run")
+    p.add_argument("--out", default="runs/run", metavar="DIR", help="the run directory")
+    p.add_argument("--seed", type=int, default=None, metavar="N", help="the world's seed and every stage's (default: the recipe's, else 0)")
+    p.add_argument("--from", dest="from_stage", default=None, metavar="STAGE", help="redo this stage and every later one: " + ", ".join(RUN_STAGES))
+    p.add_argument("--json", action="store_true", help="print results.json's content")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("generate", help="continue a prompt with a trained model", formatter_class=fmt, description="Generate text from a model: sampling (temperature, top-k, top-p) or beam search.")
     p.add_argument("--model", required=True, metavar="DIR", help="a model folder, checkpoint or run directory")
     p.add_argument("--prompt", required=True, metavar="TEXT", help="the text to continue")
@@ -883,6 +945,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _held_out_args(p, "a model to evaluate (repeat for several)")
     p.add_argument("--baseline", default=None, metavar="NAME", help="the model the others' win rates are against (a NAME of --model)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seeds the few-shot prefix and sampled answers")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_policy)
 

@@ -273,3 +273,31 @@ def test_arena_through_the_cli(cli, chain):
     for r in result["ratings"].values():
         assert r["ci_low"] <= r["rating"] <= r["ci_high"] and r["battles"] == 12 and 0 <= r["win_rate"] <= 1
     assert_clean_failure(cli("arena", "--model", f"sft={chain / 'sft'}"), "at least two")
+
+
+def test_eval_policy_asks_base_models_few_shot_and_samples_when_told(cli, chain):
+    from lmforge.eval.fewshot import Item
+    from lmforge.eval.policy import fewshot_prompt_ids
+    from lmforge.sample import read_prompts
+    from lmforge.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(chain / "base")
+    items = read_prompts(chain / "base" / "world" / "eval.jsonl", 5)
+    pool = [Item(f"question {i}?", f"answer {i}.", "fact") for i in range(10)]
+    ids = fewshot_prompt_ids(tok, items, pool, 3, room=16, context=160, seed=1)
+    text = tok.decode(ids[0][1:])
+    # one fixed prefix of three demonstrations (any task), then the prompt in the same Q:/A: form
+    assert text.count("Q: question") == 3 and text.endswith(f"Q: {items[0].prompt}\nA:")
+    assert all(tok.decode(i[1:]).startswith(text[: text.index(items[0].prompt)]) for i in ids)
+    tight = fewshot_prompt_ids(tok, items, pool, 3, room=16, context=len(ids[0]) + 15, seed=1)
+    assert all(len(i) + 16 <= len(ids[0]) + 15 for i in tight)  # demonstrations dropped to fit
+
+    args = ["eval", "policy", "--model", f"sft={chain / 'sft'}", "--model", f"fs={chain / 'base'}", "--shots", "fs=2", "--baseline", "sft", "--max-new-tokens", "16", "--json"]
+    code, stdout, err = cli(*args)
+    assert code == 0, err
+    greedy = json.loads(stdout)["models"]
+    sampled = [json.loads(cli(*args, "--temperature", "1.0", "--seed", str(s))[1])["models"] for s in (0, 0, 1)]
+    assert sampled[0] == sampled[1]  # seeded
+    assert sampled[0] != sampled[2] or sampled[0] != greedy
+    assert_clean_failure(cli("eval", "policy", "--model", f"sft={chain / 'sft'}", "--shots", "sft=2"), "chat model")
+    assert_clean_failure(cli("eval", "policy", "--model", f"sft={chain / 'sft'}", "--shots", "nope=2"), "shots")

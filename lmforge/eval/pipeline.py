@@ -1,0 +1,96 @@
+"""The evaluation stage of `lmforge run`: what each stage did, measured with the world's truth.
+
+InstructGPT's comparisons in miniature (Ouyang et al. 2022, Figures 1, 4, 6, 7): the base model
+asked zero-shot ("GPT-3") and behind a few-shot prefix ("GPT-3 prompted"), the ~4x larger base
+model behind the same prefix, the SFT model, and the PPO and DPO policies all answer the same
+held-out prompts greedily (`policy.answer_prompts`); the oracle scores them (`policy.score_answers`:
+win rate against SFT, ties half; task accuracy; false-claim, rude-word and question rates; length;
+oracle score); the same answers meet in the arena (`arena.arena_of_answers`: round robin judged by
+the simulated labelers, Bradley-Terry on the Elo scale, bootstrap intervals). Beside them: the
+reward model's accuracy on held-out comparisons against the labelers and the oracle
+(`reward.evaluate_rm`), and the language models' bits per byte (the baselines stage's table).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def evaluate_run(run, ecfg) -> dict:
+    """The eval stage's result for a pipeline `run` (lmforge.pipeline.Run) with its EvalSection."""
+    from .arena import arena_of_answers
+    from .policy import answer_prompts, score_answers
+
+    world = run.world
+    models = {
+        "base": str(run.path("pretrain")),
+        "base_fewshot": str(run.path("pretrain")),
+        "base_large_fewshot": str(run.path("pretrain_large")),
+        "sft": str(run.path("sft")),
+        "ppo": str(run.path("ppo")),
+        "dpo": str(run.path("dpo")),
+    }
+    shots = {"base_fewshot": ecfg.shots, "base_large_fewshot": ecfg.shots}
+    world_dir, items, answers = answer_prompts(models, ecfg.prompts, limit=ecfg.limit, max_new_tokens=ecfg.max_new_tokens, world=str(world), shots=shots, seed=run.cfg.seed, temperature=ecfg.temperature, top_p=ecfg.top_p)
+    metrics, per_answer = score_answers(world_dir, items, answers, baseline="sft")
+    for name in metrics:
+        metrics[name]["win_rate_vs_sft_ci"] = _win_rate_interval([s["total"] for s in per_answer[name]], [s["total"] for s in per_answer["sft"]], seed=run.cfg.seed)
+    metrics["ppo"]["win_rate_vs_base_large_fewshot"] = _win([s["total"] for s in per_answer["ppo"]], [s["total"] for s in per_answer["base_large_fewshot"]])
+    metrics["dpo"]["win_rate_vs_base_large_fewshot"] = _win([s["total"] for s in per_answer["dpo"]], [s["total"] for s in per_answer["base_large_fewshot"]])
+
+    n_arena = min(ecfg.arena_limit or len(items), len(items))
+    arena = arena_of_answers(world_dir, items[:n_arena], {k: (t[:n_arena], f[:n_arena]) for k, (t, f) in answers.items()}, bootstrap=ecfg.bootstrap, seed=run.cfg.seed)
+
+    examples = []
+    for i, item in enumerate(items[:20]):
+        examples.append({"prompt": item.prompt, "task": item.task, **{name: {"answer": answers[name][0][i], "oracle": per_answer[name][i]["total"]} for name in models}})
+    return {
+        "prompts": len(items),
+        "models": metrics,
+        "arena": arena,
+        "rm": _rm(run, world),
+        "lm": _lm(run),
+        "ppo": _read(run.path("ppo") / "rl_summary.json"),
+        "examples": examples,
+    }
+
+
+def _win(a: list[float], b: list[float]) -> float:
+    from .policy import win_rate
+
+    return win_rate(a, b)
+
+
+def _win_rate_interval(a: list[float], b: list[float], *, bootstrap: int = 1000, seed: int = 0) -> list[float]:
+    """A 95% bootstrap interval of a win rate over prompts (ties half)."""
+    x = (np.asarray(a) > np.asarray(b)) + 0.5 * (np.asarray(a) == np.asarray(b))
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(bootstrap, len(x)))].mean(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def _rm(run, world: Path) -> dict:
+    """The reward model on the world's comparisons it did not train on."""
+    from ..data.comparisons import read_comparisons
+    from ..models import load_model
+    from ..tokenizer import Tokenizer
+    from .reward import evaluate_rm, held_out
+
+    model, folder = load_model(run.path("rm"))
+    tok = Tokenizer.load(folder)
+    comparisons = held_out(read_comparisons(world / "comparisons.jsonl")[0], run.cfg.rm.data.val_fraction)
+    r = evaluate_rm(model, tok, comparisons, world_dir=world, seed=run.cfg.seed)
+    return {k: r[k] for k in ("acc_labelers", "acc_oracle", "labeler_agreement", "oracle_vs_labels", "ece", "comparisons", "pairs") if k in r}
+
+
+def _lm(run) -> dict:
+    """Bits per byte of the best model of each family (the baselines stage's table)."""
+    table = json.loads((run.path("baselines") / "comparison.json").read_text(encoding="utf-8"))
+    return {family: {"bpb": row["bpb"], "perplexity": row["perplexity"], "name": row["name"]} for family, row in table["best"].items()}
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

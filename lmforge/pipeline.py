@@ -1,0 +1,420 @@
+"""`lmforge run`: the whole pipeline, stage by stage, resumable.
+
+    world -> tokenizer -> pretrain (the policy's size) -> pretrain_large (~4x the parameters)
+    -> baselines (n-grams, an RNN, beside the GPT) -> sft (the policy's start) -> sft_rm (the
+    reward model's start) -> samples (K answers of the SFT model a prompt) -> labels (ranked by
+    the world's labelers) -> rm -> ppo -> dpo -> eval (oracle metrics, win rates, arena, reward
+    model, bits per byte) -> report (DIR/report.md, DIR/results.json, DIR/plots/)
+
+InstructGPT's recipe (Ouyang et al. 2022, Figure 2) in miniature, each stage the library
+function its own command runs (`lmforge world`, `prepare`, `pretrain`, `compare`, `sft`,
+`sample`, `label`, `rm`, `ppo`, `dpo`, `eval policy`, `arena`), in its own folder of DIR:
+
+    DIR/world  DIR/data  DIR/base  DIR/base_large  DIR/baselines  DIR/sft  DIR/sft_rm
+    DIR/samples/samples.jsonl  DIR/labels/rankings.jsonl  DIR/rm  DIR/ppo  DIR/dpo  DIR/eval
+
+The run's config is one YAML file (`RunConfig`): a preset (lmforge/presets/tiny.yaml,
+lmforge/presets/default.yaml) under the user's recipe under key=value overrides. Each stage's
+section is that stage's own config (`pretrain:` is a PretrainConfig, `ppo:` an RLConfig, ...);
+what links the stages (the model a stage starts from, the world's files) is filled in here, so
+a recipe can replace any stage's data with a user's files (`data.corpus`, `sft.data.train`,
+`rm.data.train`, `dpo.data.train`, `ppo.rollout.prompts`, `samples.prompts`, or `world_dir`
+for a world generated elsewhere); "samples" in `rm.data.train` or `dpo.data.train` stands for
+the labeled samples of this run.
+
+DIR/pipeline.json records which stages finished, the hash of the config each ran with, and its
+seconds. Re-running skips finished stages (refusing if their config changed) and resumes an
+interrupted one: training stages from their last checkpoint (the one loop restores weights,
+optimizer, data position and RNG states, so the result is the same as an uninterrupted run's),
+the others (atomic writes) from their start. `--from STAGE` deletes that stage's output and every
+later one's and redoes them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .compare import CompareConfig
+from .config import _read_yaml, _validate, apply_override, from_dict, to_dict
+from .errors import ConfigError, InputError
+from .io import atomic_write_text
+from .tokenizer import TokenizerConfig
+from .train.dpo import DPOConfig
+from .train.ppo import RLConfig
+from .train.pretrain import PretrainConfig
+from .train.reward import RMConfig
+from .train.sft import SFTConfig
+from .world.build import WorldConfig
+
+STAGES = ("world", "tokenizer", "pretrain", "pretrain_large", "baselines", "sft", "sft_rm", "samples", "labels", "rm", "ppo", "dpo", "eval", "report")
+PRESETS = ("tiny", "default")
+PRESET_DIR = Path(__file__).resolve().parent / "presets"  # packaged with lmforge (pyproject: package-data)
+# the models the evaluation compares, as results.json names them
+MODELS = ("base", "base_fewshot", "base_large_fewshot", "sft", "ppo", "dpo")
+
+
+@dataclass
+class DataSection:
+    corpus: str = "world"  # the pretraining corpus: a data PATH, or "world" (the world's pretrain.jsonl)
+    tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig(kind="bpe", vocab_size=2048))
+    val_fraction: float = 0.05
+
+
+@dataclass
+class SamplesSection:
+    prompts: str = "world"  # prompts the SFT model answers K times: a PATH, or "world" (ppo_prompts.jsonl)
+    limit: int = 0  # the first N prompts only (0: all)
+    k: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 48
+    labeler: str = "world"  # who ranks them: world | world:NAME | judge:DIR | rm:DIR | human:FILE (lmforge label)
+
+
+@dataclass
+class EvalSection:
+    prompts: str = "world"  # held-out prompts with the world's task and meta; "world": eval.jsonl
+    limit: int = 0  # the first N prompts only (0: all)
+    max_new_tokens: int = 48
+    temperature: float = 0.0  # 0: greedy answers; above 0: one sampled answer a prompt, seeded
+    top_p: float = 1.0
+    shots: int = 3  # demonstrations in the few-shot prefix of the base models
+    arena_limit: int = 0  # prompts of the arena's round robin (0: all evaluated prompts)
+    bootstrap: int = 200  # resamples for the arena's 95% intervals
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0  # the world's seed and every stage's
+    world_dir: str = ""  # a world generated elsewhere, used instead of generating one
+    world: WorldConfig = field(default_factory=WorldConfig)
+    data: DataSection = field(default_factory=DataSection)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    pretrain_large: PretrainConfig = field(default_factory=PretrainConfig)
+    baselines: CompareConfig = field(default_factory=CompareConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    sft_rm: SFTConfig = field(default_factory=SFTConfig)
+    rm_from: str = "sft_rm"  # the reward model starts from this stage's model: sft_rm | sft
+    samples: SamplesSection = field(default_factory=SamplesSection)
+    rm: RMConfig = field(default_factory=RMConfig)
+    ppo: RLConfig = field(default_factory=RLConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def validate(self) -> None:
+        if self.rm_from not in ("sft_rm", "sft"):
+            raise ConfigError(f"expected sft_rm or sft, got {self.rm_from!r}", field="rm_from")
+        if self.samples.k < 2:
+            raise ConfigError(f"a labeler ranks at least two answers, got {self.samples.k}", field="samples.k")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_run_config(recipe: str | None, preset: str | None, overrides: list[str], seed: int | None = None) -> RunConfig:
+    """The preset (default: `default`), the recipe over it, the overrides over both."""
+    name = preset or "default"
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}", field="preset")
+    data, _ = _read_yaml(PRESET_DIR / f"{name}.yaml")
+    lines, source = {}, None
+    if recipe is not None:
+        mine, lines = _read_yaml(recipe)
+        source = str(recipe)
+        from_dict(RunConfig, mine, source=source, lines=lines, check=False)  # a mistake reported at its line
+        data = _merge(data, mine)
+    for text in overrides:
+        apply_override(data, RunConfig, text)
+    if seed is not None:
+        data["seed"] = seed
+    # every section checked before any work, with the links between stages (filled in when they
+    # run) standing in as placeholders
+    cfg = from_dict(RunConfig, data, source=source, lines=lines, check=False)
+    linked = copy.deepcopy(cfg)
+    linked.sft.init = linked.sft.init or "<pretrain>"
+    linked.sft_rm.init = linked.sft_rm.init or "<pretrain>"
+    linked.rm.init = linked.rm.init or "<sft>"
+    linked.ppo.policy, linked.ppo.reward = linked.ppo.policy or "<sft>", linked.ppo.reward or "<rm>"
+    linked.dpo.init = linked.dpo.init or "<sft>"
+    linked.baselines.gpt.load = "<pretrain>"
+    try:
+        for name in ("world", "data", "pretrain", "pretrain_large", "baselines", "sft", "sft_rm", "samples", "rm", "ppo", "dpo", "eval"):
+            _validate(getattr(linked, name), name + ".")
+        linked.validate()
+    except ConfigError as e:
+        if source and e.field in lines:
+            e.path, e.line = source, lines[e.field]
+        raise
+    return cfg
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+class Run:
+    """One pipeline run in `out`: the stages, their state, their outputs' paths."""
+
+    def __init__(self, cfg: RunConfig, out: str | Path, *, log: Callable[[str], None] | None = None):
+        self.cfg, self.out = cfg, Path(out)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.state_path = self.out / "pipeline.json"
+        self.hashes = {stage: self._hash(stage) for stage in STAGES}  # of the config as given, before stages fill in paths
+        self.current: tuple[str, float] | None = None  # the stage running and when it began
+
+    # paths
+    def path(self, stage: str) -> Path:
+        return self.out / {"pretrain": "base", "pretrain_large": "base_large", "tokenizer": "data"}.get(stage, stage)
+
+    @property
+    def world(self) -> Path:
+        return self.out / "world"
+
+    @property
+    def rankings(self) -> Path:
+        return self.path("labels") / "rankings.jsonl"
+
+    def _data_paths(self, paths: list[str]) -> list[str]:
+        return [str(self.rankings) if p == "samples" else p for p in paths]
+
+    # state
+    def state(self) -> dict:
+        if not self.state_path.exists():
+            return {"stages": {}}
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(f"not valid JSON ({e.msg}); delete it to start the run again", path=self.state_path) from None
+
+    def _save_state(self, state: dict) -> None:
+        atomic_write_text(self.state_path, json.dumps(state, indent=2))
+
+    def _hash(self, stage: str) -> str:
+        """What a stage's result depends on: its own section and the seed."""
+        cfg = to_dict(self.cfg)
+        section = {
+            "world": ["world", "world_dir"], "tokenizer": ["data"], "pretrain": ["pretrain"], "pretrain_large": ["pretrain_large"],
+            "baselines": ["baselines"], "sft": ["sft"], "sft_rm": ["sft_rm"], "samples": ["samples"], "labels": ["samples"],
+            "rm": ["rm", "rm_from"], "ppo": ["ppo"], "dpo": ["dpo"], "eval": ["eval"], "report": [],
+        }[stage]  # fmt: skip
+        mine = json.dumps({"seed": cfg["seed"], **{k: cfg[k] for k in section}}, sort_keys=True)
+        return hashlib.sha256(mine.encode()).hexdigest()[:16]
+
+    def plan(self, start: str | None = None) -> list[str]:
+        """The stages still to run; with `start`, that stage and every later one are redone
+        (their outputs deleted). A finished stage whose config changed is refused."""
+        if start is not None and start not in STAGES:
+            raise InputError(f"unknown stage {start!r}; expected one of {', '.join(STAGES)}", field="from")
+        state = self.state()
+        done = state["stages"]
+        if start is not None:
+            for stage in STAGES[STAGES.index(start) :]:
+                if stage in done or self.path(stage).exists():
+                    done.pop(stage, None)
+                    self._remove(stage)
+            if self.out.exists():
+                self._save_state(state)
+        for stage in STAGES:
+            if stage in done and done[stage].get("hash") != self.hashes[stage]:
+                raise InputError(f"stage {stage!r} finished with another config; redo it and what follows with --from {stage} (or choose a new --out)", path=self.out, field=stage)
+        return [s for s in STAGES if s not in done]
+
+    def _remove(self, stage: str) -> None:
+        target = self.path(stage)
+        if stage == "world" and self.cfg.world_dir:
+            return
+        if stage == "report":
+            for f in (self.out / "report.md", self.out / "results.json"):
+                f.unlink(missing_ok=True)
+            target = self.out / "plots"
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+    def execute(self, start: str | None = None) -> dict:
+        """Run every stage not finished yet; returns results.json's content."""
+        todo = self.plan(start)
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "config.yaml", _dump(self.cfg))
+        for i, stage in enumerate(STAGES, 1):
+            if stage not in todo:
+                continue
+            self.log(f"[{i}/{len(STAGES)}] {stage}")
+            t0 = time.perf_counter()
+            self.current = (stage, t0)
+            getattr(self, "stage_" + stage)()
+            self.current = None
+            seconds = time.perf_counter() - t0
+            state = self.state()
+            earlier = state.get("partial", {}).pop(stage, 0.0)
+            state["stages"][stage] = {"hash": self.hashes[stage], "seconds": round(earlier + seconds, 2)}
+            self._save_state(state)
+            self.log(f"[{i}/{len(STAGES)}] {stage} done in {_duration(seconds)}")
+        return json.loads((self.out / "results.json").read_text(encoding="utf-8"))
+
+    def interrupted(self, stage: str, seconds: float) -> None:
+        """Keep the seconds an interrupted stage spent, so results.json's timings add up."""
+        state = self.state()
+        partial = state.setdefault("partial", {})
+        partial[stage] = round(partial.get(stage, 0.0) + seconds, 2)
+        self._save_state(state)
+
+    # ----------------------------------------------------------------- each stage
+
+    def stage_world(self) -> None:
+        from .world.build import build_world
+
+        if self.cfg.world_dir:
+            src = Path(self.cfg.world_dir)
+            if not (src / "world.json").exists():
+                raise InputError("not a world directory (no world.json); make one with `lmforge world`", path=src, field="world_dir")
+            tmp = self.out / ".world.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            shutil.rmtree(self.world, ignore_errors=True)
+            tmp.rename(self.world)
+            return
+        w = copy.deepcopy(self.cfg.world)
+        w.seed = self.cfg.seed
+        build_world(w, self.world, overwrite=True)
+
+    def stage_tokenizer(self) -> None:
+        from .data.prepare import CorpusConfig, PrepareConfig, run_prepare
+        from .data.shards import ShardConfig
+
+        d = self.cfg.data
+        corpus = str(self.world / "pretrain.jsonl") if d.corpus == "world" else d.corpus
+        run_prepare(PrepareConfig(data=CorpusConfig(path=corpus), tokenizer=d.tokenizer, shards=ShardConfig(val_fraction=d.val_fraction)), self.path("tokenizer"), overwrite=True)
+
+    def _pretrain(self, c: PretrainConfig, out: Path) -> None:
+        from .train.pretrain import run_pretrain
+
+        c.data.shards = str(self.path("tokenizer"))
+        c.train.seed = self.cfg.seed
+        run_pretrain(c, out)
+
+    def stage_pretrain(self) -> None:
+        self._pretrain(copy.deepcopy(self.cfg.pretrain), self.path("pretrain"))
+
+    def stage_pretrain_large(self) -> None:
+        self._pretrain(copy.deepcopy(self.cfg.pretrain_large), self.path("pretrain_large"))
+
+    def stage_baselines(self) -> None:
+        from .compare import run_compare
+
+        c = copy.deepcopy(self.cfg.baselines)
+        c.data.shards = str(self.path("tokenizer"))
+        c.gpt.load = str(self.path("pretrain"))  # the policy's base model, scored beside them
+        c.rnn.train.seed = self.cfg.seed
+        run_compare(c, self.path("baselines"), log=self.log)
+
+    def _sft(self, c: SFTConfig, out: Path) -> None:
+        from .train.sft import run_sft
+
+        c.init = c.init or str(self.path("pretrain"))
+        c.train.seed = self.cfg.seed
+        run_sft(c, out)
+
+    def stage_sft(self) -> None:
+        self._sft(copy.deepcopy(self.cfg.sft), self.path("sft"))
+
+    def stage_sft_rm(self) -> None:
+        if self.cfg.rm_from == "sft":
+            self.path("sft_rm").mkdir(parents=True, exist_ok=True)  # nothing to train: the reward model starts from sft
+            return
+        self._sft(copy.deepcopy(self.cfg.sft_rm), self.path("sft_rm"))
+
+    def stage_samples(self) -> None:
+        from .sample import SampleConfig, run_sample
+
+        s = self.cfg.samples
+        prompts = str(self.world / "ppo_prompts.jsonl") if s.prompts == "world" else s.prompts
+        cfg = SampleConfig(k=s.k, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=self.cfg.seed, limit=s.limit or None, long="skip")
+        run_sample(self.path("sft"), prompts, self.path("samples") / "samples.jsonl", cfg)
+
+    def stage_labels(self) -> None:
+        from .label import run_label
+
+        run_label(self.path("samples") / "samples.jsonl", [self.cfg.samples.labeler], self.rankings, world=str(self.world), seed=self.cfg.seed)
+
+    def stage_rm(self) -> None:
+        from .train.reward import run_rm
+
+        c = copy.deepcopy(self.cfg.rm)
+        c.init = c.init or str(self.path(self.cfg.rm_from))
+        c.data.train = self._data_paths(c.data.train)
+        c.data.world_seed = self.cfg.seed
+        c.train.seed = self.cfg.seed
+        run_rm(c, self.path("rm"))
+
+    def stage_ppo(self) -> None:
+        from .eval.monitor import oracle_monitor
+        from .train.ppo import run_ppo
+
+        c = copy.deepcopy(self.cfg.ppo)
+        c.policy = c.policy or str(self.path("sft"))
+        c.reward = c.reward or str(self.path("rm"))
+        c.seed = self.cfg.seed
+        c.train.seed = self.cfg.seed
+        run_ppo(c, self.path("ppo"), monitor_factory=oracle_monitor)
+
+    def stage_dpo(self) -> None:
+        import warnings
+
+        from .eval.monitor import oracle_monitor
+        from .train.dpo import run_dpo
+
+        c = copy.deepcopy(self.cfg.dpo)
+        c.init = c.init or str(self.path("sft"))
+        c.data.train = self._data_paths(c.data.train)
+        c.train.seed = self.cfg.seed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # likelihood displacement is in the run's summary and the report
+            run_dpo(c, self.path("dpo"), monitor_factory=oracle_monitor)
+
+    def stage_eval(self) -> None:
+        from .eval.pipeline import evaluate_run
+
+        result = evaluate_run(self, self.cfg.eval)
+        out = self.path("eval")
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "eval.json", json.dumps(result, indent=2))
+
+    def stage_report(self) -> None:
+        from .report import write_report
+
+        write_report(self)
+
+
+def _dump(cfg: RunConfig) -> str:
+    from .config import dump_yaml
+
+    return dump_yaml(cfg)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+def run_pipeline(cfg: RunConfig, out: str | Path, *, start: str | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """`lmforge run`: every stage not finished in `out`, then results.json's content."""
+    run = Run(cfg, out, log=log)
+    try:
+        return run.execute(start)
+    except BaseException:
+        if run.current is not None:  # the interrupted stage keeps the time it spent
+            stage, t0 = run.current
+            run.interrupted(stage, time.perf_counter() - t0)
+        raise

@@ -1,0 +1,272 @@
+"""The report of `lmforge run`: DIR/results.json, DIR/report.md and its plots in DIR/plots/.
+
+results.json (the stable, machine-read part):
+
+    models[name][metric]   name: base, base_fewshot, base_large_fewshot, sft, ppo, dpo;
+                           metric: win_rate_vs_sft, task_accuracy, false_claim_rate, rude_rate,
+                           question_rate, mean_length, oracle_score (and finished, the interval
+                           of the win rate, PPO's and DPO's win rate against the larger base)
+    lm[family]["bpb"]      family: ngram, rnn, gpt (the best of each, held-out bits per byte)
+    rm                     acc_labelers, acc_oracle, labeler_agreement (held-out comparisons)
+    arena[name]            rating, ci_low, ci_high (Bradley-Terry on the Elo scale, 95% bootstrap)
+    targets                each of the issue's targets for the default preset: measured, passed
+    seconds[stage]         wall-clock seconds of each stage (the only part that differs between
+                           two runs of the same seed)
+
+report.md holds the tables, whether each target was reached, and the plots: pretraining loss
+curves, bits per byte by family, reward-model accuracy, PPO's reward/oracle/KL curves, win
+rates against SFT with intervals, arena ratings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .io import atomic_write_text
+from .tracking import read_metrics
+
+# (description, how to measure it from results, the test) — InstructGPT's pattern, the targets of
+# the default preset on the built-in world
+TARGETS = [
+    ("PPO's win rate against SFT >= 0.65", lambda r: r["models"]["ppo"]["win_rate_vs_sft"], lambda v: v >= 0.65),
+    ("DPO's win rate against SFT >= 0.60", lambda r: r["models"]["dpo"]["win_rate_vs_sft"], lambda v: v >= 0.60),
+    ("PPO's win rate against the 4x larger base model prompted few-shot >= 0.75", lambda r: r["models"]["ppo"]["win_rate_vs_base_large_fewshot"], lambda v: v >= 0.75),
+    ("the base model's question rate zero-shot >= 0.3", lambda r: r["models"]["base"]["question_rate"], lambda v: v >= 0.3),
+    ("PPO's question rate <= 0.05", lambda r: r["models"]["ppo"]["question_rate"], lambda v: v <= 0.05),
+    ("PPO's false-claim rate below the base model's", lambda r: (r["models"]["ppo"]["false_claim_rate"], r["models"]["base"]["false_claim_rate"]), lambda v: v[0] < v[1]),
+    ("PPO's rude-word rate below the base model's", lambda r: (r["models"]["ppo"]["rude_rate"], r["models"]["base"]["rude_rate"]), lambda v: v[0] < v[1]),
+    ("reward-model accuracy against the oracle >= 0.75", lambda r: r["rm"]["acc_oracle"], lambda v: v >= 0.75),
+    ("the GPT's bits per byte below the n-gram's", lambda r: (r["lm"]["gpt"]["bpb"], r["lm"]["ngram"]["bpb"]), lambda v: v[0] < v[1]),
+]
+
+NAMES = {
+    "base": "base, zero-shot",
+    "base_fewshot": "base, few-shot",
+    "base_large_fewshot": "4x base, few-shot",
+    "sft": "SFT",
+    "ppo": "PPO",
+    "dpo": "DPO",
+}
+METRICS = ["win_rate_vs_sft", "oracle_score", "task_accuracy", "false_claim_rate", "rude_rate", "question_rate", "mean_length", "finished"]
+
+
+def check_targets(results: dict) -> list[dict]:
+    out = []
+    for text, measure, test in TARGETS:
+        try:
+            value = measure(results)
+        except KeyError:
+            out.append({"target": text, "measured": None, "reached": False})
+            continue
+        out.append({"target": text, "measured": value, "reached": bool(test(value))})
+    return out
+
+
+def build_results(run) -> dict:
+    ev = json.loads((run.path("eval") / "eval.json").read_text(encoding="utf-8"))
+    state = run.state()
+    results = {
+        "seed": run.cfg.seed,
+        "prompts": ev["prompts"],
+        "models": ev["models"],
+        "lm": ev["lm"],
+        "rm": ev["rm"],
+        "arena": {name: {k: r[k] for k in ("rating", "ci_low", "ci_high", "win_rate", "battles")} for name, r in ev["arena"]["ratings"].items()},
+        # PPO's held-out evaluation before and after, and whether it hacked the reward model (not its
+        # timings: results.json is the same for two runs of a seed, but for `seconds`)
+        "ppo": {k: _untimed(ev["ppo"][k]) for k in ("reward_hacking", "initial_eval", "last") if k in ev["ppo"]},
+        "seconds": {stage: s["seconds"] for stage, s in state["stages"].items()},
+    }
+    results["targets"] = check_targets(results)
+    return results
+
+
+def _untimed(d):
+    return {k: v for k, v in d.items() if not k.startswith("time")} if isinstance(d, dict) else d
+
+
+def write_report(run) -> dict:
+    """results.json, the plots and report.md for a finished pipeline run; returns the results."""
+    results = build_results(run)
+    plots = run.out / "plots"
+    tmp = run.out / ".plots.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    made = _plots(run, results, tmp)
+    shutil.rmtree(plots, ignore_errors=True)
+    tmp.rename(plots)
+    ev = json.loads((run.path("eval") / "eval.json").read_text(encoding="utf-8"))
+    atomic_write_text(run.out / "report.md", _markdown(run, results, ev, made))
+    atomic_write_text(run.out / "results.json", json.dumps(results, indent=2))
+    return results
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _plots(run, results: dict, out: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = {}
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        made[name.removesuffix(".png")] = f"plots/{name}"
+
+    # pretraining loss curves
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    curves = [("GPT (policy size)", run.path("pretrain")), ("GPT, 4x larger", run.path("pretrain_large")), ("RNN", run.path("baselines") / "rnn")]
+    for label, d in curves:
+        rows = read_metrics(d) if (d / "metrics.jsonl").exists() else []
+        train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+        val = [(r["step"], r["eval/bpb"]) for r in rows if "eval/bpb" in r]
+        if train:
+            axes[0].plot(*zip(*train), label=label)
+        if val:
+            axes[1].plot(*zip(*val), "o-", label=label)
+    for family in ("ngram",):
+        if family in results["lm"]:
+            axes[1].axhline(results["lm"][family]["bpb"], color="gray", linestyle=":", label=f"best n-gram ({results['lm'][family]['name']})")
+    axes[0].set(xlabel="step", ylabel="training loss (nats a token)", title="pretraining")
+    axes[1].set(xlabel="step", ylabel="held-out bits per byte", title="held out")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    save(fig, "pretraining.png")
+
+    # bits per byte by family
+    table = json.loads((run.path("baselines") / "comparison.json").read_text(encoding="utf-8"))
+    rows = table["models"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    colours = {"ngram": "#8c8c8c", "rnn": "#55a868", "gpt": "#4c72b0"}
+    ax.bar([r["name"] for r in rows], [r["bpb"] for r in rows], color=[colours.get(r["family"], "#dd8452") for r in rows])
+    ax.set(ylabel="held-out bits per byte", title="language models on the world's corpus")
+    ax.tick_params(axis="x", rotation=30)
+    save(fig, "bpb.png")
+
+    # reward model
+    rm = results["rm"]
+    keys = [k for k in ("acc_labelers", "acc_oracle", "labeler_agreement") if k in rm]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(["RM vs labelers", "RM vs oracle", "labeler vs labeler"][: len(keys)], [rm[k] for k in keys], color=["#4c72b0", "#dd8452", "#8c8c8c"][: len(keys)])
+    ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
+    ax.set(ylim=(0.4, 1.0), ylabel="pairwise accuracy (held-out comparisons)", title="reward model")
+    save(fig, "reward_model.png")
+
+    # PPO curves (drawn by the PPO stage)
+    if (run.path("ppo") / "rl_curves.png").exists():
+        shutil.copy(run.path("ppo") / "rl_curves.png", out / "ppo.png")
+        made["ppo"] = "plots/ppo.png"
+
+    # win rates against SFT with their intervals
+    names = [n for n in NAMES if n in results["models"]]
+    wr = [results["models"][n]["win_rate_vs_sft"] for n in names]
+    ci = [results["models"][n].get("win_rate_vs_sft_ci", [w, w]) for n, w in zip(names, wr)]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar([NAMES[n] for n in names], wr, yerr=[[w - c[0] for w, c in zip(wr, ci)], [c[1] - w for w, c in zip(wr, ci)]], capsize=4, color="#4c72b0")
+    ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
+    ax.set(ylim=(0, 1), ylabel="win rate against SFT (oracle, ties half)", title="held-out prompts, 95% bootstrap intervals")
+    ax.tick_params(axis="x", rotation=20)
+    save(fig, "win_rates.png")
+
+    # arena
+    arena = sorted(results["arena"].items(), key=lambda kv: kv[1]["rating"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    y = range(len(arena))
+    ax.errorbar([r["rating"] for _, r in arena], list(y), xerr=[[r["rating"] - r["ci_low"] for _, r in arena], [r["ci_high"] - r["rating"] for _, r in arena]], fmt="o", capsize=4)
+    ax.set_yticks(list(y), [NAMES.get(n, n) for n, _ in arena])
+    ax.set(xlabel="rating (Bradley-Terry, Elo scale)", title="arena, 95% bootstrap intervals")
+    save(fig, "arena.png")
+    return made
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _f(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, (list, tuple)):
+        return " vs ".join(_f(x) for x in v)
+    return str(v)
+
+
+def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
+    from .pipeline import _duration
+
+    cfg = run.cfg
+    lines = [
+        "# lmforge run",
+        "",
+        f"Seed {cfg.seed}; {results['prompts']} held-out prompts answered greedily by each model and scored by the world's oracle "
+        f"(its ground truth). The models: the base model asked zero-shot and behind a prefix of {cfg.eval.shots} demonstrations "
+        "(Q:/A: pairs), the ~4x larger base model behind the same prefix, the SFT model (the policy's start), and the PPO and DPO "
+        "policies trained from it.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | reached |",
+        "|---|---|---|",
+    ]
+    for t in results["targets"]:
+        lines.append(f"| {t['target']} | {_f(t['measured'])} | {'yes' if t['reached'] else '**no**'} |")
+    missed = [t for t in results["targets"] if not t["reached"]]
+    lines += ["", f"{len(results['targets']) - len(missed)} of {len(results['targets'])} targets reached. The targets are set for the default preset on the built-in world; a tiny run checks the plumbing only."]
+    lines += ["", "## The models on held-out prompts", "", "| model | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
+    for name, label in NAMES.items():
+        m = results["models"].get(name)
+        if m:
+            lines.append(f"| {label} | " + " | ".join(_f(m.get(k)) for k in METRICS) + " |")
+    lines += ["", "Win rate: the share of prompts whose answer the oracle scores above SFT's, ties half. "
+              f"PPO against the 4x larger base model prompted few-shot: {_f(results['models']['ppo']['win_rate_vs_base_large_fewshot'])}; "
+              f"DPO: {_f(results['models']['dpo']['win_rate_vs_base_large_fewshot'])}."]  # fmt: skip
+    if "win_rates" in plots:
+        lines += ["", f"![win rates]({plots['win_rates']})"]
+    lines += ["", "## Arena", "", "Every pair of models on every prompt, judged by the simulated labelers in turn; Bradley-Terry ratings on the Elo scale with 95% bootstrap intervals.", "", "| model | rating | 95% interval | win rate |", "|---|---:|---|---:|"]
+    for name, r in sorted(results["arena"].items(), key=lambda kv: -kv[1]["rating"]):
+        lines.append(f"| {NAMES.get(name, name)} | {r['rating']:.0f} | [{r['ci_low']:.0f}, {r['ci_high']:.0f}] | {r['win_rate']:.3f} |")
+    if "arena" in plots:
+        lines += ["", f"![arena]({plots['arena']})"]
+    rm = results["rm"]
+    lines += ["", "## Reward model", "", f"On {rm.get('comparisons', '?')} held-out comparisons of the world ({rm.get('pairs', '?')} pairs): accuracy against the labelers' rankings "
+              f"{_f(rm.get('acc_labelers'))}, against the oracle {_f(rm.get('acc_oracle'))}; two labelers agree on {_f(rm.get('labeler_agreement'))} of pairs."]  # fmt: skip
+    if "reward_model" in plots:
+        lines += ["", f"![reward model]({plots['reward_model']})"]
+    ppo = results.get("ppo", {})
+    lines += ["", "## PPO", ""]
+    hack = ppo.get("reward_hacking", {})
+    if hack.get("detected"):
+        lines.append(f"Reward hacking detected: from iteration {hack['oracle_peak_iteration']} the reward model's score rose by {hack['rm_rise_since_peak']:.3f} while the oracle's fell by {hack['oracle_drop_since_peak']:.3f}.")
+    elif hack.get("checked"):
+        lines.append("No reward hacking detected (the oracle's score did not fall while the reward model's rose).")
+    if "initial_eval" in ppo and "last" in ppo:
+        a, b = ppo["initial_eval"], ppo["last"]
+        keys = [k for k in ("score", "oracle_score", "kl", "finished") if k in a and ("eval/" + k in b or k in b)]
+        lines.append("Held-out greedy answers before and after: " + ", ".join(f"{k} {_f(a[k])} -> {_f(b.get('eval/' + k, b.get(k)))}" for k in keys) + ".")
+    if "ppo" in plots:
+        lines += ["", f"![PPO]({plots['ppo']})"]
+    lines += ["", "## Language models", "", "| family | best model | bits per byte | perplexity |", "|---|---|---:|---:|"]
+    for family, r in results["lm"].items():
+        lines.append(f"| {family} | {r['name']} | {r['bpb']:.3f} | {r['perplexity']:.2f} |")
+    for key, title in (("pretraining", "pretraining"), ("bpb", "bits per byte")):
+        if key in plots:
+            lines += ["", f"![{title}]({plots[key]})"]
+    lines += ["", "## Example answers", ""]
+    for ex in ev.get("examples", [])[:5]:
+        prompt = ex["prompt"] if isinstance(ex["prompt"], str) else ex["prompt"][-1]["content"]
+        lines += [f"**{prompt}** ({ex['task']})", ""]
+        for name, label in NAMES.items():
+            if name in ex:
+                lines.append(f"- {label} ({ex[name]['oracle']:.2f}): {ex[name]['answer'].strip()[:200]!r}")
+        lines.append("")
+    lines += ["## Time", "", "| stage | time |", "|---|---:|"]
+    for stage, s in results["seconds"].items():
+        lines.append(f"| {stage} | {_duration(s)} |")
+    lines.append(f"| all | {_duration(sum(results['seconds'].values()))} |")
+    return "\n".join(lines) + "\n"

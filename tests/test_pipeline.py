@@ -1,0 +1,191 @@
+"""`lmforge run`: the whole pipeline on the tiny preset (plumbing), its resumption and its report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from lmforge import pipeline
+from lmforge.report import METRICS
+
+MODELS = ["base", "base_fewshot", "base_large_fewshot", "sft", "ppo", "dpo"]
+
+
+def _same(a: dict, b: dict) -> None:
+    """Two results.json contents equal but for the stages' wall-clock seconds."""
+    a, b = dict(a), dict(b)
+    assert set(a.pop("seconds")) == set(b.pop("seconds"))
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One uninterrupted tiny run: (its directory, results.json's content)."""
+    from lmforge.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    assert main(["run", "--preset", "tiny", "--out", str(out)]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_tiny_run_writes_every_stage_the_results_and_the_report(tiny):
+    out, results = tiny
+    for name in MODELS:
+        for metric in ["win_rate_vs_sft", "task_accuracy", "false_claim_rate", "rude_rate", "question_rate", "mean_length", "oracle_score"]:
+            assert isinstance(results["models"][name][metric], float), (name, metric)
+    assert results["models"]["sft"]["win_rate_vs_sft"] == 0.5
+    for family in ("ngram", "rnn", "gpt"):
+        assert results["lm"][family]["bpb"] > 0
+    for key in ("acc_labelers", "acc_oracle", "labeler_agreement"):
+        assert 0.0 <= results["rm"][key] <= 1.0
+    for name in MODELS:
+        r = results["arena"][name]
+        assert r["ci_low"] <= r["rating"] <= r["ci_high"]
+    assert set(results["seconds"]) == set(pipeline.STAGES) - {"report"}
+    assert len(results["targets"]) == 9 and all(isinstance(t["reached"], bool) for t in results["targets"])
+    for stage in ("world", "data", "base", "base_large", "baselines", "sft", "sft_rm", "rm", "ppo", "dpo"):
+        assert (out / stage).is_dir(), stage
+    assert (out / "labels" / "rankings.jsonl").stat().st_size > 0
+    report = (out / "report.md").read_text()
+    for heading in ("## Targets", "## The models on held-out prompts", "## Arena", "## Reward model", "## PPO", "## Language models"):
+        assert heading in report
+    images = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
+    assert len(images) >= 6 and all((out / img).stat().st_size > 1000 for img in images)
+    # a target not reached is said so
+    assert "**no**" in report or all(t["reached"] for t in results["targets"])
+    # the labeled samples are the ones DPO and the reward model trained on
+    assert str(out / "labels" / "rankings.jsonl") in (out / "dpo" / "config.yaml").read_text()
+    assert str(out / "labels" / "rankings.jsonl") in (out / "rm" / "config.yaml").read_text()
+
+
+def test_running_again_skips_every_finished_stage(tiny, tmp_path, cli):
+    out = tmp_path / "again"
+    shutil.copytree(tiny[0], out)
+    code, stdout, stderr = cli("run", "--preset", "tiny", "--out", out, "--json")
+    assert code == 0, stderr
+    assert "[" not in stderr  # no stage ran
+    _same(json.loads(stdout), tiny[1])
+
+
+@pytest.mark.parametrize("stage,folder", [("pretrain", "base"), ("baselines", "rnn"), ("sft", "sft"), ("rm", "rm"), ("ppo", "ppo"), ("dpo", "dpo")])
+def test_a_run_killed_inside_a_stage_finishes_with_the_same_results(tiny, tmp_path, cli, monkeypatch, stage, folder):
+    """Killed right after the stage's first checkpoint (KeyboardInterrupt, as Ctrl-C), then run
+    again: the stage resumes from its checkpoint and the results equal an uninterrupted run's."""
+    import lmforge.train.loop as loop
+
+    real = loop.save_checkpoint
+    killed = []
+
+    def save_then_die(run_dir, step, **kw):
+        real(run_dir, step, **kw)
+        if run_dir.name == folder and not killed:
+            killed.append(step)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    out = tmp_path / "killed"
+    code, _, stderr = cli("run", "--preset", "tiny", "--out", out)
+    assert code == 130 and killed, stderr
+    state = json.loads((out / "pipeline.json").read_text())
+    assert stage not in state["stages"] and state["partial"][stage] > 0
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    code, stdout, stderr = cli("run", "--preset", "tiny", "--out", out, "--json")
+    assert code == 0, stderr
+    assert f"] {stage}\n" in stderr and "] world\n" not in stderr  # the finished stages were skipped
+    _same(json.loads(stdout), tiny[1])
+
+
+def test_a_run_killed_between_writes_redoes_the_stage(tiny, tmp_path, cli, monkeypatch):
+    """A stage without checkpoints (sampling) killed midway has written nothing; it is redone."""
+    import lmforge.sample as sample
+
+    real = sample.run_sample
+
+    def die(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sample, "run_sample", die)
+    out = tmp_path / "killed"
+    assert cli("run", "--preset", "tiny", "--out", out)[0] == 130
+    assert not (out / "samples" / "samples.jsonl").exists()
+    monkeypatch.setattr(sample, "run_sample", real)
+    code, stdout, stderr = cli("run", "--preset", "tiny", "--out", out, "--json")
+    assert code == 0, stderr
+    _same(json.loads(stdout), tiny[1])
+
+
+def test_from_redoes_a_stage_and_every_later_one(tiny, tmp_path, cli):
+    out = tmp_path / "again"
+    shutil.copytree(tiny[0], out)
+    (out / "ppo" / "marker").write_text("old")
+    code, stdout, stderr = cli("run", "--preset", "tiny", "--out", out, "--from", "ppo", "--json")
+    assert code == 0, stderr
+    ran = [line.split("] ")[1] for line in stderr.splitlines() if line.startswith("[") and "done" not in line]
+    assert ran == ["ppo", "dpo", "eval", "report"]
+    assert not (out / "ppo" / "marker").exists()
+    _same(json.loads(stdout), tiny[1])
+
+
+def test_a_finished_stage_with_a_changed_config_is_refused(tiny, tmp_path, cli):
+    out = tmp_path / "again"
+    shutil.copytree(tiny[0], out)
+    before = (out / "pipeline.json").read_text()
+    code, _, stderr = cli("run", "--preset", "tiny", "--out", out, "ppo.iterations=3")
+    assert code == 2
+    assert "stage 'ppo' finished with another config" in stderr and "--from ppo" in stderr
+    assert "Traceback" not in stderr
+    assert (out / "pipeline.json").read_text() == before
+
+
+def test_a_recipe_replaces_a_stages_data(tiny, tmp_path, cli):
+    """The user's own preference pairs for DPO (TRL's prompt/chosen/rejected), the rest of the run kept."""
+    out = tmp_path / "mine"
+    shutil.copytree(tiny[0], out)
+    pairs = tmp_path / "pairs.jsonl"
+    lines = (out / "world" / "pairs.jsonl").read_text().splitlines()[:24]
+    pairs.write_text("\n".join(lines) + "\n")
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(f"dpo:\n  data:\n    train: [{pairs}]\n")
+    code, _, stderr = cli("run", recipe, "--preset", "tiny", "--out", out, "--from", "dpo")
+    assert code == 0, stderr
+    assert str(pairs) in (out / "dpo" / "config.yaml").read_text()
+
+
+def test_bad_run_input_is_refused_with_a_clear_message(tmp_path, cli):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("ppo:\n  iteratons: 3\n")
+    code, _, err = cli("run", recipe, "--preset", "tiny", "--out", tmp_path / "r")
+    assert code == 2 and "ppo.iteratons" in err and "ppo.iterations" in err and f"{recipe}:2" in err
+    code, _, err = cli("run", "--preset", "tiny", "--out", tmp_path / "r", "sft.epochs=-1")
+    assert code == 2 and "sft.epochs" in err
+    code, _, err = cli("run", "--preset", "tiny", "--out", tmp_path / "r", "--from", "nothing")
+    assert code == 2 and "unknown stage 'nothing'" in err
+    code, _, err = cli("run", "--preset", "tiny", "--out", tmp_path / "r", "rm_from=base")
+    assert code == 2 and "rm_from" in err
+    (tmp_path / "r").mkdir(exist_ok=True)
+    (tmp_path / "r" / "pipeline.json").write_text("{not json")
+    code, _, err = cli("run", "--preset", "tiny", "--out", tmp_path / "r")
+    assert code == 2 and "pipeline.json" in err and "Traceback" not in err
+    assert not any(p.name != "pipeline.json" for p in (tmp_path / "r").iterdir())  # nothing started
+
+
+def test_cli_lists_the_pipelines_stages():
+    from lmforge.cli import RUN_STAGES
+
+    assert RUN_STAGES == pipeline.STAGES
+
+
+def test_report_checks_the_targets():
+    from lmforge.report import check_targets
+
+    models = {name: {m: 0.0 for m in METRICS} | {"win_rate_vs_base_large_fewshot": 0.8} for name in MODELS}
+    models["ppo"].update(win_rate_vs_sft=0.7, question_rate=0.01)
+    models["dpo"]["win_rate_vs_sft"] = 0.59
+    models["base"].update(question_rate=0.5, false_claim_rate=0.2, rude_rate=0.1)
+    results = {"models": models, "rm": {"acc_oracle": 0.8}, "lm": {"gpt": {"bpb": 0.3}, "ngram": {"bpb": 0.4}}}
+    reached = [t["reached"] for t in check_targets(results)]
+    assert reached == [True, False, True, True, True, True, True, True, True]
+    del results["rm"]["acc_oracle"]
+    assert check_targets(results)[7] == {"target": "reward-model accuracy against the oracle >= 0.75", "measured": None, "reached": False}
