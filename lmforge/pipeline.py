@@ -254,6 +254,7 @@ class Run:
             self.log(f"[{i}/{len(STAGES)}] {stage}")
             t0 = time.perf_counter()
             self.current = (stage, t0)
+            _seed_everything(self.cfg.seed, stage)
             getattr(self, "stage_" + stage)()
             self.current = None
             seconds = time.perf_counter() - t0
@@ -396,6 +397,21 @@ class Run:
         from .report import write_report
 
         write_report(self)
+
+
+def _seed_everything(seed: int, stage: str) -> None:
+    """The global generators (torch, numpy, random) set from the seed and the stage before it
+    starts, so that what a stage draws does not depend on the stages run before it in this
+    process: a run resumed in a new process gives the same results as an uninterrupted one."""
+    import random
+
+    import numpy as np
+    import torch
+
+    s = int(np.random.SeedSequence([seed, STAGES.index(stage)]).generate_state(1)[0])
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
 
 
 def _dump(cfg: RunConfig) -> str:

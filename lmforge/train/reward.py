@@ -215,6 +215,7 @@ def _normalize_answers(cfg: RMConfig) -> tuple[list, list[str]]:
 def run_rm(cfg: RMConfig, out: str | Path) -> dict:
     cfg.validate()
     out = Path(out)
+    torch.manual_seed(cfg.train.seed)  # the new head's initialisation, whatever ran before in this process
     model, folder = reward_model_from(cfg.init)
     tokenizer = Tokenizer.load(folder)
     chat = model.chat_template is not None
