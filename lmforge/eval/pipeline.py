@@ -22,7 +22,7 @@ import numpy as np
 def evaluate_run(run, ecfg) -> dict:
     """The eval stage's result for a pipeline `run` (lmforge.pipeline.Run) with its EvalSection."""
     from .arena import arena_of_answers
-    from .policy import answer_prompts, score_answers
+    from .policy import answer_prompts, score_answers, win_rate
 
     world = run.world
     models = {
@@ -38,8 +38,8 @@ def evaluate_run(run, ecfg) -> dict:
     metrics, per_answer = score_answers(world_dir, items, answers, baseline="sft")
     for name in metrics:
         metrics[name]["win_rate_vs_sft_ci"] = _win_rate_interval([s["total"] for s in per_answer[name]], [s["total"] for s in per_answer["sft"]], seed=run.cfg.seed)
-    metrics["ppo"]["win_rate_vs_base_large_fewshot"] = _win([s["total"] for s in per_answer["ppo"]], [s["total"] for s in per_answer["base_large_fewshot"]])
-    metrics["dpo"]["win_rate_vs_base_large_fewshot"] = _win([s["total"] for s in per_answer["dpo"]], [s["total"] for s in per_answer["base_large_fewshot"]])
+    for name in ("ppo", "dpo"):  # InstructGPT's headline: the aligned small model against the prompted larger one
+        metrics[name]["win_rate_vs_base_large_fewshot"] = win_rate([s["total"] for s in per_answer[name]], [s["total"] for s in per_answer["base_large_fewshot"]])
 
     n_arena = min(ecfg.arena_limit or len(items), len(items))
     arena = arena_of_answers(world_dir, items[:n_arena], {k: (t[:n_arena], f[:n_arena]) for k, (t, f) in answers.items()}, bootstrap=ecfg.bootstrap, seed=run.cfg.seed)
@@ -56,12 +56,6 @@ def evaluate_run(run, ecfg) -> dict:
         "ppo": _read(run.path("ppo") / "rl_summary.json"),
         "examples": examples,
     }
-
-
-def _win(a: list[float], b: list[float]) -> float:
-    from .policy import win_rate
-
-    return win_rate(a, b)
 
 
 def _win_rate_interval(a: list[float], b: list[float], *, bootstrap: int = 1000, seed: int = 0) -> list[float]:
