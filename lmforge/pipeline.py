@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .compare import CompareConfig
-from .config import _read_yaml, _validate, apply_override, from_dict, to_dict
+from .config import _read_yaml, _validate, apply_override, dump_yaml, from_dict, to_dict
 from .errors import ConfigError, InputError
 from .io import atomic_write_text
 from .tokenizer import TokenizerConfig
@@ -247,7 +247,7 @@ class Run:
         """Run every stage not finished yet; returns results.json's content."""
         todo = self.plan(start)
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "config.yaml", _dump(self.cfg))
+        atomic_write_text(self.out / "config.yaml", dump_yaml(self.cfg))
         for i, stage in enumerate(STAGES, 1):
             if stage not in todo:
                 continue
@@ -412,12 +412,6 @@ def _seed_everything(seed: int, stage: str) -> None:
     torch.manual_seed(s)
     np.random.seed(s)
     random.seed(s)
-
-
-def _dump(cfg: RunConfig) -> str:
-    from .config import dump_yaml
-
-    return dump_yaml(cfg)
 
 
 def _duration(seconds: float) -> str:

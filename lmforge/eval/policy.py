@@ -38,10 +38,11 @@ def greedy_answers(model, prompt_ids: list[list[int]], *, stops: list[int], pad_
     batch): (answer token lists without the stop token, finished flags). `stop_strings` (with
     `decode`) end an answer too, the string itself cut off."""
     from ..engine import SamplingParams, generate
+    from ..sample import _batch_seed
 
     tokens, finished = [], []
     for i in range(0, len(prompt_ids), batch_size):
-        batch_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) if temperature > 0 else None
+        batch_seed = _batch_seed(seed, i // batch_size) if temperature > 0 else None
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop_ids=stops, stop_strings=list(stop_strings or []), seed=batch_seed)
         for g in generate(model, prompt_ids[i : i + batch_size], params, pad_id=pad_id, decode=decode):
             tokens.append(list(g.tokens))
