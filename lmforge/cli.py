@@ -390,6 +390,81 @@ def _load_model_and_tokenizer(path: str):
     return model.eval(), Tokenizer.load(folder)
 
 
+def cmd_export(args) -> int:
+    from .interop.hf import export_hf
+
+    info = export_hf(args.model, args.out, overwrite=args.overwrite)
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"{info['architecture']}, {info['parameters']:,} parameters{', chat template' if info['chat'] else ''}\n-> {args.out}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    if args.action == "gguf":
+        from .interop.gguf import import_gguf
+
+        info = import_gguf(args.src, args.out, overwrite=args.overwrite)
+    else:
+        from .interop.hf import import_hf
+
+        info = import_hf(args.src, args.out, overwrite=args.overwrite)
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"{info['architecture']}, {info['parameters']:,} parameters{', chat template' if info['chat'] else ''}\n-> {args.out}")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from .engine import SamplingParams
+    from .serve.terminal import chat_loop
+
+    model, tok = _load_model_and_tokenizer(args.model)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    params.validate()
+    chat_loop(model, tok, params, system=args.system)
+    return 0
+
+
+def _named_models(specs: list[str]) -> dict[str, str]:
+    from pathlib import Path
+
+    out = {}
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        name = name or Path(path.rstrip("/")).name or path
+        if name in out:
+            raise InputError(f"two models named {name!r}; name them with NAME=DIR", field="model")
+        out[name] = path
+    return out
+
+
+def cmd_serve(args) -> int:
+    import os
+
+    try:
+        import uvicorn
+
+        from .serve.app import Limits, create_app, load_served
+    except ImportError as e:
+        raise InputError(f"serving needs the [serve] extra: pip install 'lmforge[serve]' ({e})") from None
+    limits = Limits(
+        max_body_bytes=args.max_body_bytes, max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens, timeout_s=args.timeout,
+        max_batch=args.max_batch, max_queue=args.max_queue, batching=not args.no_batching,
+    )  # fmt: skip
+    for name in ("max_batch", "max_queue", "max_tokens", "max_body_bytes"):
+        if getattr(limits, name) < 1:
+            raise InputError(f"must be at least 1, got {getattr(limits, name)}", field="--" + name.replace("_", "-"))
+    served = load_served(_named_models(args.model), limits, args.device)
+    key = args.api_key or os.environ.get("LMFORGE_API_KEY") or None
+    app = create_app(served, api_key=key, limits=limits)
+    print(f"serving {', '.join(served)} at http://{args.host}:{args.port}/ (OpenAI API under /v1{'; API key required' if key else ''})", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_generate(args) -> int:
     from .engine import SamplingParams, beam_search, generate
 
@@ -488,9 +563,31 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _need(args, *names: str) -> None:
+    missing = [n for n in names if getattr(args, n) in (None, [])]
+    if missing:
+        action = f"label {args.action}" if args.action else "label"
+        raise InputError(f"lmforge {action} needs " + ", ".join("--" + n for n in missing))
+
+
 def cmd_label(args) -> int:
     from .label import run_label
     from .tracking import progress
+
+    if args.action == "serve":
+        return _label_serve(args)
+    if args.action == "export":
+        from .serve.labeling import export
+
+        _need(args, "db", "out")
+        summary = export(args.db, args.out)
+        if args.json:
+            _print_json(summary)
+        else:
+            by = ", ".join(f"{k} {v}" for k, v in summary["annotators"].items()) or "nobody yet"
+            print(f"{summary['rankings']} rankings of {summary['samples']} samples ({by})\n-> {args.out}")
+        return 0
+    _need(args, "samples", "labeler", "out")
 
     with progress(desc="labeling", unit="sample") as bar:
         summary = run_label(
@@ -506,6 +603,27 @@ def cmd_label(args) -> int:
         for name, reason in s.get("skip_reasons", {}).items():
             print(f"  skipped by {name} ({s['skipped_by'][name]}): {reason}")
         print(f"-> {args.out}")
+    return 0
+
+
+def _label_serve(args) -> int:
+    _need(args, "db")
+    try:
+        import uvicorn
+
+        from .serve.labeling import create_label_app, open_store
+    except ImportError as e:
+        raise InputError(f"the labeling page needs the [serve] extra: pip install 'lmforge[serve]' ({e})") from None
+    store = open_store(args.db, create=True)
+    try:
+        added = store.add_samples(args.samples, args.limit) if args.samples else 0
+        counts = store.counts()
+        if not counts["samples"]:
+            raise InputError("the database holds no samples yet: give --samples FILE", path=args.db)
+        print(f"{counts['samples']} samples ({added} new), {counts['rankings']} rankings so far; labeling page at http://{args.host}:{args.port}/", file=sys.stderr)
+        uvicorn.run(create_label_app(store), host=args.host, port=args.port, log_level="warning")
+    finally:
+        store.close()
     return 0
 
 
@@ -882,6 +1000,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_generate)
 
+    p = sub.add_parser("chat", help="talk to a model in the terminal, the answer streamed", formatter_class=fmt, description="A multi-turn conversation through the chat template (the whole history at each turn), answers streamed. Commands: /reset, /system TEXT, /exit.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a model folder, checkpoint or run directory (a chat model; a base model continues the conversation as text)")
+    p.add_argument("--system", default=None, metavar="TEXT", help="a system message to start with")
+    p.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="longest answer, in tokens")
+    p.add_argument("--temperature", type=float, default=0.7, metavar="T", help="sampling temperature; 0 is greedy")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K most likely tokens only")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling: the smallest set of tokens with probability >= P")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="divide (multiply) positive (negative) logits of tokens already seen by R")
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed for sampling")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API, with a chat page", formatter_class=fmt, description="POST /v1/chat/completions, POST /v1/completions (streaming by server-sent events), GET /v1/models, GET /health, and a chat page at /. Concurrent requests share forward passes; a full queue answers 429, a request past --timeout 503. Needs the [serve] extra (FastAPI, uvicorn).")
+    p.add_argument("--model", required=True, action="append", metavar="[NAME=]DIR", help="a model to serve (repeat for several; NAME defaults to the folder's name)")
+    p.add_argument("--host", default="127.0.0.1", metavar="HOST", help="address to bind (0.0.0.0 exposes the server to the network)")
+    p.add_argument("--port", type=int, default=8000, metavar="PORT", help="port to listen on")
+    p.add_argument("--api-key", default=None, metavar="KEY", help="require 'Authorization: Bearer KEY' on /v1 (default: the LMFORGE_API_KEY environment variable, else none)")
+    p.add_argument("--max-batch", type=int, default=32, metavar="N", help="rows one forward pass may carry")
+    p.add_argument("--max-queue", type=int, default=64, metavar="N", help="requests that may wait; one more gets 429")
+    p.add_argument("--no-batching", action="store_true", help="one request per forward pass (for comparison)")
+    p.add_argument("--max-tokens", type=int, default=512, metavar="N", help="the largest max_tokens a request may ask for")
+    p.add_argument("--max-prompt-tokens", type=int, default=0, metavar="N", help="longest prompt in tokens (0: the model's context less one)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N", help="largest request body")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds a request may take, waiting included (then 503)")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (cpu, cuda)")
+    p.set_defaults(func=cmd_serve)
+
+    xp = sub.add_parser("export", help="write a model in another format (Hugging Face)", description="Export an lmforge model.")
+    xsub = xp.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = xsub.add_parser("hf", help="a Hugging Face model folder (LlamaForCausalLM / GPT2LMHeadModel)", formatter_class=fmt, description="Write config.json, model.safetensors (Hugging Face names), tokenizer.json, tokenizer_config.json (with the chat template of a chat model), special_tokens_map.json and generation_config.json; `transformers` loads it with AutoModelForCausalLM and AutoTokenizer. The llama flavour becomes LlamaForCausalLM (Qwen2ForCausalLM with q/k/v biases), the gpt2 flavour GPT2LMHeadModel.")
+    p.add_argument("--model", required=True, metavar="DIR", help="an lmforge model folder, checkpoint or run directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (written whole or not at all)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--json", action="store_true", help="print a summary as one JSON object")
+    p.set_defaults(func=cmd_export)
+
+    ip = sub.add_parser("import", help="read a model from another format (Hugging Face)", description="Import a model as an lmforge model folder.")
+    isub = ip.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = isub.add_parser("hf", help="a local Hugging Face model folder: Llama, Mistral, Qwen2, SmolLM, GPT-2", formatter_class=fmt, description="Read config.json and *.safetensors of a Llama-family (Llama, Mistral without a sliding window, Qwen2, SmolLM) or GPT-2 model and write an lmforge model folder (its tokenizer.json copied). Pickled weights (.bin) are refused.")
+    p.add_argument("--src", required=True, metavar="DIR", help="the Hugging Face model folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="the lmforge model folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--json", action="store_true", help="print a summary as one JSON object")
+    p.set_defaults(func=cmd_import)
+    p = isub.add_parser("gguf", help="a llama.cpp GGUF file (Llama architecture), dequantised to float32", formatter_class=fmt, description="Read a GGUF file with the gguf package (every quantisation it knows: Q4_0, Q4_1, Q8_0, K-quants, ...), undo llama.cpp's q/k row permutation, rebuild its byte-level BPE tokenizer as tokenizer.json, keep its chat template (tokenizer_config.json) and end tokens (generation_config.json), and write an lmforge model folder.")
+    p.add_argument("--src", required=True, metavar="FILE", help="the .gguf file")
+    p.add_argument("--out", required=True, metavar="DIR", help="the lmforge model folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--json", action="store_true", help="print a summary as one JSON object")
+    p.set_defaults(func=cmd_import)
+
     ep = sub.add_parser("eval", help="evaluate a model", description="Evaluation commands; each prints one JSON object with --json.")
     esub = ep.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = esub.add_parser("ppl", help="perplexity and bits per byte on held-out text", formatter_class=fmt, description="Perplexity per token and bits per byte of a model on a corpus (documents joined with the end-of-text token, scored in windows of the model's context).")
@@ -1045,9 +1213,13 @@ def build_parser() -> argparse.ArgumentParser:
         "answers ranked by wins), 'human:RANKINGS.jsonl' (rankings a person made, matched by prompt and completions; samples with "
         "none are skipped and counted). Several --labeler options share the samples in turn (or, with --each, all rank every one).",
     )
-    p.add_argument("--samples", required=True, metavar="FILE", help="a samples file from `lmforge sample`")
-    p.add_argument("--labeler", required=True, action="append", metavar="SPEC", help="world | world:NAME | judge:MODEL_DIR | human:RANKINGS.jsonl (repeatable)")
-    p.add_argument("--out", required=True, metavar="FILE", help="the rankings file (JSONL), written atomically")
+    p.add_argument("action", nargs="?", choices=["serve", "export"], default=None, help="serve: a web page where people rank the samples (stored in --db, SQLite); export: write --db's rankings to --out")
+    p.add_argument("--samples", default=None, metavar="FILE", help="a samples file from `lmforge sample`")
+    p.add_argument("--labeler", action="append", metavar="SPEC", help="world | world:NAME | judge:MODEL_DIR | human:RANKINGS.jsonl (repeatable)")
+    p.add_argument("--out", default=None, metavar="FILE", help="the rankings file (JSONL), written atomically")
+    p.add_argument("--db", default=None, metavar="FILE", help="serve, export: the labels database (SQLite; created by serve, resumed if it exists)")
+    p.add_argument("--host", default="127.0.0.1", metavar="HOST", help="serve: address to bind (0.0.0.0 exposes the page to the network)")
+    p.add_argument("--port", type=int, default=8001, metavar="PORT", help="serve: port to listen on")
     p.add_argument("--world", default=None, metavar="DIR", help="the world directory for world labelers (default: the world of the samples' model)")
     p.add_argument("--each", action="store_true", help="every labeler ranks every sample (one record each) instead of one labeler per sample")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="the first N samples only")
@@ -1110,7 +1282,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate the built-in world: a small universe with a known truth, its pretraining corpus, SFT demonstrations, "
         "ranked comparisons, RL prompts and held-out evaluation prompts, all deterministic for a seed. "
         "'lmforge world stats DIR' describes a generated world and measures its labelers' agreement. "
-        "Config keys (KEY=VALUE): seed, entities, documents, genres.{encyclopedia,story,worksheet,qa,quiz,forum,rumour,review}, "
+        "Config keys (KEY=VALUE): seed, entities, documents, genres.{encyclopedia,story,worksheet,qa,quiz,forum,rumour,review}, qa_good (share of good answers on Q&A and question pages), "
         "sft_prompts, sft_val_prompts, rm_prompts, ppo_prompts, eval_prompts, k_min, k_max, labelers, agreement, calibration_prompts.",
     )
     p.add_argument("words", nargs="*", metavar="ARGS", help="'stats DIR', or an optional recipe and KEY=VALUE overrides")

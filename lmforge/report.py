@@ -197,6 +197,12 @@ def _f(v) -> str:
     return str(v)
 
 
+def _how_answered(ev) -> str:
+    if ev.temperature <= 0:
+        return "one greedy answer a prompt"
+    return f"one answer a prompt sampled at temperature {ev.temperature:g}" + (f", top-p {ev.top_p:g}" if ev.top_p < 1 else "")
+
+
 def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
     from .pipeline import _duration
 
@@ -204,7 +210,7 @@ def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
     lines = [
         "# lmforge run",
         "",
-        f"Seed {cfg.seed}; {results['prompts']} held-out prompts answered greedily by each model and scored by the world's oracle "
+        f"Seed {cfg.seed}; {results['prompts']} held-out prompts, {_how_answered(cfg.eval)} by each model, scored by the world's oracle "
         f"(its ground truth). The models: the base model asked zero-shot and behind a prefix of {cfg.eval.shots} demonstrations "
         "(Q:/A: pairs), the ~4x larger base model behind the same prefix, the SFT model (the policy's start), and the PPO and DPO "
         "policies trained from it.",

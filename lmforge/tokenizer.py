@@ -23,6 +23,7 @@ This module maps text to ids; it does not know about documents, shards or models
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -70,11 +71,28 @@ class TokenizerConfig:
 class Tokenizer:
     """A trained tokenizer: encode, decode, special ids, save and load."""
 
-    def __init__(self, hf: HFTokenizer):
+    def __init__(self, hf: HFTokenizer, config: dict | None = None, generation: dict | None = None):
         self.hf = hf
         missing = [t for t in SPECIAL_TOKENS.values() if hf.token_to_id(t) is None]
         self.specials = {name: hf.token_to_id(tok) for name, tok in SPECIAL_TOKENS.items()}
         self.missing_specials = missing
+        # An imported tokenizer (lmforge import hf/gguf) names its own special tokens and chat
+        # template in Hugging Face's tokenizer_config.json, its end-of-turn ids in generation_config.json.
+        self.config, self.generation = config or {}, generation or {}
+        for name in ("pad", "bos", "eos", "unk"):
+            if self.specials[name] is None:
+                tok = self.config.get(f"{name}_token")
+                tok = tok.get("content") if isinstance(tok, dict) else tok
+                self.specials[name] = hf.token_to_id(tok) if isinstance(tok, str) else None
+        if self.specials["pad"] is None:
+            self.specials["pad"] = self.specials["eos"]
+        from .data.chat import CHAT_TEMPLATE
+
+        template = self.config.get("chat_template")
+        self.chat_template = template if isinstance(template, str) and template != CHAT_TEMPLATE else None
+        eos = self.generation.get("eos_token_id")
+        stops = eos if isinstance(eos, list) else [eos]
+        self.stop_token_ids = sorted({int(i) for i in stops if isinstance(i, int)} | ({self.specials["eos"]} if self.specials["eos"] is not None else set()))
 
     # ------------------------------------------------------------------ loading and saving
 
@@ -90,16 +108,20 @@ class Tokenizer:
             hf = HFTokenizer.from_file(str(p))
         except Exception as e:  # tokenizers raises a bare Exception on bad JSON
             raise InputError(f"not a valid tokenizer.json: {e}", path=p) from None
-        return cls(hf)
+        return cls(hf, _side_file(p.parent / "tokenizer_config.json"), _side_file(p.parent / "generation_config.json"))
 
     def to_json(self) -> str:
         return self.hf.to_str(pretty=True)
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write `directory/tokenizer.json` atomically; returns its path."""
+        """Write `directory/tokenizer.json` atomically (and an imported tokenizer's
+        tokenizer_config.json and generation_config.json); returns its path."""
         out = Path(directory) / "tokenizer.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, self.to_json())
+        for name, obj in (("tokenizer_config.json", self.config), ("generation_config.json", self.generation)):
+            if obj and self.missing_specials:  # lmforge's own tokenizers need neither
+                atomic_write_text(out.parent / name, json.dumps(obj, indent=2) + "\n")
         return out
 
     @property
@@ -185,6 +207,19 @@ class Tokenizer:
             else:
                 out.append(len(tok.encode("utf-8")) + 1)
         return out
+
+
+def _side_file(path: Path) -> dict:
+    """A Hugging Face JSON file beside tokenizer.json ({} when there is none)."""
+    if not path.exists():
+        return {}
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"corrupt {path.name}: {e}", path=path) from None
+    if not isinstance(obj, dict):
+        raise InputError("must be a JSON object", path=path)
+    return obj
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -93,13 +93,21 @@ def test_every_genre_is_present_with_its_failure_or_capability_source(world):
         by.setdefault(g, []).append(t)
     assert set(by) == {"encyclopedia", "story", "worksheet", "qa", "quiz", "forum", "rumour", "review"}
     # quiz sheets: questions without answers
-    assert all("A:" not in t and len(t.splitlines()) >= 4 for t in by["quiz"])
+    assert all("A:" not in t and len(t.splitlines()) >= 3 for t in by["quiz"])
     assert sum(t.count("?") for t in by["quiz"]) > 2 * len(by["quiz"])
     # Q&A pages: questions with answers
     assert all("Q:" in t and "A:" in t for t in by["qa"])
+    # some quiz sheets and question pages open with the bare question, as an eval prompt does
+    assert any(t.splitlines()[0].endswith("?") for t in by["quiz"])
+    assert any(t.splitlines()[0].endswith("?") and "wrote:" in t for t in by["forum"])
     # forum threads: some replies rude
     rude = sum(any(w in t.split() or w + "," in t or w + "." in t for w in RUDE_WORDS) for t in by["forum"])
     assert 0.3 < rude / len(by["forum"]) < 0.95
+    # the Q&A pages' answers are as good as qa_good says: all good at 1, about half at the default
+    for good in (1.0, 0.0):
+        pages = [t for g, t in documents(world, random.Random(1), 600, qa_good=good) if g == "qa"]
+        bad = sum(bool(false_claims(world, t)) or any(w in t for w in RUDE_WORDS) for t in pages)
+        assert (bad == 0) if good == 1.0 else (bad > 0.5 * len(pages))
     # rumour pages state false facts; encyclopedia entries and stories state none
     assert all(false_claims(world, t) for t in by["rumour"])
     assert not any(false_claims(world, t) for t in by["encyclopedia"] + by["story"])
@@ -308,3 +316,17 @@ def test_only_labelers_and_evaluation_import_the_oracle():
             assert rel in ("world/labelers.py",) or rel.startswith("eval/"), f"{rel} imports the oracle"
         if rel.startswith(("train/", "models/")):
             assert not imported, f"{rel} imports {imported}: training must not see the ground truth"
+
+
+def test_oracle_counts_a_reply_with_another_instruction_as_asking(world):
+    """The base model's quiz-sheet failure: a reply that is another of the world's prompts
+    (a question or an instruction) asks instead of answering; answers do not."""
+    from lmforge.world.oracle import asks_instead_of_answering
+    from lmforge.world.tasks import TASKS
+
+    rng = random.Random(0)
+    for task in TASKS.values():
+        for _ in range(20):
+            ex = task.generate(world, rng)
+            assert asks_instead_of_answering("\n" + ex.prompt + "\nWhat is 2 + 2?")
+            assert not asks_instead_of_answering(ex.reference), (task.name, ex.reference)

@@ -28,6 +28,7 @@ end-of-text token.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from ..errors import InputError
@@ -52,8 +53,45 @@ class Rendered:
         return len(self.ids)
 
 
+def _jinja_text(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    """An imported model's own template (tokenizer_config.json's Jinja), rendered as
+    `transformers`' apply_chat_template renders it: a sandbox, trim_blocks and lstrip_blocks."""
+    try:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError as e:
+        raise InputError(f"this model's chat template is Jinja: pip install jinja2 ({e})") from None
+
+    def raise_exception(message):
+        raise InputError(f"the chat template refused the conversation: {message}")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = raise_exception
+    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
+    names = {n: tokenizer.hf.id_to_token(tokenizer.specials[n]) if tokenizer.specials.get(n) is not None else "" for n in ("bos", "eos")}
+    return env.from_string(tokenizer.chat_template).render(messages=messages, add_generation_prompt=add_generation_prompt, bos_token=names["bos"], eos_token=names["eos"])
+
+
+def _render_jinja(tokenizer, messages: list[dict], add_generation_prompt: bool) -> Rendered:
+    """Ids of the rendered text, the mask 1 on each assistant turn: the tokens between the
+    conversation up to it asking for an answer and the conversation including it."""
+    ids = tokenizer.encode(_jinja_text(tokenizer, messages, add_generation_prompt))
+    mask = [0] * len(ids)
+    for j, m in enumerate(messages):
+        if m["role"] == "assistant":
+            start = len(tokenizer.encode(_jinja_text(tokenizer, messages[:j], True)))
+            end = len(tokenizer.encode(_jinja_text(tokenizer, messages[: j + 1], False)))
+            mask[start:end] = [1] * (end - start)
+    return Rendered(ids, mask)
+
+
 def render(tokenizer, messages: list[dict], *, add_generation_prompt: bool = False) -> Rendered:
-    """Token ids and loss mask of a conversation (see the module docstring)."""
+    """Token ids and loss mask of a conversation (see the module docstring); an imported
+    model's conversation through its own template."""
+    for i, m in enumerate(messages):
+        if m.get("role") not in ROLES:
+            raise InputError(f"unknown role {m.get('role')!r}; expected one of {', '.join(ROLES)}", field=f"messages[{i}].role")
+    if getattr(tokenizer, "chat_template", None):
+        return _render_jinja(tokenizer, messages, add_generation_prompt)
     end = tokenizer.special_id("end_of_turn")
     ids: list[int] = []
     mask: list[int] = []
@@ -85,10 +123,15 @@ def render_plain(tokenizer, prompt: str, completion: str) -> Rendered:
 
 def answer_text(tokenizer, tokens: list[int]) -> str:
     """The text of a generated assistant turn (without the space the template puts before it)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.decode(tokens, skip_special_tokens=True).strip()
     text = tokenizer.decode(tokens)
     return text[1:] if text.startswith(" ") else text
 
 
 def stop_ids(tokenizer) -> list[int]:
-    """Tokens that end an assistant turn: <|end|>, and <|endoftext|> for good measure."""
+    """Tokens that end an assistant turn: <|end|>, and <|endoftext|> for good measure; for an
+    imported model, its generation config's end tokens."""
+    if getattr(tokenizer, "chat_template", None):
+        return list(tokenizer.stop_token_ids)
     return [tokenizer.special_id("end_of_turn"), tokenizer.eos_id]

@@ -3,7 +3,8 @@
 InstructGPT's comparisons in miniature (Ouyang et al. 2022, Figures 1, 4, 6, 7): the base model
 asked zero-shot ("GPT-3") and behind a few-shot prefix ("GPT-3 prompted"), the ~4x larger base
 model behind the same prefix, the SFT model, and the PPO and DPO policies all answer the same
-held-out prompts greedily (`policy.answer_prompts`); the oracle scores them (`policy.score_answers`:
+held-out prompts, greedily or sampled (`policy.answer_prompts`; the default run samples at
+temperature 1, the answers a user of the policy gets and the labelers ranked); the oracle scores them (`policy.score_answers`:
 win rate against SFT, ties half; task accuracy; false-claim, rude-word and question rates; length;
 oracle score); the same answers meet in the arena (`arena.arena_of_answers`: round robin judged by
 the simulated labelers, Bradley-Terry on the Elo scale, bootstrap intervals). Beside them: the

@@ -10,7 +10,8 @@ model:
   task_accuracy      answers the task's checker accepts in full
   false_claim_rate   answers that state something false about the world (truthfulness)
   rude_rate          answers with a rude word (toxicity)
-  question_rate      answers that ask a question instead of answering
+  question_rate      answers that ask a question (or give another of the world's instructions)
+                     instead of answering
   mean_length        words an answer
   finished           answers that ended by themselves
 

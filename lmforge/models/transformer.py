@@ -51,6 +51,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool | None = None  # None: tied for gpt2, untied for llama
     causal: bool = True  # False: bidirectional attention (an encoder)
+    qkv_bias: bool = False  # biases on q, k, v in a llama-flavour model (Qwen2 has them); gpt2 always has biases
 
     def validate(self) -> None:
         if self.d_model % self.n_head:
@@ -152,9 +153,10 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg, self.layer = cfg, layer
         bias = cfg.flavour == "gpt2"
-        self.q = nn.Linear(cfg.d_model, cfg.n_head * cfg.head_dim, bias=bias)
-        self.k = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=bias)
-        self.v = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=bias)
+        qkv_bias = bias or cfg.qkv_bias
+        self.q = nn.Linear(cfg.d_model, cfg.n_head * cfg.head_dim, bias=qkv_bias)
+        self.k = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=qkv_bias)
+        self.v = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=qkv_bias)
         self.out = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=bias)
         self.out.residual = True  # scaled init (GPT-2)
 

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from ..data.comparisons import Comparison, ComparisonLoader, read_comparisons, split_by_prompt
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_text
+from ..models.lora import LoRAConfig, apply_lora
 from .loop import OptimConfig, ScheduleConfig, TrainConfig, pick_device, run_config_text, train
 
 LOSSES = ("dpo", "cdpo", "ipo", "hinge", "kto")
@@ -107,6 +108,7 @@ class DPOConfig:
     undesirable_weight: float = 1.0  # kto: lambda_U
     reference: Literal["precompute", "online"] = "precompute"
     epochs: float = 1.0  # passes over the comparisons; 0: use train.steps
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # lora.r > 0: train low-rank adapters only, merged at the end
     data: DPODataConfig = field(default_factory=DPODataConfig)
     eval: DPOEvalConfig = field(default_factory=DPOEvalConfig)
     train: TrainConfig = field(default_factory=_dpo_train)  # batch_size counts comparisons (kto: answers)
@@ -120,6 +122,7 @@ class DPOConfig:
             raise ConfigError(f"conservative DPO needs 0 < eps < 0.5, got {self.label_smoothing}", field="label_smoothing")
         if self.desirable_weight <= 0 or self.undesirable_weight <= 0:
             raise ConfigError("KTO's weights must be > 0", field="desirable_weight")
+        self.lora.validate()
         if self.epochs < 0:
             raise ConfigError(f"must be >= 0, got {self.epochs}", field="epochs")
         self.data.validate()
@@ -626,6 +629,7 @@ def run_dpo(cfg: DPOConfig, out: str | Path, *, monitor_factory: Callable | None
         if val_items:
             reference_logps(ref_model, val_items, batch_size=2 * cfg.train.batch_size, pad_id=tok.pad_id, device=device)
     atomic_write_text(out / "data_stats.json", json.dumps(stats, indent=2))
+    extra = {"trainable_parameters": apply_lora(model, cfg.lora)} if cfg.lora.r else {}
 
     def evaluate(m) -> dict:
         metrics = evaluate_preferences(m, val_items, cfg, pad_id=tok.pad_id, batch_size=cfg.train.batch_size) if val_items else {}
@@ -645,7 +649,7 @@ def run_dpo(cfg: DPOConfig, out: str | Path, *, monitor_factory: Callable | None
         model_config=model_config, tokenizer=tok, evaluate=evaluate if (val_items or evaluate_gen) else None,
         log_config={"config": text},
     )  # fmt: skip
-    summary = {"steps": cfg.train.steps, "last": last, "data": stats}
+    summary = {"steps": cfg.train.steps, **extra, "last": last, "data": stats}
     if initial_file.exists():
         summary["initial_eval"] = json.loads(initial_file.read_text())
     summary["likelihood_displacement"] = likelihood_displacement(last, cfg.loss)

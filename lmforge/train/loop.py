@@ -273,7 +273,13 @@ def train(
             trainer_state = {"rng": capture_rng(), "data": batches.state_dict(), "last": last, "world_size": d.world}
             save_checkpoint(run_dir, step, model_state=state, model_config=model_config, trainer_state=trainer_state, optimizer_state=opt_state, tokenizer=tokenizer, keep_last=cfg.keep_last)
             if final:
-                save_model(run_dir, state, model_config, tokenizer)
+                from ..models.lora import adapter_state, merged_state
+
+                if any(k.endswith(".lora_a") for k in state):  # LoRA: the adapters apart, and the model merged
+                    from ..checkpoint import save_weights
+
+                    save_weights(run_dir / "adapter.safetensors", adapter_state(state))
+                save_model(run_dir, merged_state(state), model_config, tokenizer)
         if distributed:
             dist.barrier()
 

@@ -31,6 +31,7 @@ from ..data.sft import Example, SFTLoader, make_batch, read_examples
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_text
 from ..models import load_model, model_config_json
+from ..models.lora import LoRAConfig, apply_lora
 from ..tokenizer import Tokenizer
 from .loop import OptimConfig, ScheduleConfig, TrainConfig, run_config_text, train
 
@@ -70,6 +71,7 @@ class SFTConfig:
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     prompt_loss_weight: float = 0.0  # 0: the loss on answers only; 1: on every token
     epochs: float = 4.0  # passes over the data; train.steps follows from it (0: use train.steps)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # lora.r > 0: train low-rank adapters only, merged at the end
     train: TrainConfig = field(default_factory=_sft_train)
 
     def validate(self) -> None:
@@ -79,6 +81,7 @@ class SFTConfig:
             raise ConfigError(f"must be in [0, 1], got {self.prompt_loss_weight}", field="prompt_loss_weight")
         if self.epochs < 0:
             raise ConfigError(f"must be >= 0, got {self.epochs}", field="epochs")
+        self.lora.validate()
 
 
 # --------------------------------------------------------------------------- the objective
@@ -172,12 +175,14 @@ def run_sft(cfg: SFTConfig, out: str | Path) -> dict:
     text = run_config_text(cfg, out)
     atomic_write_text(out / "config.yaml", text)
     atomic_write_text(out / "data_stats.json", json.dumps(stats, indent=2))
+    extra = {"trainable_parameters": apply_lora(model, cfg.lora)} if cfg.lora.r else {}
 
     evaluate = (lambda m: evaluate_sft(m, val, cfg.train.batch_size)) if val else None  # noqa: E731
-    model_config = {**model_config_json(model), "trained_seq_len": seq_len, "chat_template": CHAT_TEMPLATE_NAME}
+    template = "tokenizer" if tokenizer.chat_template else CHAT_TEMPLATE_NAME  # an imported model keeps its own
+    model_config = {**model_config_json(model), "trained_seq_len": seq_len, "chat_template": template}
     last = train(
         model, sft_loss(cfg.prompt_loss_weight), batches, cfg.train, out,
         model_config=model_config, tokenizer=tokenizer, evaluate=evaluate,
         log_config={"config": text},
     )  # fmt: skip
-    return {**last, "steps": cfg.train.steps, "data": stats}
+    return {**last, "steps": cfg.train.steps, **extra, "data": stats}

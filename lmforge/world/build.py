@@ -58,6 +58,7 @@ class WorldConfig:
     entities: int = 48  # creatures, people, towns and products together
     documents: int = 20000  # pretraining documents
     genres: GenreMix = field(default_factory=GenreMix)
+    qa_good: float = corpus.QA_GOOD  # share of good answers on the corpus's Q&A and question pages
     sft_prompts: int = 1300
     sft_val_prompts: int = 100
     rm_prompts: int = 3300
@@ -76,6 +77,8 @@ class WorldConfig:
             raise ConfigError(f"need 2 <= k_min <= k_max, got {self.k_min}, {self.k_max}", field="k_min")
         if not 0.5 < self.agreement < 1.0:
             raise ConfigError(f"must be between 0.5 and 1, got {self.agreement}", field="agreement")
+        if not 0.0 <= self.qa_good <= 1.0:
+            raise ConfigError(f"must be between 0 and 1, got {self.qa_good}", field="qa_good")
         if sum(asdict(self.genres).values()) <= 0 or min(asdict(self.genres).values()) < 0:
             raise ConfigError("genre shares must be non-negative and not all zero", field="genres")
         for name in ("documents", "sft_prompts", "rm_prompts", "ppo_prompts", "eval_prompts", "labelers", "calibration_prompts"):
@@ -126,7 +129,7 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
     with atomic_output_dir(out, overwrite) as tmp:
         mix = asdict(cfg.genres)
         rng = _rng(cfg, "pretrain")
-        counts["pretrain"] = _jsonl(tmp / "pretrain.jsonl", ({"text": text, "genre": g} for g, text in corpus.documents(world, rng, cfg.documents, mix)))
+        counts["pretrain"] = _jsonl(tmp / "pretrain.jsonl", ({"text": text, "genre": g} for g, text in corpus.documents(world, rng, cfg.documents, mix, cfg.qa_good)))
         tick("pretrain")
 
         def demos(part, n):

@@ -272,6 +272,30 @@ class StoryTask(Task):
 
 TASKS: dict[str, Task] = {t.name: t for t in (FactTask(), ArithmeticTask(), SORT, REVERSE, CountTask(), GrammarTask(), SentimentTask(), StoryTask())}
 
+
+
+def _request_pattern() -> re.Pattern:
+    """The first line of every prompt template (fact questions included) as one pattern."""
+    from .ontology import QUESTIONS
+
+    lines = {t.split("\n")[0] for task in TASKS.values() for t in task.templates}
+    lines |= {t for ts in QUESTIONS.values() for t in ts}
+    alternatives = [".+".join(re.escape(part) for part in re.split(r"\{\w+\}", line)) for line in sorted(lines)]
+    return re.compile("(?:" + "|".join(alternatives) + ")")
+
+
+REQUEST = _request_pattern()
+
+
+def is_request(text: str) -> bool:
+    """True when `text` opens with a prompt of the world's tasks (a question or an instruction):
+    a reply that asks or instructs instead of answering, as the base model continues a quiz
+    sheet ("Explain the moon landing to a 6 year old" -> "Explain the theory of gravity ...",
+    Ouyang et al. 2022, Figure 2's failure)."""
+    stripped = text.strip()
+    return bool(stripped) and REQUEST.fullmatch(stripped.split("\n")[0].strip()) is not None
+
+
 # How often each task appears among instruction prompts.
 TASK_MIX = {"fact": 0.3, "arithmetic": 0.15, "sort": 0.08, "reverse": 0.08, "count": 0.08, "grammar": 0.1, "sentiment": 0.11, "story": 0.1}
 

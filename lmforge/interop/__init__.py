@@ -1,0 +1,1 @@
+"""Other formats: Hugging Face model folders (`hf`: export and import)."""

