@@ -67,6 +67,8 @@ def run(args: list[str], out: Path) -> dict:
     if r.returncode != 0:
         raise SystemExit(f"failed: lmforge {' '.join(args)}\n{r.stderr[-2000:]}")
     info = json.loads(r.stdout.strip().splitlines()[-1])
+    if info["code"] != 0:
+        raise SystemExit(f"failed ({info['code']}): lmforge {' '.join(args)}\n{r.stderr[-2000:]}")
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     times = [x["time"] for x in rows if "loss" in x and "time" in x]
     per_step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else float("nan")
@@ -102,11 +104,14 @@ def main() -> None:
 
 def _trainable(out: Path) -> int:
     """Parameters that trained: the adapters' (adapter.safetensors) or the whole model's."""
-    from safetensors import safe_open
+    if (out / "adapter.safetensors").exists():
+        from safetensors import safe_open
 
-    f = out / "adapter.safetensors" if (out / "adapter.safetensors").exists() else out / "model.safetensors"
-    with safe_open(str(f), "pt") as s:
-        return sum(_prod(s.get_slice(k).get_shape()) for k in s.keys() if not k.endswith("lora_scale"))
+        with safe_open(str(out / "adapter.safetensors"), "pt") as s:
+            return sum(_prod(s.get_slice(k).get_shape()) for k in s.keys() if not k.endswith("lora_scale"))
+    from lmforge.models import load_model
+
+    return sum(p.numel() for p in load_model(out)[0].parameters())  # a tied matrix once
 
 
 def _prod(shape) -> int:

@@ -218,16 +218,17 @@ class Run:
             raise InputError(f"unknown stage {start!r}; expected one of {', '.join(STAGES)}", field="from")
         state = self.state()
         done = state["stages"]
-        if start is not None:
-            for stage in STAGES[STAGES.index(start) :]:
-                if stage in done or self.path(stage).exists():
-                    done.pop(stage, None)
-                    self._remove(stage)
-            if self.out.exists():
-                self._save_state(state)
+        redo = STAGES[STAGES.index(start) :] if start is not None else ()
+        # refuse before deleting anything: a refused command leaves the run as it was
         for stage in STAGES:
-            if stage in done and done[stage].get("hash") != self.hashes[stage]:
+            if stage not in redo and stage in done and done[stage].get("hash") != self.hashes[stage]:
                 raise InputError(f"stage {stage!r} finished with another config; redo it and what follows with --from {stage} (or choose a new --out)", path=self.out, field=stage)
+        for stage in redo:
+            if stage in done or self.path(stage).exists():
+                done.pop(stage, None)
+                self._remove(stage)
+        if redo and self.out.exists():
+            self._save_state(state)
         return [s for s in STAGES if s not in done]
 
     def _remove(self, stage: str) -> None:

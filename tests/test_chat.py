@@ -73,3 +73,33 @@ def test_plain_prompt_completion_learns_the_completion_and_end_of_text(bpe):
 def test_unknown_role_is_an_error(bpe):
     with pytest.raises(InputError, match="unknown role 'bot'"):
         render(bpe, [{"role": "bot", "content": "hi"}])
+
+
+def test_an_imported_models_own_template_drives_prompts_masks_and_stops(tmp_path, bpe):
+    """A tokenizer with a Hugging Face tokenizer_config.json (as `lmforge import` writes) is
+    asked through its own Jinja template: prompt ids, the SFT loss mask on the assistant turn,
+    DPO's answer ids, stop tokens and the answer text all follow it."""
+    import json as _json
+
+    from lmforge.data import chat as chat_mod
+    from lmforge.tokenizer import Tokenizer
+    from lmforge.train.dpo import answer_ids
+
+    bpe.save(tmp_path)
+    template = "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+    (tmp_path / "tokenizer_config.json").write_text(_json.dumps({"chat_template": template, "eos_token": "<|endoftext|>"}))
+    (tmp_path / "generation_config.json").write_text(_json.dumps({"eos_token_id": [bpe.special_id("end_of_turn")]}))
+    tok = Tokenizer.load(tmp_path)
+    assert tok.chat_template == template
+    messages = [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "hi"}]
+    r = chat_mod.render(tok, messages)
+    assert r.ids == tok.encode("<|user|>\nhello there<|end|>\n<|assistant|>\nhi<|end|>\n")
+    learned = [i for i, m in zip(r.ids, r.mask) if m]
+    assert tok.decode(learned) == "hi<|end|>\n"  # the answer, its end of turn, nothing of the prompt
+    p = chat_mod.prompt_ids(tok, messages[:1])
+    assert p == tok.encode("<|user|>\nhello there<|end|>\n<|assistant|>\n")
+    assert set(chat_mod.stop_ids(tok)) == {bpe.special_id("end_of_turn"), bpe.eos_id}
+    pp, a = answer_ids(tok, messages[:1], "hi", True, True)
+    assert pp == p and tok.decode(a) == "hi<|end|>"
+    assert tok.decode(answer_ids(tok, messages[:1], "hi", False, True)[1]) == "hi"
+    assert chat_mod.answer_text(tok, tok.encode("hi<|end|>")) == "hi"

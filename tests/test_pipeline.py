@@ -137,6 +137,11 @@ def test_a_finished_stage_with_a_changed_config_is_refused(tiny, tmp_path, cli):
     assert "stage 'ppo' finished with another config" in stderr and "--from ppo" in stderr
     assert "Traceback" not in stderr
     assert (out / "pipeline.json").read_text() == before
+    # --from a later stage is refused too, and deletes nothing (it once deleted the later stages first)
+    code, _, stderr = cli("run", "--preset", "tiny", "--out", out, "ppo.iterations=3", "--from", "dpo")
+    assert code == 2 and "--from ppo" in stderr
+    assert (out / "pipeline.json").read_text() == before
+    assert (out / "dpo").exists() and (out / "results.json").exists()
 
 
 def test_a_recipe_replaces_a_stages_data(tiny, tmp_path, cli):

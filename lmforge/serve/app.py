@@ -303,6 +303,11 @@ def create_app(served: dict[str, Served], *, api_key: str | None = None, limits:
                         raise APIError(401, "invalid or missing API key (send 'Authorization: Bearer KEY')", type="authentication_error", code="invalid_api_key")
                 size = request.headers.get("content-length")
                 if size is not None and (not size.isdigit() or int(size) > limits.max_body_bytes):
+                    if size.isdigit() and int(size) <= 8 * limits.max_body_bytes:
+                        # read what the client is sending before answering: closing with the body
+                        # unread resets the connection, and the client never sees the 413
+                        async for _ in request.stream():
+                            pass
                     raise APIError(413, f"the request body is larger than {limits.max_body_bytes} bytes", code="body_too_large")
             return await call_next(request)
         except APIError as e:

@@ -194,7 +194,20 @@ def answer_ids(tok, prompt: str | list[dict], answer: str, finished: bool, chat:
     answer closed by end-of-text); an answer that never finished has no closing token."""
     from ..data.chat import prompt_ids as chat_prompt_ids
 
-    if chat:
+    if chat and getattr(tok, "chat_template", None):  # an imported model's own template
+        from ..data.chat import render, stop_ids
+
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        p = chat_prompt_ids(tok, messages)
+        full = render(tok, [*messages, {"role": "assistant", "content": answer}]).ids
+        if full[: len(p)] != p:
+            raise InputError("the chat template does not render the conversation as a continuation of its prompt; DPO needs it to")
+        a = full[len(p) :]
+        ends = [i for i, t in enumerate(a) if t in set(stop_ids(tok))]
+        a = a[: ends[0] + 1] if ends else a  # the answer and the token that ends the turn
+        if not finished and ends:
+            a = a[: ends[0]]
+    elif chat:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         p = chat_prompt_ids(tok, messages)
         a = tok.encode_plain(" " + answer) + ([tok.special_id("end_of_turn")] if finished else [])
