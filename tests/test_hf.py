@@ -188,3 +188,19 @@ def test_hub_name_without_network_is_a_clear_error(tmp_path, cli, monkeypatch):
     (tmp_path / "bad.gguf").write_bytes(b"GGUF" + b"\0" * 64)
     code, _, err = cli("import", "gguf", "--src", tmp_path / "bad.gguf", "--out", tmp_path / "m")
     assert code == 2 and "bad.gguf" in err and not (tmp_path / "m").exists()
+
+
+def test_import_keeps_a_foreign_chat_template(tmp_path, bpe):
+    from lmforge.data import chat
+    from lmforge.tokenizer import Tokenizer
+
+    theirs = _hf_model("llama", bpe.vocab_size)
+    theirs.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    bpe.save(tmp_path / "hf")
+    template = "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    assert import_hf(tmp_path / "hf", tmp_path / "ours")["chat"]
+    model, folder = load_model(tmp_path / "ours")
+    tok = Tokenizer.load(folder)
+    assert model.chat_template == "tokenizer" and tok.chat_template == template
+    assert chat.prompt_ids(tok, [{"role": "user", "content": "hi"}]) == tok.encode("<|user|>\nhi<|end|><|assistant|>\n")

@@ -301,15 +301,18 @@ def import_hf(src: str | Path, out: str | Path, *, overwrite: bool = False) -> d
         if tuple(t.shape) != tuple(expected[name].shape):
             raise InputError(f"tensor {name!r} has shape {tuple(t.shape)}; the config gives {tuple(expected[name].shape)}", path=src)
     model.load_state_dict(state, strict=False)
-    chat = _is_lmforge_chat(src)
     config = {"architecture": "transformer", "head": "lm", "model": __import__("dataclasses").asdict(cfg), "imported_from": str(src)}
-    if chat:
-        config["chat_template"] = "lmforge"
+    template = _chat_template(src)  # "lmforge" (an exported lmforge chat model), "tokenizer" (its own Jinja), or None
+    if template:
+        config["chat_template"] = template
     with atomic_output_dir(out, overwrite) as tmp:
         save_weights(tmp / "model.safetensors", {k: v.float().contiguous() for k, v in state.items()})
-        if (src / "tokenizer.json").exists():
-            (tmp / "tokenizer.json").write_bytes((src / "tokenizer.json").read_bytes())
+        # the tokenizer, and with a foreign one its special tokens, chat template and end tokens
+        for name in ("tokenizer.json", *(("tokenizer_config.json", "generation_config.json") if template == "tokenizer" else ())):
+            if (src / name).exists():
+                (tmp / name).write_bytes((src / name).read_bytes())
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    chat = template is not None
     return {"architecture": (hf.get("architectures") or [""])[0], "flavour": cfg.flavour, "parameters": sum(t.numel() for t in state.values()), "chat": chat, "out": str(out)}
 
 
@@ -332,14 +335,18 @@ def _local(src: str | Path) -> Path:
         raise InputError(f"could not download {name} from the Hugging Face hub ({type(e).__name__}: {e})", path=src) from None
 
 
-def _is_lmforge_chat(src: Path) -> bool:
-    """True when the folder's chat template is lmforge's (an exported lmforge chat model)."""
+def _chat_template(src: Path) -> str | None:
+    """"lmforge" when the folder's chat template is lmforge's (an exported lmforge chat model),
+    "tokenizer" when it has another (kept in tokenizer_config.json), None for a base model."""
     from ..data.chat import CHAT_TEMPLATE
 
     p = src / "tokenizer_config.json"
     if not p.exists():
-        return False
+        return None
     try:
-        return json.loads(p.read_text(encoding="utf-8")).get("chat_template") == CHAT_TEMPLATE
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
+        template = json.loads(p.read_text(encoding="utf-8")).get("chat_template")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    if not isinstance(template, str) or not template:
+        return None
+    return "lmforge" if template == CHAT_TEMPLATE else "tokenizer"
