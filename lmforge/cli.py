@@ -390,15 +390,20 @@ def _load_model_and_tokenizer(path: str):
     return model.eval(), Tokenizer.load(folder)
 
 
-def cmd_export(args) -> int:
-    from .interop.hf import export_hf
-
-    info = export_hf(args.model, args.out, overwrite=args.overwrite)
+def _print_conversion(info: dict, args) -> int:
+    """What an export or import wrote: one JSON object, or a line and the folder."""
     if args.json:
         _print_json(info)
     else:
         print(f"{info['architecture']}, {info['parameters']:,} parameters{', chat template' if info['chat'] else ''}\n-> {args.out}")
     return 0
+
+
+def cmd_export(args) -> int:
+    from .interop.hf import export_hf
+
+    info = export_hf(args.model, args.out, overwrite=args.overwrite)
+    return _print_conversion(info, args)
 
 
 def cmd_import(args) -> int:
@@ -410,11 +415,7 @@ def cmd_import(args) -> int:
         from .interop.hf import import_hf
 
         info = import_hf(args.src, args.out, overwrite=args.overwrite)
-    if args.json:
-        _print_json(info)
-    else:
-        print(f"{info['architecture']}, {info['parameters']:,} parameters{', chat template' if info['chat'] else ''}\n-> {args.out}")
-    return 0
+    return _print_conversion(info, args)
 
 
 def cmd_chat(args) -> int:

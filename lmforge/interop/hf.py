@@ -24,6 +24,7 @@ that check the logits agree (the optional [hf] extra).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -301,7 +302,7 @@ def import_hf(src: str | Path, out: str | Path, *, overwrite: bool = False) -> d
         if tuple(t.shape) != tuple(expected[name].shape):
             raise InputError(f"tensor {name!r} has shape {tuple(t.shape)}; the config gives {tuple(expected[name].shape)}", path=src)
     model.load_state_dict(state, strict=False)
-    config = {"architecture": "transformer", "head": "lm", "model": __import__("dataclasses").asdict(cfg), "imported_from": str(src)}
+    config = {"architecture": "transformer", "head": "lm", "model": asdict(cfg), "imported_from": str(src)}
     template = _chat_template(src)  # "lmforge" (an exported lmforge chat model), "tokenizer" (its own Jinja), or None
     if template:
         config["chat_template"] = template
