@@ -268,7 +268,8 @@ def cmd_run(args) -> int:
     names = MODELS
     keys = ["win_rate_vs_sft", "oracle_score", "task_accuracy", "false_claim_rate", "rude_rate", "question_rate", "mean_length"]
     width = max(len(n) for n in names)
-    print(f"{results['prompts']} held-out prompts, greedy answers, scored by the oracle")
+    t = cfg.eval.temperature
+    print(f"{results['prompts']} held-out prompts, {'greedy answers' if t == 0 else f'one answer sampled at temperature {t:g}'}, scored by the oracle")
     print(" " * width + "  " + "  ".join(keys))
     for name in names:
         r = results["models"][name]
