@@ -849,6 +849,14 @@ def _shots(specs: list[str], models: dict[str, str]) -> dict[str, int]:
 RUN_STAGES = ("world", "tokenizer", "pretrain", "pretrain_large", "baselines", "sft", "sft_rm", "samples", "labels", "rm", "ppo", "dpo", "eval", "report")  # lmforge.pipeline.STAGES (not imported: --help stays fast)
 
 
+def _sampling_args(p, *, temperature: float) -> None:
+    """The sampler's options, shared by `generate` and `chat` (only the default temperature differs)."""
+    p.add_argument("--temperature", type=float, default=temperature, metavar="T", help="sampling temperature; 0 is greedy")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K most likely tokens only")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling: the smallest set of tokens with probability >= P")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="divide (multiply) positive (negative) logits of tokens already seen by R")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
@@ -989,10 +997,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="DIR", help="a model folder, checkpoint or run directory")
     p.add_argument("--prompt", required=True, metavar="TEXT", help="the text to continue")
     p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="most tokens to add")
-    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="sampling temperature; 0 is greedy")
-    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K most likely tokens only")
-    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling: the smallest set of tokens with probability >= P")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="divide (multiply) positive (negative) logits of tokens already seen by R")
+    _sampling_args(p, temperature=0.8)
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop when this text appears (repeatable)")
     p.add_argument("--chat", choices=["auto", "on", "off"], default="auto", help="send the prompt as a user turn through the chat template and print the answer (auto: for a fine-tuned chat model), or continue it as text")
     p.add_argument("--beams", type=int, default=1, metavar="B", help="beam search with B beams (B > 1 ignores sampling options)")
@@ -1006,10 +1011,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="DIR", help="a model folder, checkpoint or run directory (a chat model; a base model continues the conversation as text)")
     p.add_argument("--system", default=None, metavar="TEXT", help="a system message to start with")
     p.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="longest answer, in tokens")
-    p.add_argument("--temperature", type=float, default=0.7, metavar="T", help="sampling temperature; 0 is greedy")
-    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample among the K most likely tokens only")
-    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling: the smallest set of tokens with probability >= P")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R", help="divide (multiply) positive (negative) logits of tokens already seen by R")
+    _sampling_args(p, temperature=0.7)
     p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed for sampling")
     p.set_defaults(func=cmd_chat)
 
