@@ -129,7 +129,7 @@ def prompt_tokens(tok, prompt: str | list[dict], as_chat: bool, where: Location 
             err = f"a base model continues text; this prompt is a conversation of {len(prompt)} turns (give a chat model, or --chat on)"
             raise where.error(err, field=field) if where else InputError(err, field=field)
         prompt = prompt[0]["content"]
-    return [tok.eos_id, *tok.encode(prompt)]
+    return tok.document_ids(prompt, plain=False)
 
 
 # --------------------------------------------------------------------------- sampling

@@ -177,6 +177,29 @@ class Tokenizer:
             self._plain.encode_special_tokens = True
         return self._plain.encode(text, add_special_tokens=False).ids
 
+    def document_ids(self, text: str, *, plain: bool = True) -> list[int]:
+        """`text` as the start of a new document, what a base model continues. lmforge's own
+        tokenizers separate pretraining documents with the end-of-text token, so it comes first.
+        An imported tokenizer starts a document as its model was trained to, as transformers'
+        `tokenizer(text)` does: with what its tokenizer.json's post-processor adds (Llama's
+        <s>), the begin token where tokenizer_config.json sets add_bos_token, else nothing (GPT-2,
+        SmolLM2), and the begin or end token only for an empty text. `plain`: special-token
+        strings in `text` stay text (see `encode_plain`)."""
+        if not self.missing_specials:
+            return [self.eos_id, *(self.encode_plain(text) if plain else self.encode(text))]
+        if plain:
+            self.encode_plain("")  # builds the plain copy
+            ids = self._plain.encode(text, add_special_tokens=True).ids
+        else:
+            ids = self.hf.encode(text, add_special_tokens=True).ids
+        bos, eos = self.specials["bos"], self.specials["eos"]
+        if bos is not None and self.config.get("add_bos_token") and ids[:1] != [bos]:
+            ids = [bos, *ids]
+        if not ids:
+            start = bos if bos is not None else eos
+            ids = [start] if start is not None else []
+        return ids
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.hf.encode_batch_fast(texts, add_special_tokens=False)]
 

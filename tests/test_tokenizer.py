@@ -103,3 +103,38 @@ def test_corrupt_and_missing_tokenizer_files(tmp_path):
     bad.write_text(json.dumps({"model": "nope"}))
     with pytest.raises(InputError, match="not a valid tokenizer.json"):
         Tokenizer.load(bad)
+
+
+# ------------------------------------------------------------------ the start of a document
+
+
+def _foreign(specials: list[str], config: dict, post: str | None = None) -> Tokenizer:
+    """A tokenizer as `lmforge import hf` brings one in: its own special tokens, named in its
+    tokenizer_config.json, and perhaps a post-processor (Llama's adds <s>)."""
+    from tokenizers import models, pre_tokenizers, processors
+
+    vocab = {t: i for i, t in enumerate([*specials, "[UNK]", "hello", "world", "<", "s", ">"])}
+    hf = HFTokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf.add_special_tokens(specials)
+    if post:
+        hf.post_processor = processors.TemplateProcessing(single=f"{post} $A", special_tokens=[(post, vocab[post])])
+    return Tokenizer(hf, config)
+
+
+def test_a_document_starts_as_the_model_was_trained(bpe):
+    # lmforge's own: pretraining documents are separated by the end-of-text token
+    assert bpe.document_ids("hello") == [bpe.eos_id, *bpe.encode("hello")]
+    # GPT-2 / SmolLM2: <|endoftext|> is bos and eos, transformers adds nothing before a prompt
+    gpt2 = _foreign(["<|endoftext|>"], {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"})
+    assert gpt2.document_ids("hello world") == gpt2.encode("hello world") == [2, 3]
+    assert gpt2.document_ids("") == [0]  # nothing to continue from but the start of a text
+    # Llama: the post-processor adds <s> once, whether or not the config also says add_bos_token
+    for config in ({"bos_token": "<s>", "eos_token": "</s>"}, {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True}):
+        llama = _foreign(["<s>", "</s>"], config, post="<s>")
+        assert llama.document_ids("hello") == [0, 3]
+    # add_bos_token without a post-processor: the begin token is added by the config's word
+    bos = _foreign(["<s>", "</s>"], {"bos_token": "<s>", "eos_token": {"content": "</s>"}, "add_bos_token": True})
+    assert bos.document_ids("world") == [0, 4]
+    # what a user writes stays text: "<s>" in a prompt is not the begin token
+    assert 0 not in llama.document_ids("<s>hello")[1:] and llama.document_ids("<s>hello", plain=False)[:2] == [0, 0]

@@ -306,7 +306,7 @@ def render(fmt: str, prompt: str, demos: list[Item]) -> str | list[dict]:
 def encode(tok, fmt: str, rendered: str | list[dict]) -> list[int]:
     if fmt == "chat":
         return chat_template.prompt_ids(tok, rendered)
-    return [tok.eos_id, *tok.encode(rendered)]  # a new document, as in pretraining
+    return tok.document_ids(rendered, plain=False)  # a new document, as in pretraining
 
 
 def choice_ids(tok, fmt: str, rendered: str | list[dict], prompt: list[int], choice: str) -> list[int]:

@@ -167,7 +167,7 @@ class Request:
                 prompt = prompt[0]
             if not isinstance(prompt, str):
                 raise APIError(400, "'prompt' must be a string", param="prompt", code="invalid_value")
-            self.prompt = [tok.eos_id, *tok.encode_plain(prompt)]  # the start of a new document, as in pretraining
+            self.prompt = tok.document_ids(prompt)  # the start of a new document, as in pretraining
             stop_ids = [tok.eos_id]
         limit = min(limits.max_prompt_tokens or ctx - 1, ctx - 1)
         if len(self.prompt) > limit:

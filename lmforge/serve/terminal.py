@@ -31,7 +31,7 @@ def _prompt(tok, messages: list[dict], as_chat: bool, context: int, room: int) -
             ids = chat.prompt_ids(tok, msgs)
         else:
             text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in msgs) + "Assistant:"
-            ids = [tok.eos_id, *tok.encode_plain(text)]
+            ids = tok.document_ids(text)
         turns = [i for i, m in enumerate(msgs) if m["role"] != "system"]
         if len(ids) + room <= context or len(turns) <= 1:
             return ids[-(context - room) :] if len(ids) + room > context else ids

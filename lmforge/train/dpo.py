@@ -213,7 +213,7 @@ def answer_ids(tok, prompt: str | list[dict], answer: str, finished: bool, chat:
         a = tok.encode_plain(" " + answer) + ([tok.special_id("end_of_turn")] if finished else [])
     else:
         text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
-        p = [tok.eos_id, *tok.encode_plain(text)]
+        p = tok.document_ids(text)
         a = tok.encode_plain(answer) + ([tok.eos_id] if finished else [])
     return p, a
 
