@@ -478,7 +478,7 @@ def cmd_generate(args) -> int:
         prompt = chat.prompt_ids(tok, [{"role": "user", "content": args.prompt}])
         stops, text_of = chat.stop_ids(tok), lambda ids: chat.answer_text(tok, ids)  # noqa: E731
     else:
-        prompt = tok.encode(args.prompt) or [tok.eos_id]  # an empty prompt starts a new document
+        prompt = tok.document_ids(args.prompt, plain=False)  # a new document, as `lmforge sample` and the server start it
         stops, text_of = [tok.eos_id], tok.decode
     if args.beams > 1:
         results = beam_search(model, prompt, beams=args.beams, max_new_tokens=args.max_new_tokens, eos_id=stops[0], length_penalty=args.length_penalty)

@@ -172,10 +172,14 @@ class Tokenizer:
     def encode_plain(self, text: str) -> list[int]:
         """Encode `text` reading special-token strings in it as plain text: what a user wrote
         cannot forge a role marker or an end of turn. The chat template encodes contents so."""
+        return self._plain_tokenizer().encode(text, add_special_tokens=False).ids
+
+    def _plain_tokenizer(self) -> HFTokenizer:
+        """A copy of the tokenizer that reads special-token strings as text (built once)."""
         if getattr(self, "_plain", None) is None:
             self._plain = HFTokenizer.from_str(self.hf.to_str())
             self._plain.encode_special_tokens = True
-        return self._plain.encode(text, add_special_tokens=False).ids
+        return self._plain
 
     def document_ids(self, text: str, *, plain: bool = True) -> list[int]:
         """`text` as the start of a new document, what a base model continues. lmforge's own
@@ -187,11 +191,7 @@ class Tokenizer:
         strings in `text` stay text (see `encode_plain`)."""
         if not self.missing_specials:
             return [self.eos_id, *(self.encode_plain(text) if plain else self.encode(text))]
-        if plain:
-            self.encode_plain("")  # builds the plain copy
-            ids = self._plain.encode(text, add_special_tokens=True).ids
-        else:
-            ids = self.hf.encode(text, add_special_tokens=True).ids
+        ids = (self._plain_tokenizer() if plain else self.hf).encode(text, add_special_tokens=True).ids
         bos, eos = self.specials["bos"], self.specials["eos"]
         if bos is not None and self.config.get("add_bos_token") and ids[:1] != [bos]:
             ids = [bos, *ids]
