@@ -133,6 +133,12 @@ def test_ppo_stage_end_to_end(cli, chain):
     assert config["architecture"] == "transformer" and config["chat_template"] == "lmforge"
     code, stdout, err = cli("generate", "--model", out, "--prompt", "Hello?", "--max-new-tokens", 4, "--json")
     assert code == 0 and json.loads(stdout)["chat"], err
+    # a second round goes on from this policy, held near the SFT model: its start is already away from it
+    assert json.loads((out / "rl_initial_eval.json").read_text())["kl"] == 0
+    code, _, err = cli("ppo", f"policy={chain / 'sft'}", f"init={out}", f"reward={chain / 'rm'}", "iterations=1", "rollout.batch_size=4",
+                       "rollout.max_new_tokens=8", "ppo.minibatches=1", "eval.limit=8", "--out", chain / "ppo_round2")  # fmt: skip
+    assert code == 0, err
+    assert json.loads((chain / "ppo_round2" / "rl_initial_eval.json").read_text())["kl"] > 0
     # the same rollouts, another update
     code, _, err = cli("rl", "--algorithm", "grpo", f"policy={chain / 'sft'}", f"reward={chain / 'rm'}", "iterations=2", "rollout.batch_size=4",
                        "rollout.group_size=2", "rollout.max_new_tokens=8", "eval.prompts=", "--out", chain / "grpo")  # fmt: skip
@@ -155,7 +161,8 @@ def test_bad_inputs_are_refused_before_any_work(cli, chain, tmp_path):
     save_model(tmp_path / "other_rm", rm.state_dict(), model_config_json(rm), other)
     assert_clean_failure(cli("ppo", *common, f"reward={tmp_path / 'other_rm'}", "--out", tmp_path / "b"), "tokenizer differs")
     assert_clean_failure(cli("ppo", *common, f"reward={chain / 'sft'}", "--out", tmp_path / "c"), "not a reward model")
+    assert_clean_failure(cli("ppo", *common, f"reward={chain / 'rm'}", f"init={chain / 'rm'}", "--out", tmp_path / "f"), "policy's start")
     assert_clean_failure(cli("rl", "--algorithm", "grpo", *common, f"reward={chain / 'rm'}", "--out", tmp_path / "d"), "group_size")
     assert_clean_failure(cli("ppo", "iterations=1", "--out", tmp_path / "e"), "policy")
-    for name in "bcde":
+    for name in "bcdef":
         assert not (tmp_path / name).exists()

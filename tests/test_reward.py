@@ -169,6 +169,13 @@ def test_a_reward_model_learns_a_synthetic_preference(cli, base, tmp_path):
     rm, folder = load_model(out)
     scores = reward_scores(rm.eval(), Tokenizer.load(folder), [f"Say something {i}." for i in range(20)], [" the cat"] * 20)
     assert abs(float(scores.mean())) < 1e-4 and result["normalize_offset"] != 0
+    # a reward model as init is trained further, its head kept (a later round of labeling):
+    # at a learning rate of ~0 it scores as before
+    again = tmp_path / "rm_again"
+    code, _, err = cli("rm", f"init={out}", f"data.train=[{train}]", "data.normalize=", "epochs=0", "train.steps=2", "train.optim.lr=1e-12", "--out", again)
+    assert code == 0, err
+    rm2, _ = load_model(again)
+    assert torch.allclose(reward_scores(rm2.eval(), Tokenizer.load(folder), [f"Say something {i}." for i in range(20)], [" the cat"] * 20), scores, atol=1e-5)
     # evaluation on the held-out rankings agrees with the training's own
     code, stdout, err = cli("eval", "rm", "--model", out, "--data", val, "--json")
     assert code == 0, err

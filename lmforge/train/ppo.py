@@ -126,6 +126,7 @@ def _rl_train() -> TrainConfig:
 class RLConfig:
     algorithm: Literal["ppo", "reinforce", "rloo", "grpo"] = "ppo"
     policy: str = ""  # the SFT model: the policy's start and the frozen reference
+    init: str = ""  # the policy's start when it is not the reference: an earlier round's policy (empty: `policy`)
     reward: str = ""  # the reward model
     value: Literal["model", "head"] = "model"  # ppo: a value model initialised from the reward model, or a head on the policy
     iterations: int = 100
@@ -611,6 +612,13 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     rm, rfolder = load_model(cfg.reward)
     if not isinstance(policy, Transformer) or policy.head_kind != "lm":
         raise InputError("the policy must be a transformer language model (the SFT model)", path=pfolder, field="policy")
+    ref = copy.deepcopy(policy)
+    if cfg.init:  # a later round (iterated RLHF): go on from the earlier policy, still held near the SFT model
+        policy, ifolder = load_model(cfg.init)
+        if not isinstance(policy, Transformer) or policy.head_kind != "lm" or policy.cfg != ref.cfg:
+            raise InputError("the policy's start must be a language model of the reference's architecture (an earlier PPO policy from it)", path=ifolder, field="init")
+        if Tokenizer.load(ifolder).sha256 != Tokenizer.load(pfolder).sha256:
+            raise InputError("the policy's start has another tokenizer than the reference", path=ifolder, field="init")
     if rm.head_kind != "scalar":
         raise InputError("not a reward model (train one with `lmforge rm`)", path=rfolder, field="reward")
     tok, rtok = Tokenizer.load(pfolder), Tokenizer.load(rfolder)
@@ -637,7 +645,6 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     monitor = monitor_factory(world_dir) if world_dir is not None and r.prompts == "world" else None
     eval_monitor = monitor_factory(world_dir) if world_dir is not None and cfg.eval.prompts == "world" else None
 
-    ref = copy.deepcopy(policy)
     value = None
     if cfg.algorithm == "ppo" and cfg.value == "model":
         value = copy.deepcopy(rm)  # the value function starts from the reward model (Ouyang et al.)

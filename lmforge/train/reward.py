@@ -67,7 +67,7 @@ def _rm_train() -> TrainConfig:
 
 @dataclass
 class RMConfig:
-    init: str = ""  # the SFT model (or any transformer LM) the reward model starts from
+    init: str = ""  # the SFT model (or any transformer LM) the reward model starts from, or a reward model to train further
     data: RMDataConfig = field(default_factory=RMDataConfig)
     margin: float = 0.0  # m in log sigmoid(r_w - r_l - m), added to each pair's own margin
     center: float = 0.0  # eta: weight of mean((r_w + r_l)^2), TRL's center_rewards_coefficient (~0.01)
@@ -94,10 +94,14 @@ def rewards_at_last(model, ids: torch.Tensor, last: torch.Tensor) -> torch.Tenso
 
 def reward_model_from(init: str | os.PathLike) -> tuple[Transformer, Path]:
     """A reward model built on a language model's weights: same body, a scalar head instead of
-    the unembedding (initialised small, Ouyang et al.: "removed the final unembedding layer")."""
+    the unembedding (initialised small, Ouyang et al.: "removed the final unembedding layer").
+    A reward model given as `init` is returned as it is, head and all: a later round of
+    labeling trains it further on the new comparisons."""
     lm, folder = load_model(init)
     if not isinstance(lm, Transformer):
         raise InputError("the reward model is a transformer; this model is not one", path=folder, field="init")
+    if lm.head_kind == "scalar":
+        return lm, folder
     rm = Transformer(lm.cfg, head="scalar")
     state = {k: v for k, v in lm.state_dict().items() if not k.startswith(("lm_head.", "score_head."))}
     missing, unexpected = rm.load_state_dict(state, strict=False)
