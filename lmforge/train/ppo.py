@@ -617,13 +617,14 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     tok, rtok = Tokenizer.load(pfolder), Tokenizer.load(rfolder)
     if tok.sha256 != rtok.sha256:
         raise InputError("the reward model's tokenizer differs from the policy's: train the reward model from this policy's SFT model", path=rfolder, field="reward")
-    ref = copy.deepcopy(policy)
     if cfg.init:  # a later round (iterated RLHF): go on from the earlier policy, still held near the SFT model
-        policy, ifolder = load_model(cfg.init)
+        ref, (policy, ifolder) = policy, load_model(cfg.init)
         if not isinstance(policy, Transformer) or policy.head_kind != "lm" or policy.cfg != ref.cfg:
             raise InputError("the policy's start must be a language model of the reference's architecture (an earlier PPO policy from it)", path=ifolder, field="init")
         if Tokenizer.load(ifolder).sha256 != tok.sha256:
             raise InputError("the policy's start has another tokenizer than the reference", path=ifolder, field="init")
+    else:
+        ref = copy.deepcopy(policy)
     as_chat = policy.chat_template is not None
     r = cfg.rollout
     prompts_path = _world_prompts(r.prompts, cfg.policy, "ppo_prompts.jsonl")
