@@ -9,6 +9,7 @@ from lmforge.cli import main
 from lmforge.models import load_model
 from lmforge.models.lora import LoRAConfig, LoRALinear, adapter_state, apply_lora, merge_lora, merged_state
 from lmforge.models.transformer import ModelConfig, Transformer
+from lmforge.tokenizer import Tokenizer
 
 
 def _model(flavour="llama"):
@@ -56,9 +57,14 @@ def test_sft_and_dpo_with_lora_train_adapters_only(chain, tmp_path):
     tuned, _ = load_model(out)  # a plain model, adapters merged
     assert (out / "adapter.safetensors").exists()
     changed = [n for n, p in tuned.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
-    # only the adapted projections moved; embeddings and norms are the base model's
-    assert changed and all(any(t in n for t in (".attn.", ".mlp.")) and n.endswith(".weight") for n in changed)
-    assert torch.equal(tuned.state_dict()["tok_emb.weight"], base.state_dict()["tok_emb.weight"])
+    # only the adapted projections moved; norms are the base model's, and of the embeddings only
+    # <|end|>'s output row, started from <|endoftext|>'s before training (lmforge.train.sft)
+    assert changed and all(any(t in n for t in (".attn.", ".mlp.")) and n.endswith(".weight") for n in changed if "emb" not in n and "lm_head" not in n)
+    end = Tokenizer.load(chain / "base").special_id("end_of_turn")
+    for name in ("tok_emb.weight", "lm_head.weight"):
+        moved = (tuned.state_dict()[name] != base.state_dict()[name]).any(1).nonzero().flatten().tolist()
+        assert moved in ([], [end])
+    assert torch.equal(tuned.state_dict()["lm_head.weight"][end], base.state_dict()["lm_head.weight"][Tokenizer.load(chain / "base").eos_id])
 
     out = tmp_path / "dpo_lora"
     assert main(["dpo", f"init={chain / 'sft'}", "epochs=0", "train.steps=4", "train.batch_size=4", "lora.r=4", "lora.targets=[attn.q,attn.v]", "eval.prompts=", "--out", str(out)]) == 0

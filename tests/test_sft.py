@@ -226,6 +226,7 @@ def test_sft_learns_the_answers_and_makes_a_chat_model(cli, base, tmp_path, demo
     result = json.loads(stdout)
     config = json.loads((out / "config.json").read_text())
     assert config["chat_template"] == "lmforge" and config["trained_seq_len"] == 64
+    assert result["end_of_turn_from"] == "eos" and "untrained_tokens" not in config  # the base never saw <|end|>
     before, _ = load_model(base)
     after, folder = load_model(out)
     examples, _ = read_examples(val, Tokenizer.load(folder), max_len=65)
@@ -241,6 +242,37 @@ def test_sft_learns_the_answers_and_makes_a_chat_model(cli, base, tmp_path, demo
     assert answer["chat"] and answer["completions"][0]["finished"] and answer["completions"][0]["text"].strip()
     code, stdout, _ = cli("generate", "--model", base, "--prompt", "What is 2 + 3?", "--max-new-tokens", 5, "--json")
     assert code == 0 and not json.loads(stdout)["chat"]  # a base model continues text
+
+
+def test_pretraining_records_the_tokens_it_never_saw(base, shards):
+    from lmforge.data.shards import TokenShards
+    from lmforge.tokenizer import Tokenizer
+
+    config = json.loads((base / "config.json").read_text())
+    tok = Tokenizer.load(base)
+    counts = np.bincount(TokenShards(shards / "shards", "train").read_all(), minlength=tok.vocab_size)
+    assert config["untrained_tokens"] == [int(i) for i in np.flatnonzero(counts == 0)]
+    assert tok.special_id("end_of_turn") in config["untrained_tokens"] and tok.eos_id not in config["untrained_tokens"]
+
+
+def test_end_of_turn_starts_from_end_of_text_only_when_it_is_new(bpe):
+    from lmforge.train.sft import start_end_of_turn
+
+    end, eos = bpe.special_id("end_of_turn"), bpe.eos_id
+    for tied in (False, True):
+        model = tiny("gpt2" if tied else "llama", vocab=bpe.vocab_size)
+        model.chat_template, model.untrained_tokens = None, [end, 300]
+        other = model.lm_head.weight[300].clone()
+        assert start_end_of_turn(model, bpe)
+        assert torch.equal(model.lm_head.weight[end], model.lm_head.weight[eos])
+        assert torch.equal(model.lm_head.weight[300], other)  # only the end of turn moves
+        assert torch.equal(model.tok_emb.weight[end], model.lm_head.weight[eos]) == tied
+    for chat, untrained in ((None, None), ("lmforge", [end]), (None, [end, eos]), (None, [300])):
+        model = tiny(vocab=bpe.vocab_size)
+        model.chat_template, model.untrained_tokens = chat, untrained
+        before = model.lm_head.weight.clone()
+        assert not start_end_of_turn(model, bpe)  # no record, already a chat model, no trained eos, or <|end|> seen
+        assert torch.equal(model.lm_head.weight, before)
 
 
 def test_sft_bad_inputs_fail_cleanly(cli, base, tmp_path):

@@ -6,8 +6,8 @@
 
 A saved neural model is a folder with `config.json` ({"architecture": "transformer" | "rnn",
 "head": ..., "model": the config's fields, "trained_seq_len": the length of its training
-sequences, "chat_template": "lmforge" once fine-tuned on conversations}), `model.safetensors`
-and `tokenizer.json`.
+sequences, "chat_template": "lmforge" once fine-tuned on conversations, "untrained_tokens": the
+ids pretraining never saw, which SFT needs to know}), `model.safetensors` and `tokenizer.json`.
 
 Nothing here imports torch until a neural model is asked for, so the n-gram commands start
 without it.
@@ -47,6 +47,9 @@ def build_model(config: dict):
     model.trained_seq_len = config.get("trained_seq_len")
     # the chat template a fine-tuned model was trained with (None: a base model, plain text)
     model.chat_template = config.get("chat_template")
+    # ids that never occurred in the pretraining data (pretraining records them): their rows were
+    # only ever pushed down, so SFT starts the chat template's tokens elsewhere (lmforge.train.sft)
+    model.untrained_tokens = config.get("untrained_tokens")
     return model
 
 

@@ -137,6 +137,30 @@ def _world_dir(cfg: SFTConfig, out: Path) -> Path:
     return world
 
 
+@torch.no_grad()
+def start_end_of_turn(model, tokenizer) -> bool:
+    """Start <|end|>'s output row as a copy of <|endoftext|>'s when pretraining saw the one and
+    never the other; True if it did.
+
+    Plain text never contains <|end|>, so pretraining only ever pushed its row down, the same way
+    as every other token it never saw (in the default world 703 of 1216 ids, their rows within cos
+    0.998 of one direction). Fine-tuning then raises <|end|> after an answer fastest by turning the
+    hidden state that way, which raises all of those tokens at once: after one epoch the SFT model
+    gave <|end|> 0.04 after a finished answer and spread the rest almost evenly over the unseen
+    tokens (entropy 6.5 nats where the base model had 0.8, in plain text too), and its sampled
+    answers ran on into stray tokens and whatever sentence followed them. A new token is better
+    started from a trained row (Hewitt 2021, "Initializing new word embeddings for pretrained
+    language models"); the one whose job it shares is the end of a document. Started there, one
+    epoch gives <|end|> 0.97 after an answer, and held-out answer loss 0.30 instead of 0.56."""
+    untrained = set(getattr(model, "untrained_tokens", None) or ())
+    end, eos = tokenizer.special_id("end_of_turn"), tokenizer.special_id("eos")
+    if model.chat_template is not None or end is None or eos is None or end not in untrained or eos in untrained:
+        return False
+    head = model.lm_head.weight  # with tied embeddings also <|end|>'s input row: a boundary either way
+    head[end] = head[eos]
+    return True
+
+
 def run_sft(cfg: SFTConfig, out: str | Path) -> dict:
     cfg.validate()
     out = Path(out)
@@ -175,10 +199,14 @@ def run_sft(cfg: SFTConfig, out: str | Path) -> dict:
     text = run_config_text(cfg, out)
     atomic_write_text(out / "config.yaml", text)
     atomic_write_text(out / "data_stats.json", json.dumps(stats, indent=2))
-    extra = {"trainable_parameters": apply_lora(model, cfg.lora)} if cfg.lora.r else {}
+    extra = {}
+    template = "tokenizer" if tokenizer.chat_template else CHAT_TEMPLATE_NAME  # an imported model keeps its own
+    if template == CHAT_TEMPLATE_NAME and start_end_of_turn(model, tokenizer):
+        extra["end_of_turn_from"] = "eos"
+    if cfg.lora.r:
+        extra["trainable_parameters"] = apply_lora(model, cfg.lora)
 
     evaluate = (lambda m: evaluate_sft(m, val, cfg.train.batch_size)) if val else None  # noqa: E731
-    template = "tokenizer" if tokenizer.chat_template else CHAT_TEMPLATE_NAME  # an imported model keeps its own
     model_config = {**model_config_json(model), "trained_seq_len": seq_len, "chat_template": template}
     last = train(
         model, sft_loss(cfg.prompt_loss_weight), batches, cfg.train, out,
