@@ -6,10 +6,11 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from lmforge.data.comparisons import collate, encode_comparisons, ranking_pairs, read_comparisons
+from lmforge.data.comparisons import Encoded, collate, encode_comparisons, ranking_pairs, read_comparisons
 from lmforge.errors import InputError
 from lmforge.models.transformer import ModelConfig, Transformer
 from lmforge.train.reward import pairwise_loss, rewards_at_last
@@ -67,7 +68,7 @@ def test_rewards_are_read_at_each_rows_last_token(bpe):
     ids = torch.zeros(3, 7, dtype=torch.long)
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s)
-    got = rewards_at_last(rm, ids, torch.tensor([len(s) - 1 for s in seqs]))
+    got = rewards_at_last(rm, ids, torch.tensor([i * 7 + len(s) - 1 for i, s in enumerate(seqs)]))
     for i, s in enumerate(seqs):
         alone = rm(torch.tensor([s]))[0, -1]
         assert float(got[i]) == pytest.approx(float(alone), abs=1e-5)
@@ -103,16 +104,33 @@ def test_bad_comparisons_are_errors_or_counted_skips(tmp_path):
 def test_collate_pairs_index_the_flattened_answers(bpe, tmp_path):
     comps, _ = read_comparisons(write_jsonl(tmp_path / "c.jsonl", [ranked("A?", ["x", "yy", "zzz"], [2, 0, 1]), ranked("B?", ["p", "q"], [0, 1])]))
     data, skipped = encode_comparisons(comps, bpe, max_len=64, chat=True)
-    b = collate(data)
+    b = collate(data, pack=False)
     assert skipped == 0 and b["input_ids"].shape[0] == 5
     assert b["pairs"].tolist() == [[2, 0], [2, 1], [0, 1], [3, 4]] and b["group"].tolist() == [0, 0, 0, 1]
-    # the last index is each answer's own last token: its <|end|>
-    assert all(int(b["input_ids"][i, b["last"][i]]) == bpe.special_id("end_of_turn") for i in range(5))
+    # the last index is each answer's own last token (flat over rows): its <|end|>
+    assert all(int(b["input_ids"].reshape(-1)[b["last"][i]]) == bpe.special_id("end_of_turn") for i in range(5))
+    packed = collate(data)  # the same answers, several to a row
+    assert packed["pairs"].tolist() == b["pairs"].tolist()
+    assert all(int(packed["input_ids"].reshape(-1)[packed["last"][i]]) == bpe.special_id("end_of_turn") for i in range(5))
     # an answer that did not finish has no <|end|>, and one longer than max_len drops its comparison
     comps[0].finished = [True, False, True]
     data, _ = encode_comparisons(comps, bpe, max_len=64, chat=True)
     assert data[0].seqs[1][-1] != bpe.special_id("end_of_turn")
     assert encode_comparisons(comps, bpe, max_len=8, chat=True)[1] == 2
+
+
+@pytest.mark.parametrize("flavour", ["llama", "gpt2"])
+def test_packed_answers_score_as_they_do_one_a_row(bpe, flavour):
+    torch.manual_seed(0)
+    rm = Transformer(ModelConfig(flavour=flavour, vocab_size=bpe.vocab_size, n_layer=2, n_head=2, d_model=16, max_seq_len=64), head="scalar").eval().requires_grad_(False)
+    rng = np.random.default_rng(0)
+    data = [Encoded([list(rng.integers(10, 200, size=n)) for n in sizes], np.array([[0, 1]]), np.zeros(1), None) for sizes in ([3, 30, 1, 12], [25, 5], [8, 8, 9])]
+    one, packed = collate(data, pack=False), collate(data)
+    assert packed["input_ids"].shape[0] < one["input_ids"].shape[0]  # fewer rows, no wider
+    assert packed["input_ids"].shape[1] == one["input_ids"].shape[1] == 30
+    a = rewards_at_last(rm, one["input_ids"], one["last"])
+    b = rewards_at_last(rm, packed["input_ids"], packed["last"], packed["positions"], packed["segments"])
+    assert torch.allclose(a, b, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- training

@@ -86,10 +86,13 @@ class RMConfig:
 # --------------------------------------------------------------------------- the model
 
 
-def rewards_at_last(model, ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """The scalar head's output at each row's last real token (rows right-padded): (N,)."""
-    scores = model(ids)  # (N, L): causal attention, so padding after the answer changes nothing
-    return scores.gather(1, last[:, None]).squeeze(1).float()
+def rewards_at_last(model, ids: torch.Tensor, last: torch.Tensor, positions=None, segments=None) -> torch.Tensor:
+    """The scalar head's output at each answer's last token: (N,). `last` indexes the flattened
+    (rows, width) scores; rows are right-padded answers, or packed ones (`positions` and
+    `segments` from `lmforge.data.comparisons.collate`). Causal attention, so what follows an
+    answer in its row changes nothing."""
+    scores = model(ids, positions=positions, segments=segments)  # (rows, width)
+    return scores.reshape(-1)[last].float()
 
 
 def reward_model_from(init: str | os.PathLike) -> tuple[Transformer, Path]:
@@ -129,7 +132,7 @@ def reward_scores(model, tokenizer, prompts: list, answers: list[str], finished:
         ids = torch.full((len(seqs), L), tokenizer.pad_id, dtype=torch.long)
         for j, s in enumerate(seqs):
             ids[j, : len(s)] = torch.tensor(s)
-        last = torch.tensor([len(s) - 1 for s in seqs])
+        last = torch.tensor([j * L + len(s) - 1 for j, s in enumerate(seqs)])
         out.append(rewards_at_last(model, ids.to(device), last.to(device)).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -155,7 +158,7 @@ def pairwise_loss(r: torch.Tensor, pairs: torch.Tensor, group: torch.Tensor, mar
 
 def rm_loss(margin: float = 0.0, center: float = 0.0):
     def objective(model, batch: dict):
-        r = rewards_at_last(model, batch["input_ids"], batch["last"])
+        r = rewards_at_last(model, batch["input_ids"], batch["last"], batch.get("positions"), batch.get("segments"))
         loss, acc, gap = pairwise_loss(r, batch["pairs"], batch["group"], batch["margins"], margin, center)
         return loss, {"tokens": int(batch["input_ids"].numel()), "accuracy": float(acc.detach()), "reward_gap": float(gap.detach()), "pairs": int(len(batch["pairs"]))}
 
@@ -169,7 +172,7 @@ def evaluate_pairs(model, data: list[Encoded], batch_size: int = 16, pad_id: int
     correct, pairs, loss_sum, groups = 0.0, 0, 0.0, 0
     for i in range(0, len(data), batch_size):
         b = {k: v.to(device) for k, v in collate(data[i : i + batch_size], pad_id).items()}
-        r = rewards_at_last(model, b["input_ids"], b["last"])
+        r = rewards_at_last(model, b["input_ids"], b["last"], b.get("positions"), b.get("segments"))
         loss, _, _ = pairwise_loss(r, b["pairs"], b["group"], b["margins"])
         diff = r[b["pairs"][:, 0]] - r[b["pairs"][:, 1]]
         correct += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
