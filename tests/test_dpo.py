@@ -152,10 +152,48 @@ def test_stored_and_online_reference_give_the_same_loss_and_gradients():
 
 def test_answer_mask_covers_the_answer_tokens_only():
     item = PrefItem([np.array([5, 6, 7, 8, 9]), np.array([5, 6, 7, 3])], [3, 3], np.array([[0, 1]]))
-    b = collate([item], pad_id=0)
+    b = collate([item], pad_id=0, pack=False)
     assert b["input_ids"].tolist() == [[5, 6, 7, 8, 9], [5, 6, 7, 3, 0]]
     # targets are ids[1:]: the answer tokens 8, 9 (and 3) are targets 2, 3 (and 2)
     assert b["answer_mask"].tolist() == [[0, 0, 1, 1], [0, 0, 1, 0]]
+    assert b["owner"][1, :3].tolist() == [1, 1, 1]
+    # packed: two short sequences share a row as wide as the longest; each target stays its own
+    short = PrefItem([np.array([5, 6, 7, 8, 9, 4, 4, 4]), np.array([5, 6, 3]), np.array([5, 2])], [2, 2, 1], np.array([[0, 1], [1, 2]]))
+    b = collate([short], pad_id=0)
+    assert b["input_ids"].tolist() == [[5, 6, 7, 8, 9, 4, 4, 4], [5, 6, 3, 5, 2, 0, 0, 0]]
+    assert b["segments"].tolist()[1] == [1, 1, 1, 2, 2, 0, 0, 0] and b["positions"].tolist()[1][:5] == [0, 1, 2, 0, 1]
+    # row 1: target 3 (of sequence 1) at column 1, target 2 (of sequence 2) at column 3; the
+    # column between them (sequence 1's last token predicting sequence 2's first) is not a target
+    assert b["answer_mask"].tolist()[1] == [0, 1, 0, 1, 0, 0, 0]
+    assert b["owner"].tolist()[1][:2] == [1, 1] and b["owner"].tolist()[1][3] == 2 and b["lengths"].tolist() == [8, 3, 2]
+
+
+def test_packed_batches_give_the_same_log_probs_loss_and_gradients():
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=40, n_layer=2, n_head=2, n_kv_head=1, d_model=32, max_seq_len=64))
+    rng = np.random.default_rng(0)
+    items = []
+    for _ in range(4):  # K answers of very different lengths to one prompt each, as a ranking's
+        prompt = rng.integers(3, 40, rng.integers(3, 9)).tolist()
+        seqs = [np.array(prompt + rng.integers(3, 40, n).tolist()) for n in (1, 3, 12, 20)]
+        items.append(PrefItem(seqs, [len(prompt)] * 4, np.array([[0, 1], [2, 3], [0, 3]])))
+    reference_logps(model, items)
+    one, packed = collate(items, 0, pack=False), collate(items, 0)
+    assert packed["input_ids"].shape[0] < one["input_ids"].shape[0]
+    cfg = DPOConfig(init="-", loss="ipo", beta=0.3)  # IPO also uses each answer's token count
+    results = []
+    for b in (one, packed):
+        model.zero_grad()
+        loss, _ = dpo_objective(cfg)(model, b)
+        loss.backward()
+        results.append((float(loss), [p.grad.clone() for p in model.parameters()]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(results[0][1], results[1][1]))
+    # the stored reference (made packed) equals an unpacked pass of the same model
+    with torch.no_grad():
+        from lmforge.train.dpo import answer_logps
+
+        assert torch.allclose(answer_logps(model, one)[0], one["ref"], atol=1e-4)
 
 
 # --------------------------------------------------------------------------- the stage

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.comparisons import Comparison, ComparisonLoader, read_comparisons, split_by_prompt
+from ..data.comparisons import Comparison, ComparisonLoader, pack_rows, read_comparisons, split_by_prompt
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_text
 from ..models.lora import LoRAConfig, apply_lora
@@ -314,24 +314,46 @@ def encode_unpaired(examples: list[Unpaired], tok, *, max_len: int, chat: bool, 
     return kept, skipped
 
 
-def collate(batch: list[PrefItem], pad_id: int = 0) -> dict:
-    """Every sequence of the batch right-padded to (N, L); the answer mask over next-token
-    targets (N, L-1); the reference log-probs; pairs as row indices and the item each is of;
-    for KTO the label of each item (its answer is row 2i, its KL sequence row 2i+1)."""
+def collate(batch: list[PrefItem], pad_id: int = 0, pack: bool = True) -> dict:
+    """One batch: every sequence (prompt + answer) of every item; the answer mask over next-token
+    targets and `owner`, the sequence each target belongs to (its index in the items' order);
+    `lengths` of the sequences; the reference log-probs; pairs as sequence indices and the item
+    each is of; for KTO the label of each item (its answer is sequence 2i, its KL sequence 2i+1).
+
+    Packed (the default), sequences share rows as wide as the longest one, with positions from 0
+    and segment ids so each attends only to itself (the transformer's block-diagonal mask), as
+    the reward model's batches do (lmforge.data.comparisons.collate): the same log-probs without
+    computing padding. Unpacked, each sequence is right-padded in its own row."""
     seqs = [s for it in batch for s in it.seqs]
+    starts = [st for it in batch for st in it.starts]
     L = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), L), pad_id, dtype=np.int64)
-    mask = np.zeros((len(seqs), L - 1), dtype=np.float32)
-    row = 0
-    for it in batch:
-        for s, start in zip(it.seqs, it.starts):
-            ids[row, : len(s)] = s
-            mask[row, start - 1 : len(s) - 1] = 1.0  # target t+1 is predicted at t: the answer's tokens
-            row += 1
+    rows = pack_rows(seqs, L) if pack else [[i] for i in range(len(seqs))]
+    ids = np.full((len(rows), L), pad_id, dtype=np.int64)
+    positions = np.zeros((len(rows), L), dtype=np.int64)
+    segments = np.zeros((len(rows), L), dtype=np.int64)
+    mask = np.zeros((len(rows), L - 1), dtype=np.float32)
+    owner = np.zeros((len(rows), L - 1), dtype=np.int64)
+    for r, members in enumerate(rows):
+        at = 0
+        for k, i in enumerate(members):
+            n = len(seqs[i])
+            ids[r, at : at + n] = seqs[i]
+            positions[r, at : at + n] = np.arange(n)
+            segments[r, at : at + n] = k + 1  # padding keeps segment 0
+            # target t+1 is predicted at t: the answer's tokens; a sequence's last position
+            # would predict the next one's first token, and is not in the mask
+            mask[r, at + starts[i] - 1 : at + n - 1] = 1.0
+            owner[r, at : at + n - 1] = i
+            at += n
     offsets = np.cumsum([0] + [len(it.seqs) for it in batch[:-1]])
     pairs = np.concatenate([it.pairs + off for it, off in zip(batch, offsets)]) if len(batch[0].pairs) else np.zeros((0, 2), dtype=np.int64)
     group = np.concatenate([np.full(len(it.pairs), g) for g, it in enumerate(batch)]).astype(np.int64)
-    out = {"input_ids": ids, "answer_mask": mask, "pairs": pairs, "group": group, "desirable": np.array([it.desirable for it in batch])}
+    out = {
+        "input_ids": ids, "answer_mask": mask, "owner": owner, "lengths": np.array([len(s) for s in seqs], dtype=np.int64),
+        "pairs": pairs, "group": group, "desirable": np.array([it.desirable for it in batch]),
+    }  # fmt: skip
+    if pack:
+        out.update(positions=positions, segments=segments)
     if all(it.ref is not None for it in batch):
         out["ref"] = np.concatenate([it.ref for it in batch]).astype(np.float32)
     return {k: torch.from_numpy(v) for k, v in out.items()}
@@ -340,11 +362,17 @@ def collate(batch: list[PrefItem], pad_id: int = 0) -> dict:
 # --------------------------------------------------------------------------- log-probabilities
 
 
-def answer_logps(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """log p(answer | prompt) of each right-padded row, summed over its answer tokens (N,)."""
-    logits = model(ids[:, :-1]).float()
+def answer_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(answer | prompt) of each sequence of a collated batch, summed over its answer
+    tokens, and the number of those tokens (both (N,), in the items' order)."""
+    ids, mask, owner = batch["input_ids"], batch["answer_mask"], batch["owner"]
+    kw = {k: batch[k][:, :-1] for k in ("positions", "segments") if k in batch}
+    logits = model(ids[:, :-1], **kw).float()
     token_logp = -F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none").view_as(mask)
-    return (token_logp * mask).sum(1)
+    n = len(batch["lengths"])
+    lp = token_logp.new_zeros(n).index_add(0, owner.flatten(), (token_logp * mask).flatten())
+    tokens = mask.new_zeros(n).index_add(0, owner.flatten(), mask.flatten())
+    return lp, tokens
 
 
 @torch.no_grad()
@@ -354,8 +382,8 @@ def reference_logps(ref, items: list[PrefItem], *, batch_size: int = 16, pad_id:
     device = device or next(ref.parameters()).device
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
-        b = collate(chunk, pad_id)
-        lp = answer_logps(ref, b["input_ids"].to(device), b["answer_mask"].to(device)).cpu().numpy()
+        b = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+        lp = answer_logps(ref, b)[0].cpu().numpy()
         k = 0
         for it in chunk:
             it.ref = lp[k : k + len(it.seqs)].astype(np.float64)
@@ -426,14 +454,13 @@ def dpo_objective(cfg: DPOConfig, ref_model=None):
     the batch carries the stored reference log-probs)."""
 
     def objective(model, batch: dict):
-        ids, mask = batch["input_ids"], batch["answer_mask"]
-        lp = answer_logps(model, ids, mask)
+        ids = batch["input_ids"]
+        lp, tokens = answer_logps(model, batch)
         if ref_model is not None:
             with torch.no_grad():
-                ref = answer_logps(ref_model, ids, mask)
+                ref = answer_logps(ref_model, batch)[0]
         else:
             ref = batch["ref"]
-        tokens = mask.sum(1)
         if cfg.loss == "kto":
             answer, kl_rows = lp[0::2], lp[1::2].detach()
             kl = (kl_rows - ref[1::2]).mean()
@@ -476,8 +503,8 @@ def evaluate_preferences(model, items: list[PrefItem], cfg: DPOConfig, *, pad_id
 
     for i in range(0, len(items), batch_size):
         b = {k: v.to(device) for k, v in collate(items[i : i + batch_size], pad_id).items()}
-        lp = answer_logps(model, b["input_ids"], b["answer_mask"])
-        ref, tokens = b["ref"].to(lp.dtype), b["answer_mask"].sum(1)
+        lp, tokens = answer_logps(model, b)
+        ref = b["ref"].to(lp.dtype)
         if cfg.loss == "kto":
             kl = (lp[1::2] - ref[1::2]).mean()
             losses, rewards = kto_loss(lp[0::2], ref[0::2], b["desirable"], kl, beta=cfg.beta, desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight)
