@@ -176,6 +176,28 @@ def pack_rows(seqs: list, width: int) -> list[list[int]]:
     return rows
 
 
+def fill_rows(seqs: list, pad_id: int = 0, pack: bool = True):
+    """Token rows (R, L) for `seqs`, L the longest: packed by `pack_rows` or one a row. Returns
+    ids, positions (from 0 in each sequence), segment ids (1, 2, ... within a row; padding 0)
+    and where each sequence starts: (row, column) per sequence, in `seqs`' order."""
+    L = max(len(s) for s in seqs)
+    rows = pack_rows(seqs, L) if pack else [[i] for i in range(len(seqs))]
+    ids = np.full((len(rows), L), pad_id, dtype=np.int64)
+    positions = np.zeros((len(rows), L), dtype=np.int64)
+    segments = np.zeros((len(rows), L), dtype=np.int64)
+    place = [(0, 0)] * len(seqs)
+    for r, members in enumerate(rows):
+        at = 0
+        for k, i in enumerate(members):
+            n = len(seqs[i])
+            ids[r, at : at + n] = seqs[i]
+            positions[r, at : at + n] = np.arange(n)
+            segments[r, at : at + n] = k + 1  # padding keeps segment 0
+            place[i] = (r, at)
+            at += n
+    return ids, positions, segments, place
+
+
 def collate(batch: list[Encoded], pad_id: int = 0, pack: bool = True) -> dict:
     """One batch: every answer of every comparison, each read by the reward model once; `last`
     the flat index (row * width + column) of each answer's last token, in the comparisons' order;
@@ -189,21 +211,9 @@ def collate(batch: list[Encoded], pad_id: int = 0, pack: bool = True) -> dict:
     import torch
 
     seqs = [s for e in batch for s in e.seqs]
-    L = max(len(s) for s in seqs)
-    rows = pack_rows(seqs, L) if pack else [[i] for i in range(len(seqs))]
-    ids = np.full((len(rows), L), pad_id, dtype=np.int64)
-    positions = np.zeros((len(rows), L), dtype=np.int64)
-    segments = np.zeros((len(rows), L), dtype=np.int64)
-    last = np.zeros(len(seqs), dtype=np.int64)
-    for r, members in enumerate(rows):
-        at = 0
-        for k, i in enumerate(members):
-            n = len(seqs[i])
-            ids[r, at : at + n] = seqs[i]
-            positions[r, at : at + n] = np.arange(n)
-            segments[r, at : at + n] = k + 1  # padding keeps segment 0
-            last[i] = r * L + at + n - 1
-            at += n
+    ids, positions, segments, place = fill_rows(seqs, pad_id, pack)
+    L = ids.shape[1]
+    last = np.array([r * L + at + len(s) - 1 for (r, at), s in zip(place, seqs)], dtype=np.int64)
     offsets = np.cumsum([0] + [len(e.seqs) for e in batch[:-1]])
     pairs = np.concatenate([e.pairs + off for e, off in zip(batch, offsets)])
     group = np.concatenate([np.full(len(e.pairs), g) for g, e in enumerate(batch)])

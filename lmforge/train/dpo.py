@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.comparisons import Comparison, ComparisonLoader, pack_rows, read_comparisons, split_by_prompt
+from ..data.comparisons import Comparison, ComparisonLoader, fill_rows, read_comparisons, split_by_prompt
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_text
 from ..models.lora import LoRAConfig, apply_lora
@@ -326,25 +326,14 @@ def collate(batch: list[PrefItem], pad_id: int = 0, pack: bool = True) -> dict:
     computing padding. Unpacked, each sequence is right-padded in its own row."""
     seqs = [s for it in batch for s in it.seqs]
     starts = [st for it in batch for st in it.starts]
-    L = max(len(s) for s in seqs)
-    rows = pack_rows(seqs, L) if pack else [[i] for i in range(len(seqs))]
-    ids = np.full((len(rows), L), pad_id, dtype=np.int64)
-    positions = np.zeros((len(rows), L), dtype=np.int64)
-    segments = np.zeros((len(rows), L), dtype=np.int64)
-    mask = np.zeros((len(rows), L - 1), dtype=np.float32)
-    owner = np.zeros((len(rows), L - 1), dtype=np.int64)
-    for r, members in enumerate(rows):
-        at = 0
-        for k, i in enumerate(members):
-            n = len(seqs[i])
-            ids[r, at : at + n] = seqs[i]
-            positions[r, at : at + n] = np.arange(n)
-            segments[r, at : at + n] = k + 1  # padding keeps segment 0
-            # target t+1 is predicted at t: the answer's tokens; a sequence's last position
-            # would predict the next one's first token, and is not in the mask
-            mask[r, at + starts[i] - 1 : at + n - 1] = 1.0
-            owner[r, at : at + n - 1] = i
-            at += n
+    ids, positions, segments, place = fill_rows(seqs, pad_id, pack)
+    mask = np.zeros((ids.shape[0], ids.shape[1] - 1), dtype=np.float32)
+    owner = np.zeros_like(mask, dtype=np.int64)
+    for i, ((r, at), s, start) in enumerate(zip(place, seqs, starts)):
+        # target t+1 is predicted at t: the answer's tokens; a sequence's last position would
+        # predict the next one's first token, and is not in the mask
+        mask[r, at + start - 1 : at + len(s) - 1] = 1.0
+        owner[r, at : at + len(s) - 1] = i
     offsets = np.cumsum([0] + [len(it.seqs) for it in batch[:-1]])
     pairs = np.concatenate([it.pairs + off for it, off in zip(batch, offsets)]) if len(batch[0].pairs) else np.zeros((0, 2), dtype=np.int64)
     group = np.concatenate([np.full(len(it.pairs), g) for g, it in enumerate(batch)]).astype(np.int64)
