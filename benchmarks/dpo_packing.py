@@ -29,55 +29,20 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 os.environ.setdefault("LMFORGE_PROGRESS", "0")
 
 import argparse  # noqa: E402
-import time  # noqa: E402
+import importlib.util  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lmforge.data.comparisons import read_comparisons  # noqa: E402
-from lmforge.models.transformer import ModelConfig, Transformer  # noqa: E402
 from lmforge.tokenizer import Tokenizer  # noqa: E402
 from lmforge.train.dpo import DPOConfig, collate, dpo_objective, encode_pairs, reference_logps  # noqa: E402
 
-
-def world_data():
-    """benchmarks/sft_packing.py's cached world and tokenizer (loaded by path: this folder's
-    tokenize.py would shadow the standard library's)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("sft_packing", os.path.join(_HERE, "sft_packing.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.world_data()
-
-
-def new_model(vocab_size: int) -> Transformer:
-    torch.manual_seed(0)
-    return Transformer(ModelConfig(flavour="llama", vocab_size=vocab_size, n_layer=4, n_head=4, n_kv_head=2, d_model=192, max_seq_len=256))
-
-
-def run(data, pad_id: int, vocab_size: int, *, pack: bool, steps: int, batch_size: int = 8) -> dict:
-    model = new_model(vocab_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    objective = dpo_objective(DPOConfig(init="-"))
-    order = np.random.default_rng(0).permutation(len(data))
-    real = computed = rows = 0
-    t0 = time.perf_counter()
-    for step in range(steps):
-        lo = (step * batch_size) % (len(data) - batch_size + 1)
-        items = [data[i] for i in order[lo : lo + batch_size]]
-        batch = collate(items, pad_id, pack=pack)
-        loss, _ = objective(model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        real += sum(len(seq) for item in items for seq in item.seqs)
-        computed += batch["input_ids"].numel()
-        rows += batch["input_ids"].shape[0]
-    seconds = time.perf_counter() - t0
-    return {"s_per_step": seconds / steps, "tokens_per_s": real / seconds, "padding": 1 - real / computed, "rows": rows / steps}
+# rm_packing.py's data, model and step loop (loaded by path: this folder is off sys.path, its
+# tokenize.py would shadow the standard library's)
+_spec = importlib.util.spec_from_file_location("rm_packing", os.path.join(_HERE, "rm_packing.py"))
+rm_packing = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rm_packing)
 
 
 def main() -> None:
@@ -91,15 +56,15 @@ def main() -> None:
         path = Path(args.comparisons)
         tok = Tokenizer.load(args.tokenizer or path.parent.parent / "base")
     else:
-        sft_path, tok = world_data()
+        sft_path, tok = rm_packing.world_data()
         path = sft_path.parent / "comparisons.jsonl"
     comparisons, _ = read_comparisons(path)
     data, _ = encode_pairs(comparisons, tok, max_len=256, chat=True)
-    reference_logps(new_model(tok.vocab_size), data)  # stored beforehand, as the stage does
+    reference_logps(rm_packing.small_model(tok.vocab_size), data)  # stored beforehand, as the stage does
     best: dict[str, dict] = {}
     for _ in range(args.rounds):
         for name, pack in (("packed", True), ("one-a-row", False)):
-            r = run(data, tok.pad_id, tok.vocab_size, pack=pack, steps=args.steps)
+            r = rm_packing.run(data, rm_packing.small_model(tok.vocab_size), dpo_objective(DPOConfig(init="-")), collate, tok.pad_id, pack=pack, steps=args.steps)
             if name not in best or r["tokens_per_s"] > best[name]["tokens_per_s"]:
                 best[name] = r
     seqs = sum(len(d.seqs) for d in data)

@@ -48,17 +48,23 @@ def world_data():
     return module.world_data()
 
 
-def run(data, tok, *, pack: bool, steps: int, batch_size: int = 8) -> dict:
+def small_model(vocab_size: int, head: str = "lm") -> Transformer:
+    """recipes/small.yaml's GPT, freshly initialised (speed does not depend on the weights)."""
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(flavour="llama", vocab_size=tok.vocab_size, n_layer=4, n_head=4, n_kv_head=2, d_model=192, max_seq_len=256), head="scalar")
+    return Transformer(ModelConfig(flavour="llama", vocab_size=vocab_size, n_layer=4, n_head=4, n_kv_head=2, d_model=192, max_seq_len=256), head=head)
+
+
+def run(data, model, objective, collate_fn, pad_id: int, *, pack: bool, steps: int, batch_size: int = 8) -> dict:
+    """`steps` optimizer steps of `objective` on batches of `data` made by `collate_fn` (the
+    same batches whether packed or not, wrapping around the data if it runs out)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    objective = rm_loss()
     order = np.random.default_rng(0).permutation(len(data))
     real = computed = rows = 0
     t0 = time.perf_counter()
     for step in range(steps):
-        items = [data[i] for i in order[step * batch_size : (step + 1) * batch_size]]
-        batch = collate(items, tok.pad_id, pack=pack)
+        lo = (step * batch_size) % (len(data) - batch_size + 1)
+        items = [data[i] for i in order[lo : lo + batch_size]]
+        batch = collate_fn(items, pad_id, pack=pack)
         loss, _ = objective(model, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -82,7 +88,7 @@ def main() -> None:
     best: dict[str, dict] = {}
     for _ in range(args.rounds):
         for name, pack in (("packed", True), ("one-a-row", False)):
-            r = run(data, tok, pack=pack, steps=args.steps)
+            r = run(data, small_model(tok.vocab_size, head="scalar"), rm_loss(), collate, tok.pad_id, pack=pack, steps=args.steps)
             if name not in best or r["tokens_per_s"] > best[name]["tokens_per_s"]:
                 best[name] = r
     answers = sum(len(d.seqs) for d in data)
