@@ -6,6 +6,8 @@ results.json (the stable, machine-read part):
                            metric: win_rate_vs_sft, task_accuracy, false_claim_rate, rude_rate,
                            question_rate, mean_length, oracle_score (and finished, the interval
                            of the win rate, PPO's and DPO's win rate against the larger base)
+    by_task[name][task]    prompts, task_accuracy, oracle_score, win_rate_vs_sft of each model on
+                           each of the world's tasks
     lm[family]["bpb"]      family: ngram, rnn, gpt (the best of each, held-out bits per byte)
     rm                     acc_labelers, acc_oracle, labeler_agreement (held-out comparisons)
     arena[name]            rating, ci_low, ci_high (Bradley-Terry on the Elo scale, 95% bootstrap)
@@ -71,6 +73,7 @@ def build_results(run) -> dict:
         "seed": run.cfg.seed,
         "prompts": ev["prompts"],
         "models": ev["models"],
+        "by_task": ev.get("by_task", {}),  # an eval stage from before the split has none
         "lm": ev["lm"],
         "rm": ev["rm"],
         "arena": {name: {k: r[k] for k in ("rating", "ci_low", "ci_high", "win_rate", "battles")} for name, r in ev["arena"]["ratings"].items()},
@@ -203,6 +206,34 @@ def _how_answered(ev) -> str:
     return f"one answer a prompt sampled at temperature {ev.temperature:g}" + (f", top-p {ev.top_p:g}" if ev.top_p < 1 else "")
 
 
+# below this task accuracy a model is taken not to be able to do a task at all
+CANNOT = 0.1
+
+
+def _by_task(by_task: dict) -> list[str]:
+    """The "By task" section: SFT's, PPO's and DPO's task accuracy and win rates on each task, and
+    which tasks neither SFT nor PPO can do (won only on form: they hold the overall win rate
+    toward one half whatever the alignment did)."""
+    names = [n for n in ("sft", "ppo", "dpo") if n in by_task]
+    if "sft" not in names:
+        return []
+    tasks = list(by_task["sft"])
+    wins = [n for n in names if n != "sft"]
+    lines = ["", "## By task", "", "| task | prompts | " + " | ".join(f"{NAMES[n]} accuracy" for n in names) + "".join(f" | {NAMES[n]} win rate vs SFT" for n in wins) + " |",
+             "|---|---:|" + "---:|" * (len(names) + len(wins))]  # fmt: skip
+    for task in tasks:
+        row = [task, str(by_task["sft"][task]["prompts"])] + [_f(by_task[n][task]["task_accuracy"]) for n in names] + [_f(by_task[n][task].get("win_rate_vs_sft")) for n in wins]
+        lines.append("| " + " | ".join(row) + " |")
+    able = [n for n in ("sft", "ppo") if n in by_task]
+    hard = [t for t in tasks if all(by_task[n][t]["task_accuracy"] < CANNOT for n in able)]
+    if hard:
+        n_hard, n_all = sum(by_task["sft"][t]["prompts"] for t in hard), sum(by_task["sft"][t]["prompts"] for t in tasks)
+        lines += ["", f"{' and '.join(NAMES[n] for n in able)} {'both ' if len(able) > 1 else ''}answer fewer than {CANNOT:.0%} of the prompts correctly "
+                  f"in {', '.join(hard)} ({n_hard} of the {n_all} prompts): there an answer can beat SFT's only on form (stopping, tone, not asking back), which holds "
+                  "the overall win rate toward one half."]  # fmt: skip
+    return lines
+
+
 def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
     from .pipeline import _duration
 
@@ -234,6 +265,7 @@ def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
               f"DPO: {_f(results['models']['dpo']['win_rate_vs_base_large_fewshot'])}."]  # fmt: skip
     if "win_rates" in plots:
         lines += ["", f"![win rates]({plots['win_rates']})"]
+    lines += _by_task(results.get("by_task", {}))
     lines += ["", "## Arena", "", "Every pair of models on every prompt, judged by the simulated labelers in turn; Bradley-Terry ratings on the Elo scale with 95% bootstrap intervals.", "", "| model | rating | 95% interval | win rate |", "|---|---:|---|---:|"]
     for name, r in sorted(results["arena"].items(), key=lambda kv: -kv[1]["rating"]):
         lines.append(f"| {NAMES.get(name, name)} | {r['rating']:.0f} | [{r['ci_low']:.0f}, {r['ci_high']:.0f}] | {r['win_rate']:.3f} |")

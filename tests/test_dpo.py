@@ -274,7 +274,31 @@ def test_eval_policy_win_rates(cli, chain):
     assert result["prompts"] == 6 and result["models"]["sft"]["win_rate_vs_sft"] == 0.5  # against itself: all ties
     for metrics in result["models"].values():
         assert {"oracle_score", "task_accuracy", "false_claim_rate", "rude_rate", "question_rate", "mean_length", "finished"} <= set(metrics)
+    # split by task: the per-task counts add up, and each task's accuracy is its share of the whole
+    tasks = result["by_task"]["base"]
+    assert sum(r["prompts"] for r in tasks.values()) == 6 and set(tasks) == set(result["by_task"]["sft"])
+    acc = sum(r["task_accuracy"] * r["prompts"] for r in tasks.values()) / 6
+    assert acc == pytest.approx(result["models"]["base"]["task_accuracy"])
+    assert all(r["win_rate_vs_sft"] == 0.5 for r in result["by_task"]["sft"].values())
     assert_clean_failure(cli("eval", "policy", "--model", f"sft={chain / 'sft'}", "--baseline", "nope"), "baseline")
+
+
+def test_by_task_splits_accuracy_score_and_win_rate():
+    from types import SimpleNamespace
+
+    from lmforge.eval.policy import by_task
+
+    items = [SimpleNamespace(task=t) for t in ("sort", "fact", "sort", "fact", None)]
+
+    def scores(helpful, total):
+        return [{"helpful": h, "total": t} for h, t in zip(helpful, total)]
+
+    per = {"sft": scores([0, 1, 0, 0, 1], [0.5, 1.0, 0.5, 0.6, 1.0]), "ppo": scores([0, 1, 0, 1, 0], [0.7, 1.0, 0.4, 1.0, 0.0])}
+    out = by_task(items, per, baseline="sft")
+    assert set(out["ppo"]) == {"fact", "sort"}  # the prompt without a task is left out
+    assert out["ppo"]["sort"] == {"prompts": 2, "task_accuracy": 0.0, "oracle_score": pytest.approx(0.55), "win_rate_vs_sft": 0.5}  # a win, a loss
+    assert out["ppo"]["fact"] == {"prompts": 2, "task_accuracy": 1.0, "oracle_score": 1.0, "win_rate_vs_sft": 0.75}  # a tie, a win
+    assert out["sft"]["fact"]["task_accuracy"] == 0.5 and "win_rate_vs_sft" not in by_task(items, per)["sft"]["fact"]
 
 
 # --------------------------------------------------------------------------- the arena

@@ -36,6 +36,9 @@ def test_tiny_run_writes_every_stage_the_results_and_the_report(tiny):
         for metric in ["win_rate_vs_sft", "task_accuracy", "false_claim_rate", "rude_rate", "question_rate", "mean_length", "oracle_score"]:
             assert isinstance(results["models"][name][metric], float), (name, metric)
     assert results["models"]["sft"]["win_rate_vs_sft"] == 0.5
+    for name in MODELS:  # by task, the prompts of every task add up to the held-out set
+        assert sum(r["prompts"] for r in results["by_task"][name].values()) == results["prompts"]
+        assert all(0.0 <= r["win_rate_vs_sft"] <= 1.0 for r in results["by_task"][name].values())
     for family in ("ngram", "rnn", "gpt"):
         assert results["lm"][family]["bpb"] > 0
     for key in ("acc_labelers", "acc_oracle", "labeler_agreement"):
@@ -49,7 +52,7 @@ def test_tiny_run_writes_every_stage_the_results_and_the_report(tiny):
         assert (out / stage).is_dir(), stage
     assert (out / "labels" / "rankings.jsonl").stat().st_size > 0
     report = (out / "report.md").read_text()
-    for heading in ("## Targets", "## The models on held-out prompts", "## Arena", "## Reward model", "## PPO", "## Language models"):
+    for heading in ("## Targets", "## The models on held-out prompts", "## By task", "## Arena", "## Reward model", "## PPO", "## Language models"):
         assert heading in report
     images = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(images) >= 6 and all((out / img).stat().st_size > 1000 for img in images)
@@ -214,3 +217,18 @@ def test_a_stage_does_not_depend_on_what_ran_before_it_in_the_process(tiny, tmp_
     assert code == 0, stderr
     _same(json.loads(stdout), tiny[1])
     assert (out / "rm" / "model.safetensors").read_bytes() == (tiny[0] / "rm" / "model.safetensors").read_bytes()
+
+
+def test_the_report_names_the_tasks_no_model_can_do():
+    from lmforge.report import _by_task
+
+    def row(acc, win=0.5):
+        return {"prompts": 10, "task_accuracy": acc, "oracle_score": 0.5, "win_rate_vs_sft": win}
+
+    table = {"sft": {"fact": row(0.5), "sort": row(0.0)}, "ppo": {"fact": row(0.8, 0.7), "sort": row(0.05, 0.55)}, "dpo": {"fact": row(0.7, 0.6), "sort": row(0.2, 0.6)}}
+    text = "\n".join(_by_task(table))
+    assert "| sort | 10 | 0.000 | 0.050 | 0.200 | 0.550 | 0.600 |" in text
+    assert "SFT and PPO both answer fewer than 10% of the prompts correctly in sort (10 of the 20 prompts)" in text
+    table["ppo"]["sort"] = row(0.3, 0.7)  # PPO learned it: no task is beyond both
+    assert "fewer than" not in "\n".join(_by_task(table))
+    assert _by_task({}) == []

@@ -6,7 +6,7 @@ model behind the same prefix, the SFT model, and the PPO and DPO policies all an
 held-out prompts, greedily or sampled (`policy.answer_prompts`; the default run samples at
 temperature 1, the answers a user of the policy gets and the labelers ranked); the oracle scores them (`policy.score_answers`:
 win rate against SFT, ties half; task accuracy; false-claim, rude-word and question rates; length;
-oracle score); the same answers meet in the arena (`arena.arena_of_answers`: round robin judged by
+oracle score; the same split by task, `policy.by_task`); the same answers meet in the arena (`arena.arena_of_answers`: round robin judged by
 the simulated labelers, Bradley-Terry on the Elo scale, bootstrap intervals). Beside them: the
 reward model's accuracy on held-out comparisons against the labelers and the oracle
 (`reward.evaluate_rm`), and the language models' bits per byte (the baselines stage's table).
@@ -23,7 +23,7 @@ import numpy as np
 def evaluate_run(run, ecfg) -> dict:
     """The eval stage's result for a pipeline `run` (lmforge.pipeline.Run) with its EvalSection."""
     from .arena import arena_of_answers
-    from .policy import answer_prompts, score_answers, win_rate
+    from .policy import answer_prompts, by_task, score_answers, win_rate
 
     world = run.world
     models = {
@@ -51,6 +51,7 @@ def evaluate_run(run, ecfg) -> dict:
     return {
         "prompts": len(items),
         "models": metrics,
+        "by_task": by_task(items, per_answer, baseline="sft"),
         "arena": arena,
         "rm": _rm(run, world),
         "lm": _lm(run),

@@ -16,7 +16,10 @@ model:
   finished           answers that ended by themselves
 
 and against a baseline model, the win rate: the share of prompts whose answer the oracle scores
-higher than the baseline's, ties counted half (as InstructGPT's preference rates).
+higher than the baseline's, ties counted half (as InstructGPT's preference rates). `by_task`
+splits the task accuracy, oracle score and win rate by the world's task: a task that neither the
+baseline nor the aligned model can do is won only on form (tone, stopping, not asking back), so
+an overall win rate is read beside which tasks the models can do at all.
 
 `greedy_answers` is shared with training code (held-out evaluation during PPO and DPO); the
 oracle is reached only from here (`oracle_scorer`), never from lmforge/train.
@@ -174,11 +177,33 @@ def score_answers(world_dir, items, answers: dict, *, baseline: str | None = Non
     return results, per_answer
 
 
+def by_task(items, per_answer: dict[str, list[dict]], *, baseline: str | None = None) -> dict:
+    """{name: {task: {prompts, task_accuracy, oracle_score[, win_rate_vs_<baseline>]}}} from
+    `score_answers`' per-answer scores; prompts without a task are left out."""
+    tasks = [getattr(it, "task", None) for it in items]
+    out = {}
+    for name, scores in per_answer.items():
+        rows = {}
+        for task in sorted({t for t in tasks if t}):
+            idx = [i for i, t in enumerate(tasks) if t == task]
+            row = {
+                "prompts": len(idx),
+                "task_accuracy": float(np.mean([scores[i]["helpful"] >= 1.0 for i in idx])),
+                "oracle_score": float(np.mean([scores[i]["total"] for i in idx])),
+            }
+            if baseline is not None:
+                base = per_answer[baseline]
+                row["win_rate_vs_" + baseline] = win_rate([scores[i]["total"] for i in idx], [base[i]["total"] for i in idx])
+            rows[task] = row
+        out[name] = rows
+    return out
+
+
 def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | None = None, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, shots: dict[str, int] | None = None, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> dict:
     """Every model answers the same held-out prompts; the oracle's metrics for each, and each
     one's win rate against `baseline` (a key of `models`)."""
     if baseline is not None and baseline not in models:
         raise InputError(f"the baseline {baseline!r} is not one of the models ({', '.join(models)})", field="baseline")
     world_dir, items, answers = answer_prompts(models, prompts, limit=limit, max_new_tokens=max_new_tokens, world=world, shots=shots, temperature=temperature, top_p=top_p, seed=seed)
-    results, _ = score_answers(world_dir, items, answers, baseline=baseline)
-    return {"prompts": len(items), "models": results}
+    results, per_answer = score_answers(world_dir, items, answers, baseline=baseline)
+    return {"prompts": len(items), "models": results, "by_task": by_task(items, per_answer, baseline=baseline)}
