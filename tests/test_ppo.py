@@ -89,6 +89,10 @@ def test_policy_gradient_reaches_the_kl_regularised_optimum(algorithm, lr, tmp_p
     cfg.ppo.vf_coef = 0.5
     cfg.eval.prompts = ""
     cfg.train.optim.lr = lr
+    # a step size decaying to 5% (Robbins-Monro): at a constant one the policy keeps wandering
+    # around the optimum by the sampling noise, and where it stands after 200 iterations depended
+    # on the CPU's rounding (PPO: total variation 0.03 / 0.07 / 0.105 on two machines and seeds)
+    cfg.train.schedule.kind, cfg.train.schedule.warmup_steps, cfg.train.schedule.min_lr_ratio = "cosine", 0, 0.05
     ac = ActorCritic(policy, value_head=algorithm == "ppo")
 
     def reward(items, answers, finished):
@@ -97,7 +101,8 @@ def test_policy_gradient_reaches_the_kl_regularised_optimum(algorithm, lr, tmp_p
     run_rl(cfg, ac, ref, reward, [PromptItem([0])], tmp_path / algorithm, stop_ids=[], pad_id=0, model_config={"architecture": "actor_critic"})
     tv = 0.5 * float((action_probs(policy) - target).abs().sum())
     start = 0.5 * float((p_ref - target).abs().sum())
-    # from 0.43 total variation away to within 0.05 (measured: ppo 0.015, reinforce 0.005, rloo 0.004)
+    # from 0.43 total variation away to within 0.05 (measured over seeds 0-3: ppo 0.004-0.009,
+    # reinforce 0.0004, rloo 0.0001 or less)
     assert start > 0.3 and tv < 0.05, (algorithm, start, tv, action_probs(policy), target)
 
 
