@@ -222,11 +222,18 @@ def test_reward_model_on_a_world_against_the_oracle(cli, tmp_path):
     assert code == 0, err
     code, stdout, err = cli("eval", "rm", "--model", out, "--limit", 40, "--json")  # the world's comparisons it did not train on
     assert code == 0, err
-    assert code == 0, err
     ev = json.loads(stdout)
-    assert {"acc_labelers", "acc_oracle", "labeler_agreement", "oracle_vs_labels", "ece", "calibration"} <= set(ev)
+    assert {"acc_labelers", "acc_oracle", "labeler_agreement", "oracle_vs_labels", "ece", "calibration", "by_task"} <= set(ev)
     # the oracle orders the labels better than chance, and labelers agree with each other far from always
     assert 0.6 < ev["oracle_vs_labels"] <= 1 and 0.55 < ev["labeler_agreement"] < 0.95
+    # the tasks' breakdown partitions the pairs the oracle orders, and its accuracies average to the total
+    tasks = ev["by_task"]
+    assert len(tasks) >= 2 and sum(t["oracle_pairs"] for t in tasks.values()) == ev["oracle_pairs"]
+    assert abs(sum(t["acc_oracle"] * t["oracle_pairs"] for t in tasks.values()) / ev["oracle_pairs"] - ev["acc_oracle"]) < 1e-9
+    code, stdout, err = cli("eval", "rm", "--model", out, "--limit", 40)
+    assert code == 0, err
+    for task, t in tasks.items():
+        assert f"{task}" in stdout and f"({t['oracle_pairs']} pairs)" in stdout
 
 
 def test_rm_bad_inputs_fail_cleanly(cli, base, tmp_path):

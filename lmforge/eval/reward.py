@@ -20,6 +20,9 @@ With the built-in world (comparisons carrying "task" and "meta"), the ground tru
                      the ceiling a model of labelers' choices can hope to reach)
   oracle_vs_labels   the oracle's own ordering scored against the labels: the best accuracy
                      any reward model could get from these noisy labels
+  by_task            acc_oracle for each task's comparisons (fact, arithmetic, sort ...): where
+                     the reward model cannot tell a right answer from a wrong one, PPO has
+                     nothing to climb
 """
 
 from __future__ import annotations
@@ -92,9 +95,11 @@ def _against_the_world(comparisons, scores, offsets, world_dir, seed) -> dict:
     by_name = {lab.name: i for i, lab in enumerate(labelers)}
     rng = random.Random(seed)
     rm_right = oracle_pairs = agree = pairs = oracle_right = 0.0
+    by_task: dict[str, list[float]] = {}  # task -> [pairs the reward model orders as the oracle, pairs the oracle orders]
     for c, off in zip(comparisons, offsets):
         if not c.task:
             continue
+        tally = by_task.setdefault(c.task, [0.0, 0.0])
         r = scores[off : off + len(c.completions)]
         totals = [oracle.score(world, c.task, c.meta, a, f)["total"] for a, f in zip(c.completions, c.finished)]
         # a second labeler, another than the one who ranked these answers, ranks them afresh
@@ -105,8 +110,11 @@ def _against_the_world(comparisons, scores, offsets, world_dir, seed) -> dict:
             agree += position[w] < position[l]
             oracle_right += 1.0 if totals[w] > totals[l] else 0.5 if totals[w] == totals[l] else 0.0
             if totals[w] != totals[l]:
+                right = float((r[w] > r[l]) == (totals[w] > totals[l])) if r[w] != r[l] else 0.5
                 oracle_pairs += 1
-                rm_right += (r[w] > r[l]) == (totals[w] > totals[l]) if r[w] != r[l] else 0.5
+                rm_right += right
+                tally[0] += right
+                tally[1] += 1
     if not pairs:
         return {}
     return {
@@ -114,6 +122,8 @@ def _against_the_world(comparisons, scores, offsets, world_dir, seed) -> dict:
         "oracle_pairs": int(oracle_pairs),
         "labeler_agreement": agree / pairs,
         "oracle_vs_labels": oracle_right / pairs,
+        # which kinds of answer the reward model can tell apart: PPO can only gain where it can
+        "by_task": {t: {"acc_oracle": right / n, "oracle_pairs": int(n)} for t, (right, n) in sorted(by_task.items()) if n},
     }
 
 
