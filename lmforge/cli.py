@@ -332,6 +332,8 @@ def cmd_eval_policy(args) -> int:
 def cmd_eval_rm(args) -> int:
     from pathlib import Path
 
+    import yaml
+
     from .data.comparisons import read_comparisons
     from .eval.reward import evaluate_rm, held_out
     from .io import json_text
@@ -341,15 +343,22 @@ def cmd_eval_rm(args) -> int:
     if model.head_kind != "scalar":
         raise InputError("not a reward model (its head is a language model's); train one with `lmforge rm`", path=args.model, field="model")
     world = Path(args.world) if args.world else None
+    saved = Path(args.model) / "config.yaml"
+    data_cfg = ((yaml.safe_load(saved.read_text()) or {}).get("data") or {}) if saved.exists() else {}
+    fraction = data_cfg.get("val_fraction", 0.1)
     if args.data == "world":  # the world's comparisons this reward model did not train on
-        import yaml
-
         world = world or find_world(args.model)
-        saved = Path(args.model) / "config.yaml"
-        fraction = (yaml.safe_load(saved.read_text()) or {}).get("data", {}).get("val_fraction", 0.1) if saved.exists() else 0.1
         comparisons = held_out(read_comparisons(world / "comparisons.jsonl")[0], fraction)
     else:
         comparisons = read_comparisons(args.data)[0]
+        # a file the model trained on, with no separate validation file: score only the prompts
+        # training held out (the same split by prompt), not the pairs it learned
+        trained_on = {Path(f).resolve() for f in data_cfg.get("train") or [] if f != "world"}
+        if not args.all and not data_cfg.get("val") and Path(args.data).resolve() in trained_on:
+            comparisons = held_out(comparisons, fraction)
+            print(f"lmforge eval rm: {args.data}: the model trained on this file; scoring the {len(comparisons)} comparisons of its held-out prompts (--all for every one)", file=sys.stderr)
+            if not comparisons:
+                raise InputError("no comparison of this file was held out from training (use --all to score them anyway)", path=args.data)
         if world is None and any(c.task for c in comparisons):
             try:
                 world = find_world(args.model)
@@ -1129,6 +1138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="world", metavar="PATH", help="rankings or preference pairs; 'world': the world's comparisons the model did not train on")
     p.add_argument("--world", default=None, metavar="DIR", help="the world directory (default: found next to the model)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="the first N comparisons only")
+    p.add_argument("--all", action="store_true", help="a file the model trained on: score every comparison, not only its held-out prompts'")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seeds the second labeler")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_rm)

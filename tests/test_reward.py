@@ -194,6 +194,16 @@ def test_a_reward_model_learns_a_synthetic_preference(cli, base, tmp_path):
     assert code == 0, err
     rm2, _ = load_model(again)
     assert torch.allclose(reward_scores(rm2.eval(), Tokenizer.load(folder), [f"Say something {i}." for i in range(20)], [" the cat"] * 20), scores, atol=1e-5)
+    # scored on the file it trained on (no separate val file), it scores the prompts training held out
+    from lmforge.data.comparisons import split_by_prompt
+
+    held = split_by_prompt(read_comparisons(train)[0], 0.1)[1]
+    code, stdout, err = cli("eval", "rm", "--model", again, "--data", train, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["comparisons"] == len(held) > 0 and "held-out prompts" in err
+    code, stdout, err = cli("eval", "rm", "--model", again, "--data", train, "--all", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["comparisons"] == len(read_comparisons(train)[0]) and "held-out" not in err
     # evaluation on the held-out rankings agrees with the training's own
     code, stdout, err = cli("eval", "rm", "--model", out, "--data", val, "--json")
     assert code == 0, err
