@@ -375,7 +375,7 @@ def cmd_eval_rm(args) -> int:
             line += f"; against the oracle {result['acc_oracle']:.3f}; labeler agreement {result['labeler_agreement']:.3f}; oracle against labels {result['oracle_vs_labels']:.3f}"
         print(line)
         for task, t in result.get("by_task", {}).items():
-            print(f"  {task:<12} against the oracle {t['acc_oracle']:.3f} ({t['oracle_pairs']} pairs)")
+            print(f"  {task:<12} against the oracle {t['acc_oracle']:.3f}, the labels {t['labels_acc_oracle']:.3f} ({t['oracle_pairs']} pairs)")
     return 0
 
 

@@ -240,6 +240,9 @@ def test_reward_model_on_a_world_against_the_oracle(cli, tmp_path):
     tasks = ev["by_task"]
     assert len(tasks) >= 2 and sum(t["oracle_pairs"] for t in tasks.values()) == ev["oracle_pairs"]
     assert abs(sum(t["acc_oracle"] * t["oracle_pairs"] for t in tasks.values()) / ev["oracle_pairs"] - ev["acc_oracle"]) < 1e-9
+    # the labels order those pairs as the oracle does better than chance (they are the oracle plus noise)
+    labels = sum(t["labels_acc_oracle"] * t["oracle_pairs"] for t in tasks.values()) / ev["oracle_pairs"]
+    assert 0.6 < labels <= 1
     code, stdout, err = cli("eval", "rm", "--model", out, "--limit", 40)
     assert code == 0, err
     for task, t in tasks.items():

@@ -20,9 +20,10 @@ With the built-in world (comparisons carrying "task" and "meta"), the ground tru
                      the ceiling a model of labelers' choices can hope to reach)
   oracle_vs_labels   the oracle's own ordering scored against the labels: the best accuracy
                      any reward model could get from these noisy labels
-  by_task            acc_oracle for each task's comparisons (fact, arithmetic, sort ...): where
-                     the reward model cannot tell a right answer from a wrong one, PPO has
-                     nothing to climb
+  by_task            acc_oracle for each task's comparisons (fact, arithmetic, sort ...), beside
+                     labels_acc_oracle, the labels' own accuracy on the same pairs: where the
+                     reward model cannot tell a right answer from a wrong one, PPO has nothing
+                     to climb
 """
 
 from __future__ import annotations
@@ -95,11 +96,12 @@ def _against_the_world(comparisons, scores, offsets, world_dir, seed) -> dict:
     by_name = {lab.name: i for i, lab in enumerate(labelers)}
     rng = random.Random(seed)
     rm_right = oracle_pairs = agree = pairs = oracle_right = 0.0
-    by_task: dict[str, list[float]] = {}  # task -> [pairs the reward model orders as the oracle, pairs the oracle orders]
+    # task -> [pairs the reward model orders as the oracle, pairs the label orders so, pairs the oracle orders]
+    by_task: dict[str, list[float]] = {}
     for c, off in zip(comparisons, offsets):
         if not c.task:
             continue
-        tally = by_task.setdefault(c.task, [0.0, 0.0])
+        tally = by_task.setdefault(c.task, [0.0, 0.0, 0.0])
         r = scores[off : off + len(c.completions)]
         totals = [oracle.score(world, c.task, c.meta, a, f)["total"] for a, f in zip(c.completions, c.finished)]
         # a second labeler, another than the one who ranked these answers, ranks them afresh
@@ -114,7 +116,8 @@ def _against_the_world(comparisons, scores, offsets, world_dir, seed) -> dict:
                 oracle_pairs += 1
                 rm_right += right
                 tally[0] += right
-                tally[1] += 1
+                tally[1] += totals[w] > totals[l]  # the label (w above l) agrees with the oracle
+                tally[2] += 1
     if not pairs:
         return {}
     return {
@@ -123,7 +126,8 @@ def _against_the_world(comparisons, scores, offsets, world_dir, seed) -> dict:
         "labeler_agreement": agree / pairs,
         "oracle_vs_labels": oracle_right / pairs,
         # which kinds of answer the reward model can tell apart: PPO can only gain where it can
-        "by_task": {t: {"acc_oracle": right / n, "oracle_pairs": int(n)} for t, (right, n) in sorted(by_task.items()) if n},
+        # with the labels' own accuracy on the same pairs: what a reward model of these labels can reach
+        "by_task": {t: {"acc_oracle": right / n, "labels_acc_oracle": labels / n, "oracle_pairs": int(n)} for t, (right, labels, n) in sorted(by_task.items()) if n},
     }
 
 
