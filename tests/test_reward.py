@@ -255,3 +255,42 @@ def test_rm_bad_inputs_fail_cleanly(cli, base, tmp_path):
     assert not (tmp_path / "a").exists()
     assert_clean_failure(cli("rm", f"data.train=[{bad}]", "--out", tmp_path / "b"), "init")
     assert_clean_failure(cli("eval", "rm", "--model", base, "--data", bad), "not a reward model")
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_the_lm_regulariser_targets_the_top_answer_after_the_shared_prompt(pack):
+    from lmforge.train.reward import best_answer_targets
+
+    # comparison 1: prompt [1, 2, 3], answers 0 > 1 > 2 (answer 0 = tokens 7, 8, 9);
+    # comparison 2: prompt [4, 5], answers ranked 1 > 0, both beginning with 6 (shared: no target)
+    c1 = [np.array([1, 2, 3, 7, 8, 9]), np.array([1, 2, 3, 10]), np.array([1, 2, 3, 11, 12])]
+    c2 = [np.array([4, 5, 6, 13]), np.array([4, 5, 6, 14, 15])]
+    batch = collate([Encoded(c1, np.array([[0, 1], [0, 2], [1, 2]]), np.zeros(3), None), Encoded(c2, np.array([[1, 0]]), np.zeros(1), None)], pack=pack)
+    targets = best_answer_targets(batch)
+    flat, width = batch["input_ids"].reshape(-1), batch["input_ids"].shape[1]
+    got = {}
+    for i in torch.nonzero(targets != -100)[:, 0].tolist():
+        row = i // width
+        got.setdefault(row, []).append((int(flat[i]), int(targets[i])))  # (token seen, token to predict)
+    assert sorted(got.values()) == sorted([[(3, 7), (7, 8), (8, 9)], [(6, 14), (14, 15)]])
+    # each target is the next token of its own sequence
+    for i in torch.nonzero(targets != -100)[:, 0].tolist():
+        assert int(targets[i]) == int(flat[i + 1])
+
+
+def test_a_reward_model_with_the_lm_regulariser(cli, base, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", shorter_is_better(80, 0))
+    out = tmp_path / "rm"
+    code, stdout, err = cli("rm", f"init={base}", f"data.train=[{train}]", "data.normalize=", "lm_coef=0.5", "epochs=2", "train.batch_size=8", "train.log_every=1", "--out", out, "--json")
+    assert code == 0, err
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lm = [r["lm_loss"] for r in logs if "lm_loss" in r]
+    assert len(lm) >= 10 and all(math.isfinite(x) and x > 0 for x in lm)
+    assert sum(lm[-5:]) < sum(lm[:5])  # the top answers' next-token loss falls as it trains
+    from lmforge.models import load_model
+
+    rm, _ = load_model(out)  # saved as a plain reward model: no unembedding in it
+    assert rm.head_kind == "scalar" and not hasattr(rm, "lm_head")
+    # a reward model has no unembedding to regularise through
+    assert_clean_failure(cli("rm", f"init={out}", f"data.train=[{train}]", "data.normalize=", "lm_coef=0.5", "--out", tmp_path / "again"), "lm_coef", "unembedding")
+    assert_clean_failure(cli("rm", f"init={base}", f"data.train=[{train}]", "lm_coef=-1", "--out", tmp_path / "neg"), "lm_coef")

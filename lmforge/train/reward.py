@@ -72,6 +72,10 @@ class RMConfig:
     margin: float = 0.0  # m in log sigmoid(r_w - r_l - m), added to each pair's own margin
     center: float = 0.0  # eta: weight of mean((r_w + r_l)^2), TRL's center_rewards_coefficient (~0.01)
     epochs: float = 1.0  # passes over the comparisons (the paper trains one epoch); 0: use train.steps
+    # hidden-state regularisation (Yang et al. 2024, GRM): weight of the next-token loss on each
+    # comparison's top-ranked answer, read through the init's own unembedding, kept frozen, so the
+    # body keeps what the language model knew; 0: the plain reward model of Ouyang et al.
+    lm_coef: float = 0.0
     train: TrainConfig = field(default_factory=_rm_train)  # batch_size counts comparisons (prompts), not pairs
 
     def validate(self) -> None:
@@ -81,6 +85,8 @@ class RMConfig:
             raise ConfigError(f"must be >= 0, got {self.center}", field="center")
         if self.epochs < 0:
             raise ConfigError(f"must be >= 0, got {self.epochs}", field="epochs")
+        if self.lm_coef < 0:
+            raise ConfigError(f"must be >= 0, got {self.lm_coef}", field="lm_coef")
 
 
 # --------------------------------------------------------------------------- the model
@@ -156,11 +162,59 @@ def pairwise_loss(r: torch.Tensor, pairs: torch.Tensor, group: torch.Tensor, mar
     return loss, (diff > 0).float().mean(), diff.mean()
 
 
-def rm_loss(margin: float = 0.0, center: float = 0.0):
+def best_answer_targets(batch: dict) -> torch.Tensor:
+    """Next-token targets (rows * width,) for the answer of each comparison that no other beats
+    (its top-ranked one), -100 elsewhere: at the position before each of its answer tokens, that
+    token. The answer starts where the comparison's answers stop sharing tokens (they share the
+    prompt, and whatever words they all begin with, which no target then covers)."""
+    ids, last = batch["input_ids"], batch["last"]
+    width = ids.shape[1]
+    flat = ids.reshape(-1)
+    if batch.get("positions") is not None:
+        starts = last - batch["positions"].reshape(-1)[last]  # packed: where each answer's sequence begins
+    else:
+        starts = (last // width) * width
+    targets = torch.full_like(flat, -100)
+    pairs, group = batch["pairs"].tolist(), batch["group"].tolist()
+    answers_of: dict[int, set[int]] = {}
+    for (w, l), g in zip(pairs, group):
+        answers_of.setdefault(g, set()).update((w, l))
+    losers = {l for _, l in pairs}
+    for members in answers_of.values():
+        seqs = {a: flat[int(starts[a]) : int(last[a]) + 1].tolist() for a in members}
+        shared = min(len(x) for x in seqs.values())
+        first = next(iter(seqs.values()))
+        for i in range(shared):
+            if any(x[i] != first[i] for x in seqs.values()):
+                shared = i
+                break
+        for a in members - losers:
+            begin, n = int(starts[a]), len(seqs[a])
+            if shared < n:  # predict tokens shared..n-1 from the positions before them
+                targets[begin + shared - 1 : begin + n - 1] = flat[begin + shared : begin + n]
+    return targets
+
+
+def rm_loss(margin: float = 0.0, center: float = 0.0, lm_coef: float = 0.0, unembedding: torch.Tensor | None = None):
+    """The reward model's objective: Ouyang et al. eq. 1 (`pairwise_loss`), plus, with lm_coef,
+    GRM's text-generation regulariser: lm_coef x the next-token loss of the top-ranked answers,
+    the body's hidden states read through the init's frozen `unembedding` (vocab, d_model)."""
+
     def objective(model, batch: dict):
-        r = rewards_at_last(model, batch["input_ids"], batch["last"], batch.get("positions"), batch.get("segments"))
+        positions, segments = batch.get("positions"), batch.get("segments")
+        extra = {}
+        if lm_coef:
+            h = model.hidden(batch["input_ids"], positions=positions, segments=segments)
+            r = model.score_head(h).squeeze(-1).reshape(-1)[batch["last"]].float()
+            logits = F.linear(h, unembedding.to(device=h.device, dtype=h.dtype)).reshape(-1, unembedding.shape[0]).float()
+            lm = F.cross_entropy(logits, best_answer_targets(batch).to(h.device), ignore_index=-100)
+        else:
+            r = rewards_at_last(model, batch["input_ids"], batch["last"], positions, segments)
         loss, acc, gap = pairwise_loss(r, batch["pairs"], batch["group"], batch["margins"], margin, center)
-        return loss, {"tokens": int(batch["input_ids"].numel()), "accuracy": float(acc.detach()), "reward_gap": float(gap.detach()), "pairs": int(len(batch["pairs"]))}
+        if lm_coef:
+            loss = loss + lm_coef * lm
+            extra["lm_loss"] = float(lm.detach())
+        return loss, {"tokens": int(batch["input_ids"].numel()), "accuracy": float(acc.detach()), "reward_gap": float(gap.detach()), "pairs": int(len(batch["pairs"])), **extra}
 
     return objective
 
@@ -224,6 +278,13 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
     out = Path(out)
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation, whatever ran before in this process
     model, folder = reward_model_from(cfg.init)
+    unembedding = None
+    if cfg.lm_coef:
+        lm, _ = load_model(cfg.init)
+        if getattr(lm, "head_kind", None) != "lm":
+            raise ConfigError("needs an init with an unembedding to read the answers through (a language model, not a reward model)", field="lm_coef")
+        unembedding = lm.lm_head.weight.detach().clone()
+        del lm
     tokenizer = Tokenizer.load(folder)
     chat = model.chat_template is not None
     d = cfg.data
@@ -258,7 +319,7 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
     evaluate = (lambda m: evaluate_pairs(m, val_data, cfg.train.batch_size, tokenizer.pad_id)) if val_data else None  # noqa: E731
     model_config = {**model_config_json(model), "trained_seq_len": seq_len, "chat_template": model.chat_template}
     last = train(
-        model, rm_loss(cfg.margin, cfg.center), batches, cfg.train, out,
+        model, rm_loss(cfg.margin, cfg.center, cfg.lm_coef, unembedding), batches, cfg.train, out,
         model_config=model_config, tokenizer=tokenizer, evaluate=evaluate,
         log_config={"config": text},
     )  # fmt: skip
