@@ -125,8 +125,8 @@ def _against_the_world(comparisons, scores, offsets, world_dir, seed) -> dict:
         "oracle_pairs": int(oracle_pairs),
         "labeler_agreement": agree / pairs,
         "oracle_vs_labels": oracle_right / pairs,
-        # which kinds of answer the reward model can tell apart: PPO can only gain where it can
-        # with the labels' own accuracy on the same pairs: what a reward model of these labels can reach
+        # which tasks' answers the reward model can order (PPO can only gain there), beside the
+        # labels' own accuracy on the same pairs (what a model of these labels could reach)
         "by_task": {t: {"acc_oracle": right / n, "labels_acc_oracle": labels / n, "oracle_pairs": int(n)} for t, (right, labels, n) in sorted(by_task.items()) if n},
     }
 

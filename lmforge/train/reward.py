@@ -188,6 +188,7 @@ def best_answer_targets(batch: dict) -> torch.Tensor:
             if any(x[i] != first[i] for x in seqs.values()):
                 shared = i
                 break
+        shared = max(shared, 1)  # the first token has no position before it in its own sequence
         for a in members - losers:
             begin, n = int(starts[a]), len(seqs[a])
             if shared < n:  # predict tokens shared..n-1 from the positions before them
