@@ -2,6 +2,7 @@
 the KL-regularised optimum reached on a bandit with a known answer, and the stage end to end."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,17 @@ def test_bad_inputs_are_refused_before_any_work(cli, chain, tmp_path):
     assert_clean_failure(cli("ppo", "iterations=1", "--out", tmp_path / "e"), "policy")
     for name in "bcdef":
         assert not (tmp_path / name).exists()
+
+
+def test_ppo_against_a_reward_model_with_an_answer_prior(cli, chain, tmp_path):
+    rm = tmp_path / "rm_prior"
+    code, _, err = cli("rm", f"init={chain / 'sft'}", "prior=true", "epochs=0", "train.steps=2", "train.batch_size=4", "--out", rm)
+    assert code == 0, err
+    out = tmp_path / "ppo"
+    code, stdout, err = cli("ppo", f"policy={chain / 'sft'}", f"reward={rm}", "iterations=1", "rollout.batch_size=4", "rollout.max_new_tokens=8",
+                            "ppo.minibatches=1", "eval.limit=4", "--out", out, "--json")  # fmt: skip
+    assert code == 0, err
+    history = json.loads((out / "rl_history.json").read_text())
+    assert math.isfinite(history[0]["rollout/score"])
+    # the value model starts from the reward model's body and head; the prior is the reward's alone
+    assert "prior" not in json.loads((out / "value" / "config.json").read_text())

@@ -294,3 +294,73 @@ def test_a_reward_model_with_the_lm_regulariser(cli, base, tmp_path):
     # a reward model has no unembedding to regularise through
     assert_clean_failure(cli("rm", f"init={out}", f"data.train=[{train}]", "data.normalize=", "lm_coef=0.5", "--out", tmp_path / "again"), "lm_coef", "unembedding")
     assert_clean_failure(cli("rm", f"init={base}", f"data.train=[{train}]", "lm_coef=-1", "--out", tmp_path / "neg"), "lm_coef")
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_the_answer_prior_adds_a_linear_term_in_the_lm_likelihood_of_each_answer(pack):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=50, n_layer=1, n_head=2, d_model=16, max_seq_len=64)
+    rm = Transformer(cfg, head="scalar", prior=cfg).eval()
+    rm.prior.weight.data = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    rm.prior.mean.copy_(torch.tensor([-10.0, -3.0, -6.0, 5.0]))
+    rm.prior.std.copy_(torch.tensor([4.0, 1.0, 2.0, 3.0]))
+    rng = np.random.default_rng(0)
+    # (answer lengths with the prompt, where the answers start): the 5-token one of the first has no answer token
+    data = [Encoded([rng.integers(3, 50, size=n) for n in sizes], np.array([[0, 1]]), np.zeros(1), None, start) for sizes, start in (([9, 30, 5, 12], 6), ([25, 7], 7), ([8, 8, 9], 3))]
+    b = collate(data, pack=pack)
+    got = rewards_at_last(rm, b["input_ids"], b["last"], b.get("positions"), b.get("segments"), b["starts"])
+    want = []
+    with torch.no_grad():
+        for e in data:
+            for s in e.seqs:
+                x = torch.tensor(s)[None]
+                lp = rm.prior.lm(x)[0, :-1].log_softmax(-1).gather(1, x[0, 1:, None])[:, 0][e.start - 1 :]  # the answer's tokens, each from the position before it
+                f = torch.tensor([lp.sum(), lp.mean(), lp.min(), len(lp)]) if len(lp) else torch.zeros(4)
+                want.append(rm(x)[0, -1] + ((f - rm.prior.mean) / rm.prior.std) @ rm.prior.weight)
+    assert torch.allclose(got, torch.stack(want), atol=1e-4)
+    with pytest.raises(ValueError, match="starts"):
+        rewards_at_last(rm, b["input_ids"], b["last"], b.get("positions"), b.get("segments"))
+    with pytest.raises(Exception, match="scalar head"):
+        Transformer(cfg, head="lm", prior=cfg)
+
+
+def test_a_reward_model_with_an_answer_prior(cli, base, tmp_path):
+    from lmforge.models import load_model
+    from lmforge.tokenizer import Tokenizer
+    from lmforge.train.reward import reward_scores
+
+    train = write_jsonl(tmp_path / "train.jsonl", shorter_is_better(120, 0))
+    ref = write_jsonl(tmp_path / "ref.jsonl", [{"prompt": f"Say something {i}.", "completion": " the cat"} for i in range(20)])
+    out = tmp_path / "rm"
+    code, stdout, err = cli("rm", f"init={base}", f"data.train=[{train}]", f"data.normalize={ref}", "prior=true", "epochs=1", "train.batch_size=8", "--out", out, "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    # the prior starts at the fit of its four features alone: fewer tokens win, and the fit finds it
+    stats = json.loads((out / "reward_stats.json").read_text())
+    assert stats["prior_fit_accuracy"] > 0.85 and stats["prior_weight"][3] < 0
+    assert result["eval/accuracy"] > 0.8  # the held-out tenth (chance 0.5)
+    rm, folder = load_model(out)
+    lm, _ = load_model(base)
+    assert rm.prior is not None and json.loads((out / "config.json").read_text())["prior"]["d_model"] == lm.cfg.d_model
+    assert all(torch.equal(v, lm.state_dict()[k]) for k, v in rm.prior.lm.state_dict().items())  # the language model stayed frozen
+    assert (rm.prior.std != 1).all() and (rm.prior.mean != 0).all()  # its standardisation is saved with it
+    assert rm.num_params() == sum(p.numel() for n, p in rm.named_parameters() if not n.startswith("prior.lm."))
+    tok = Tokenizer.load(folder)
+    prompts = [f"Say something {i}." for i in range(20)]
+    assert abs(float(reward_scores(rm.eval(), tok, prompts, [" the cat"] * 20).mean())) < 1e-4  # normalised with the prior in the reward
+    short, long_ = reward_scores(rm, tok, ["Say something 3."] * 2, [" the cat", " the big red dog sat on a mat by the small cat"])
+    assert short > long_
+    # without the prior term the same weights score differently: it is part of the reward
+    plain = Transformer(rm.cfg, head="scalar")
+    plain.load_state_dict({k: v for k, v in rm.state_dict().items() if not k.startswith("prior.")})
+    assert not torch.allclose(reward_scores(plain.eval(), tok, prompts, [" the cat"] * 20), reward_scores(rm, tok, prompts, [" the cat"] * 20))
+    code, stdout, err = cli("eval", "rm", "--model", out, "--data", train, "--json")
+    assert code == 0 and json.loads(stdout)["acc_labelers"] == pytest.approx(result["eval/accuracy"]), err  # the same held-out prompts
+    # trained further as a later round, the prior comes with it; a reward model has no LM to add as one
+    code, _, err = cli("rm", f"init={out}", f"data.train=[{train}]", "data.normalize=", "prior=true", "epochs=0", "train.steps=1", "train.optim.lr=1e-12", "--out", tmp_path / "again")
+    assert code == 0, err
+    again, _ = load_model(tmp_path / "again")
+    assert torch.allclose(again.prior.weight, rm.prior.weight, atol=1e-6)
+    plain_dir = tmp_path / "plain"
+    assert cli("rm", f"init={base}", f"data.train=[{train}]", "data.normalize=", "epochs=0", "train.steps=1", "--out", plain_dir)[0] == 0
+    assert_clean_failure(cli("rm", f"init={plain_dir}", f"data.train=[{train}]", "data.normalize=", "prior=true", "--out", tmp_path / "bad"), "prior", "language model")

@@ -135,6 +135,17 @@ def answer_ids(tokenizer, prompt: str | list[dict], answer: str, finished: bool,
     return ids if finished else ids[:-1]
 
 
+def answer_start(tokenizer, prompt: str | list[dict], chat: bool) -> int:
+    """Where the answer's tokens begin in `answer_ids` for this prompt: after the prompt's
+    rendering (for a chat model, the turns and the assistant marker). At least 1, so that every
+    answer token has a position before it that predicts it."""
+    if chat:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        return max(1, len(render(tokenizer, messages, add_generation_prompt=True).ids))
+    text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+    return max(1, len(tokenizer.encode_plain(text)))
+
+
 @dataclass
 class Encoded:
     """A comparison ready for the reward model: its K answers' ids and its pairs."""
@@ -143,6 +154,7 @@ class Encoded:
     pairs: np.ndarray  # (P, 2) better, worse
     margins: np.ndarray  # (P,)
     source: Comparison
+    start: int = 1  # where the answers begin in each of seqs (the prompt is the same for all K)
 
 
 def encode_comparisons(comparisons: list[Comparison], tokenizer, *, max_len: int, chat: bool) -> tuple[list[Encoded], int]:
@@ -154,7 +166,8 @@ def encode_comparisons(comparisons: list[Comparison], tokenizer, *, max_len: int
         if max(len(s) for s in seqs) > max_len:
             skipped += 1
             continue
-        out.append(Encoded(seqs, np.asarray(c.pairs, dtype=np.int64).reshape(-1, 2), np.asarray(c.margins or [0.0] * len(c.pairs)), c))
+        pairs = np.asarray(c.pairs, dtype=np.int64).reshape(-1, 2)
+        out.append(Encoded(seqs, pairs, np.asarray(c.margins or [0.0] * len(c.pairs)), c, answer_start(tokenizer, c.prompt, chat)))
     return out, skipped
 
 
@@ -201,7 +214,8 @@ def fill_rows(seqs: list, pad_id: int = 0, pack: bool = True):
 def collate(batch: list[Encoded], pad_id: int = 0, pack: bool = True) -> dict:
     """One batch: every answer of every comparison, each read by the reward model once; `last`
     the flat index (row * width + column) of each answer's last token, in the comparisons' order;
-    pairs as indices into those answers, and the comparison each pair is of.
+    `starts` the flat index of each answer's first token (after its prompt); pairs as indices
+    into those answers, and the comparison each pair is of.
 
     Packed (the default), answers share rows as wide as the longest one, with positions from 0
     and segment ids so each attends only to itself (the transformer's block-diagonal mask): the
@@ -214,11 +228,13 @@ def collate(batch: list[Encoded], pad_id: int = 0, pack: bool = True) -> dict:
     ids, positions, segments, place = fill_rows(seqs, pad_id, pack)
     L = ids.shape[1]
     last = np.array([r * L + at + len(s) - 1 for (r, at), s in zip(place, seqs)], dtype=np.int64)
+    begins = [e.start for e in batch for _ in e.seqs]
+    starts = np.array([r * L + at + b for (r, at), b in zip(place, begins)], dtype=np.int64)  # each answer's first token (past `last` if it has none)
     offsets = np.cumsum([0] + [len(e.seqs) for e in batch[:-1]])
     pairs = np.concatenate([e.pairs + off for e, off in zip(batch, offsets)])
     group = np.concatenate([np.full(len(e.pairs), g) for g, e in enumerate(batch)])
     margins = np.concatenate([e.margins for e in batch]).astype(np.float32)
-    out = {"input_ids": ids, "last": last, "pairs": pairs, "group": group, "margins": margins}
+    out = {"input_ids": ids, "last": last, "starts": starts, "pairs": pairs, "group": group, "margins": margins}
     if pack:
         out.update(positions=positions, segments=segments)
     return {k: torch.from_numpy(v) for k, v in out.items()}

@@ -27,7 +27,10 @@ def model_config_json(model) -> dict:
     from .rnn import RNNLM
 
     arch = "rnn" if isinstance(model, RNNLM) else "transformer"
-    return {"architecture": arch, "head": model.head_kind, "model": dataclasses.asdict(model.cfg)}
+    out = {"architecture": arch, "head": model.head_kind, "model": dataclasses.asdict(model.cfg)}
+    if getattr(model, "prior", None) is not None:  # a reward model's answer prior: its frozen LM's shape
+        out["prior"] = dataclasses.asdict(model.prior.lm.cfg)
+    return out
 
 
 def build_model(config: dict):
@@ -39,7 +42,8 @@ def build_model(config: dict):
     if arch == "rnn":
         model = RNNLM(from_dict(RNNConfig, config.get("model", {})))
     elif arch == "transformer":
-        model = Transformer(from_dict(ModelConfig, config.get("model", {})), head=config.get("head", "lm"))
+        prior = from_dict(ModelConfig, config["prior"]) if config.get("prior") else None
+        model = Transformer(from_dict(ModelConfig, config.get("model", {})), head=config.get("head", "lm"), prior=prior)
     else:
         raise InputError(f"unsupported architecture {arch!r} (supported: {', '.join(ARCHITECTURES)})", field="architecture")
     # the sequence length it was trained on (pretraining records it): evaluation's default window,

@@ -649,6 +649,7 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     value = None
     if cfg.algorithm == "ppo" and cfg.value == "model":
         value = copy.deepcopy(rm)  # the value function starts from the reward model (Ouyang et al.)
+        value.prior = None  # a value is read at every position; a reward model's answer prior is not part of it
     ac = ActorCritic(policy, value, value_head=cfg.algorithm == "ppo" and cfg.value == "head")
     decode = (lambda a: chat.answer_text(tok, a)) if as_chat else tok.decode  # noqa: E731
     reward_fn = _reward_fn(rm.eval().requires_grad_(False), tok, decode)

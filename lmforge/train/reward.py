@@ -12,6 +12,10 @@ found that shuffling the pairs of a prompt across batches overfit). Options from
 RewardTrainer: a margin m (constant, plus a pair's own "margin"), and a centering term
 eta * mean((r_w + r_l)^2) that keeps rewards near zero.
 
+With `prior=true` (off by default: a departure from the paper's last-token head), the reward
+adds a learned linear term in the frozen init language model's log-likelihood of the answer
+(`lmforge.models.transformer.AnswerPrior`): the model is saved with that LM inside it.
+
 After training, the head's bias is shifted so that the reference answers (the SFT
 demonstrations, as the paper does) have mean reward 0 before RL.
 
@@ -30,11 +34,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data.comparisons import ComparisonLoader, Encoded, answer_ids, collate, encode_comparisons, read_comparisons, split_by_prompt
+from ..data.comparisons import ComparisonLoader, Encoded, answer_ids, answer_start, collate, encode_comparisons, read_comparisons, split_by_prompt
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_text
 from ..models import load_model, model_config_json
-from ..models.transformer import Transformer
+from ..models.transformer import AnswerPrior, Transformer
 from ..tokenizer import Tokenizer
 from .loop import OptimConfig, ScheduleConfig, TrainConfig, run_config_text, train
 
@@ -76,6 +80,10 @@ class RMConfig:
     # comparison's top-ranked answer, read through the init's own unembedding, kept frozen, so the
     # body keeps what the language model knew; 0: the plain reward model of Ouyang et al.
     lm_coef: float = 0.0
+    # add w . z(x, y) to the reward, z four numbers of the frozen init LM's log-probabilities of
+    # the answer (sum, mean, min, count) and w learned with the rest (models.transformer.AnswerPrior);
+    # (w starts at the fit of these four alone); false: the last-token head alone, as Ouyang et al.
+    prior: bool = False
     train: TrainConfig = field(default_factory=_rm_train)  # batch_size counts comparisons (prompts), not pairs
 
     def validate(self) -> None:
@@ -92,13 +100,26 @@ class RMConfig:
 # --------------------------------------------------------------------------- the model
 
 
-def rewards_at_last(model, ids: torch.Tensor, last: torch.Tensor, positions=None, segments=None) -> torch.Tensor:
-    """The scalar head's output at each answer's last token: (N,). `last` indexes the flattened
-    (rows, width) scores; rows are right-padded answers, or packed ones (`positions` and
-    `segments` from `lmforge.data.comparisons.collate`). Causal attention, so what follows an
-    answer in its row changes nothing."""
-    scores = model(ids, positions=positions, segments=segments)  # (rows, width)
-    return scores.reshape(-1)[last].float()
+def rewards_at_last(model, ids: torch.Tensor, last: torch.Tensor, positions=None, segments=None, starts=None, *, hidden: bool = False):
+    """The reward of each answer: (N,), the scalar head's output at its last token, plus the
+    model's answer prior if it has one (which reads the answer from `starts`). `last` and
+    `starts` index the flattened (rows, width) ids; rows are right-padded answers, or packed ones
+    (`positions` and `segments` from `lmforge.data.comparisons.collate`). Causal attention, so
+    what follows an answer in its row changes nothing. hidden: also return the hidden states."""
+    inner = getattr(model, "module", model)  # under DistributedDataParallel
+    inner = getattr(inner, "_orig_mod", inner)  # under torch.compile
+    h = None
+    if hidden:
+        h = inner.hidden(ids, positions=positions, segments=segments)  # (rows, width, d)
+        scores = inner.score_head(h).squeeze(-1)
+    else:
+        scores = model(ids, positions=positions, segments=segments)  # through forward, as DDP needs
+    r = scores.reshape(-1)[last].float()
+    if getattr(inner, "prior", None) is not None:
+        if starts is None:
+            raise ValueError("a reward model with an answer prior needs where each answer starts")
+        r = r + inner.prior(ids, starts, last, positions, segments)
+    return (r, h) if hidden else r
 
 
 def reward_model_from(init: str | os.PathLike) -> tuple[Transformer, Path]:
@@ -139,7 +160,8 @@ def reward_scores(model, tokenizer, prompts: list, answers: list[str], finished:
         for j, s in enumerate(seqs):
             ids[j, : len(s)] = torch.tensor(s)
         last = torch.tensor([j * L + len(s) - 1 for j, s in enumerate(seqs)])
-        out.append(rewards_at_last(model, ids.to(device), last.to(device)).cpu())
+        starts = torch.tensor([j * L + answer_start(tokenizer, p, chat) for j, p in enumerate(prompts[i : i + batch_size])])
+        out.append(rewards_at_last(model, ids.to(device), last.to(device), starts=starts.to(device)).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -202,15 +224,12 @@ def rm_loss(margin: float = 0.0, center: float = 0.0, lm_coef: float = 0.0, unem
     the body's hidden states read through the init's frozen `unembedding` (vocab, d_model)."""
 
     def objective(model, batch: dict):
-        positions, segments = batch.get("positions"), batch.get("segments")
         extra = {}
+        scored = rewards_at_last(model, batch["input_ids"], batch["last"], batch.get("positions"), batch.get("segments"), batch.get("starts"), hidden=bool(lm_coef))
+        r, h = scored if lm_coef else (scored, None)
         if lm_coef:
-            h = model.hidden(batch["input_ids"], positions=positions, segments=segments)
-            r = model.score_head(h).squeeze(-1).reshape(-1)[batch["last"]].float()
             logits = F.linear(h, unembedding.to(device=h.device, dtype=h.dtype)).reshape(-1, unembedding.shape[0]).float()
             lm = F.cross_entropy(logits, best_answer_targets(batch).to(h.device), ignore_index=-100)
-        else:
-            r = rewards_at_last(model, batch["input_ids"], batch["last"], positions, segments)
         loss, acc, gap = pairwise_loss(r, batch["pairs"], batch["group"], batch["margins"], margin, center)
         if lm_coef:
             loss = loss + lm_coef * lm
@@ -227,7 +246,7 @@ def evaluate_pairs(model, data: list[Encoded], batch_size: int = 16, pad_id: int
     correct, pairs, loss_sum, groups = 0.0, 0, 0.0, 0
     for i in range(0, len(data), batch_size):
         b = {k: v.to(device) for k, v in collate(data[i : i + batch_size], pad_id).items()}
-        r = rewards_at_last(model, b["input_ids"], b["last"], b.get("positions"), b.get("segments"))
+        r = rewards_at_last(model, b["input_ids"], b["last"], b.get("positions"), b.get("segments"), b.get("starts"))
         loss, _, _ = pairwise_loss(r, b["pairs"], b["group"], b["margins"])
         diff = r[b["pairs"][:, 0]] - r[b["pairs"][:, 1]]
         correct += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
@@ -236,6 +255,42 @@ def evaluate_pairs(model, data: list[Encoded], batch_size: int = 16, pad_id: int
         loss_sum += float(loss) * n
         groups += n
     return {"accuracy": correct / max(pairs, 1), "loss": loss_sum / max(groups, 1), "pairs": pairs}
+
+
+def init_prior(prior: AnswerPrior, data: list[Encoded], batch_size: int, pad_id: int, limit: int = 512) -> dict:
+    """Start the answer prior where its features alone do best: standardise each over the
+    answers of `limit` comparisons spread over `data`, then fit w by the same Bradley-Terry loss (eq. 1)
+    on their pairs with the language model frozen (a 4-parameter logistic regression). Training
+    then moves w with the rest; starting from 0 at the body's learning rate, it would take most
+    of the run to reach this scale. Returns the fit's pair accuracy and loss."""
+    picked = data[:: max(1, len(data) // limit)][:limit]  # spread over the files joined for training
+    feats, pairs, at = [], [], 0
+    with torch.no_grad():
+        for i in range(0, len(picked), batch_size):
+            b = collate(picked[i : i + batch_size], pad_id)
+            feats.append(prior.features(b["input_ids"], b["starts"], b["last"], b.get("positions"), b.get("segments")))
+            pairs.append(b["pairs"] + at)
+            at += len(feats[-1])
+    f, pairs = torch.cat(feats), torch.cat(pairs)
+    mean, std = f.mean(0), (f.std(0) if len(f) > 1 else torch.ones(f.shape[1])).clamp(min=1e-3)
+    z = (f - mean) / std
+    dz = z[pairs[:, 0]] - z[pairs[:, 1]]
+    w = torch.zeros(z.shape[1], requires_grad=True)
+    opt = torch.optim.LBFGS([w], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = -F.logsigmoid(dz @ w).mean() + 1e-3 * (w**2).sum()  # a little L2: correlated features, no runaway
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        prior.mean.copy_(mean)
+        prior.std.copy_(std)
+        prior.weight.copy_(w.detach())
+        diff = dz @ w
+        return {"prior_fit_accuracy": float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean()), "prior_fit_loss": float(-F.logsigmoid(diff).mean()), "prior_weight": [round(float(x), 4) for x in w]}
 
 
 # --------------------------------------------------------------------------- the stage
@@ -286,6 +341,14 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
             raise ConfigError("needs an init with an unembedding to read the answers through (a language model, not a reward model)", field="lm_coef")
         unembedding = lm.lm_head.weight.detach().clone()
         del lm
+    new_prior = cfg.prior and model.prior is None
+    if new_prior:
+        lm, _ = load_model(cfg.init)
+        if getattr(lm, "head_kind", None) != "lm":
+            raise ConfigError("needs an init language model whose likelihood of the answers the reward adds (not a reward model without a prior)", field="prior")
+        model.prior = AnswerPrior(lm.cfg)
+        model.prior.lm.load_state_dict(lm.state_dict())
+        del lm
     tokenizer = Tokenizer.load(folder)
     chat = model.chat_template is not None
     d = cfg.data
@@ -307,6 +370,9 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
     train_data, skipped = encode_comparisons(train_c, tokenizer, max_len=seq_len, chat=chat)
     val_data, val_skipped = encode_comparisons(val_c, tokenizer, max_len=seq_len, chat=chat)
     stats.update({"train_comparisons": len(train_data), "val_comparisons": len(val_data), "skipped_too_long": skipped + val_skipped})
+
+    if new_prior:  # (a resumed run gets the same from its checkpoint)
+        stats.update(init_prior(model.prior, train_data, cfg.train.batch_size, tokenizer.pad_id))
 
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     batches = ComparisonLoader(train_data, cfg.train.batch_size, seed=cfg.train.seed, rank=rank, world_size=world_size, pad_id=tokenizer.pad_id)
