@@ -1151,7 +1151,8 @@ def build_parser() -> argparse.ArgumentParser:
         "eq. 1 over all C(K,2) pairs of each ranking, the pairs of one prompt in one batch element; afterwards its bias is set so the "
         "reference answers score 0 on average. Data: ranking records (prompt, completions, ranking best first) or TRL preference pairs; "
         "'world' means the world's comparisons.jsonl. Keys: init, data.{train,val,val_fraction,limit,seq_len,normalize,world_seed}, "
-        "margin, center, epochs, lm_coef (GRM hidden-state regularisation), train.{steps,batch_size (comparisons),optim.*,schedule.*,...}. Running again on the same --out resumes.",
+        "margin, center, epochs, lm_coef (GRM hidden-state regularisation), prior (true: add learned weights on the frozen init LM's "
+        "log-likelihood of the answer), train.{steps,batch_size (comparisons),optim.*,schedule.*,...}. Running again on the same --out resumes.",
     )
     _stage_args(p, example="init=runs/sft")
     p.set_defaults(func=cmd_rm)

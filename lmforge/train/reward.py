@@ -261,8 +261,9 @@ def init_prior(prior: AnswerPrior, data: list[Encoded], batch_size: int, pad_id:
     """Start the answer prior where its features alone do best: standardise each over the
     answers of `limit` comparisons spread over `data`, then fit w by the same Bradley-Terry loss (eq. 1)
     on their pairs with the language model frozen (a 4-parameter logistic regression). Training
-    then moves w with the rest; starting from 0 at the body's learning rate, it would take most
-    of the run to reach this scale. Returns the fit's pair accuracy and loss."""
+    then moves w with the rest; from 0, Adam's steps of about the learning rate each (1e-3) would
+    take hundreds of steps to reach weights of this size (~0.5). Returns the fit's accuracy, loss
+    and weights."""
     picked = data[:: max(1, len(data) // limit)][:limit]  # spread over the files joined for training
     feats, pairs, at = [], [], 0
     with torch.no_grad():
