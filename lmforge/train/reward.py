@@ -160,8 +160,10 @@ def reward_scores(model, tokenizer, prompts: list, answers: list[str], finished:
         for j, s in enumerate(seqs):
             ids[j, : len(s)] = torch.tensor(s)
         last = torch.tensor([j * L + len(s) - 1 for j, s in enumerate(seqs)])
-        starts = torch.tensor([j * L + answer_start(tokenizer, p, chat) for j, p in enumerate(prompts[i : i + batch_size])])
-        out.append(rewards_at_last(model, ids.to(device), last.to(device), starts=starts.to(device)).cpu())
+        starts = None
+        if getattr(model, "prior", None) is not None:  # only the answer prior reads where answers start
+            starts = torch.tensor([j * L + answer_start(tokenizer, p, chat) for j, p in enumerate(prompts[i : i + batch_size])]).to(device)
+        out.append(rewards_at_last(model, ids.to(device), last.to(device), starts=starts).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
