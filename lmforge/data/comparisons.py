@@ -127,11 +127,9 @@ def split_by_prompt(comparisons: list, val_fraction: float) -> tuple[list, list]
 def answer_ids(tokenizer, prompt: str | list[dict], answer: str, finished: bool, chat: bool) -> list[int]:
     """The ids a reward model reads for (prompt, answer); the reward is read at the last one."""
     if chat:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        ids = render(tokenizer, [*messages, {"role": "assistant", "content": answer}]).ids
+        ids = render(tokenizer, [*_messages(prompt), {"role": "assistant", "content": answer}]).ids
         return ids if finished else ids[:-1]  # an answer that never ended has no <|end|>
-    text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
-    ids = render_plain(tokenizer, text, answer).ids
+    ids = render_plain(tokenizer, _text(prompt), answer).ids
     return ids if finished else ids[:-1]
 
 
@@ -140,10 +138,16 @@ def answer_start(tokenizer, prompt: str | list[dict], chat: bool) -> int:
     rendering (for a chat model, the turns and the assistant marker). At least 1, so that every
     answer token has a position before it that predicts it."""
     if chat:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        return max(1, len(render(tokenizer, messages, add_generation_prompt=True).ids))
-    text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
-    return max(1, len(tokenizer.encode_plain(text)))
+        return max(1, len(render(tokenizer, _messages(prompt), add_generation_prompt=True).ids))
+    return max(1, len(tokenizer.encode_plain(_text(prompt))))
+
+
+def _messages(prompt: str | list[dict]) -> list[dict]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def _text(prompt: str | list[dict]) -> str:
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
 
 
 @dataclass

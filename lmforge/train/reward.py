@@ -338,20 +338,18 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
     torch.manual_seed(cfg.train.seed)  # the new head's initialisation, whatever ran before in this process
     model, folder = reward_model_from(cfg.init)
     unembedding = None
+    new_prior = cfg.prior and model.prior is None
+    lm = load_model(cfg.init)[0] if cfg.lm_coef or new_prior else None  # once, for whichever needs the init LM
     if cfg.lm_coef:
-        lm, _ = load_model(cfg.init)
         if getattr(lm, "head_kind", None) != "lm":
             raise ConfigError("needs an init with an unembedding to read the answers through (a language model, not a reward model)", field="lm_coef")
         unembedding = lm.lm_head.weight.detach().clone()
-        del lm
-    new_prior = cfg.prior and model.prior is None
     if new_prior:
-        lm, _ = load_model(cfg.init)
         if getattr(lm, "head_kind", None) != "lm":
             raise ConfigError("needs an init language model whose likelihood of the answers the reward adds (not a reward model without a prior)", field="prior")
         model.prior = AnswerPrior(lm.cfg)
         model.prior.lm.load_state_dict(lm.state_dict())
-        del lm
+    del lm
     tokenizer = Tokenizer.load(folder)
     chat = model.chat_template is not None
     d = cfg.data
