@@ -150,6 +150,34 @@ def test_stored_and_online_reference_give_the_same_loss_and_gradients():
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0][1], grads[1][1]))
 
 
+def test_nll_coef_adds_the_chosen_answers_per_token_nll_rpo():
+    # RPO (Pang et al. 2024, eq. 2): each pair's loss gains alpha * -log pi(chosen) / |chosen|,
+    # and a prompt's pairs are averaged as for DPO alone
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=30, n_layer=1, n_head=2, d_model=16, max_seq_len=32))
+    rng = np.random.default_rng(1)
+    items = []
+    for _ in range(3):
+        prompt = rng.integers(3, 30, 4).tolist()
+        seqs = [np.array(prompt + rng.integers(3, 30, n).tolist()) for n in (2, 5, 3)]
+        items.append(PrefItem(seqs, [4, 4, 4], np.array([[0, 1], [0, 2], [1, 2]])))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    reference_logps(Transformer(ModelConfig(vocab_size=30, n_layer=1, n_head=2, d_model=16, max_seq_len=32)), items)
+    b = collate(items, 0)
+    from lmforge.train.dpo import answer_logps
+
+    with torch.no_grad():
+        lp, tokens = answer_logps(model, b)
+        plain = float(dpo_objective(DPOConfig(init="-", beta=0.2))(model, b)[0])
+        rpo = float(dpo_objective(DPOConfig(init="-", beta=0.2, nll_coef=0.5))(model, b)[0])
+    expected_nll = np.mean([np.mean([-float(lp[3 * i + w]) / float(tokens[3 * i + w]) for w, _ in it.pairs]) for i, it in enumerate(items)])
+    assert rpo == pytest.approx(plain + 0.5 * expected_nll, rel=1e-5)
+    with pytest.raises(Exception, match="kto"):
+        DPOConfig(init="-", loss="kto", nll_coef=0.1).validate()
+
+
 def test_answer_mask_covers_the_answer_tokens_only():
     item = PrefItem([np.array([5, 6, 7, 8, 9]), np.array([5, 6, 7, 3])], [3, 3], np.array([[0, 1]]))
     b = collate([item], pad_id=0, pack=False)

@@ -106,6 +106,7 @@ class DPOConfig:
     label_smoothing: float = 0.1  # cdpo: eps, the probability that a label is wrong
     desirable_weight: float = 1.0  # kto: lambda_D
     undesirable_weight: float = 1.0  # kto: lambda_U
+    nll_coef: float = 0.0  # pairwise losses: alpha of RPO (Pang et al. 2024, eq. 2), the chosen answer's per-token NLL added to each pair's loss
     reference: Literal["precompute", "online"] = "precompute"
     epochs: float = 1.0  # passes over the comparisons; 0: use train.steps
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # lora.r > 0: train low-rank adapters only, merged at the end
@@ -122,6 +123,10 @@ class DPOConfig:
             raise ConfigError(f"conservative DPO needs 0 < eps < 0.5, got {self.label_smoothing}", field="label_smoothing")
         if self.desirable_weight <= 0 or self.undesirable_weight <= 0:
             raise ConfigError("KTO's weights must be > 0", field="desirable_weight")
+        if self.nll_coef < 0:
+            raise ConfigError(f"must be >= 0, got {self.nll_coef}", field="nll_coef")
+        if self.nll_coef and self.loss == "kto":
+            raise ConfigError("the NLL term needs chosen answers: it applies to the pairwise losses, not kto", field="nll_coef")
         self.lora.validate()
         if self.epochs < 0:
             raise ConfigError(f"must be >= 0, got {self.epochs}", field="epochs")
@@ -431,6 +436,10 @@ def _pairwise_terms(lp: torch.Tensor, ref: torch.Tensor, tokens: torch.Tensor, b
         lp[pw], lp[pl], ref[pw], ref[pl], loss=cfg.loss, beta=cfg.beta, label_smoothing=cfg.label_smoothing,
         chosen_tokens=tokens[pw], rejected_tokens=tokens[pl],
     )  # fmt: skip
+    if cfg.nll_coef:
+        # RPO (Pang et al. 2024, eq. 2): L_DPO + alpha * NLL(chosen) / |chosen|. It keeps the
+        # chosen answers' likelihood rising, which the DPO term alone does not promise.
+        losses = losses + cfg.nll_coef * (-lp[pw] / tokens[pw].clamp(min=1))
     group = batch["group"]
     n = int(group.max()) + 1
     count = torch.zeros(n, device=lp.device).index_add_(0, group, torch.ones_like(losses))
