@@ -1180,7 +1180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(SLiC), kto (unpaired desirable/undesirable answers). The reference's log-probs are computed once and stored "
         "(reference=precompute) or each step (reference=online). Data: rankings (all pairs, or data.pairs=best_worst), TRL preference "
         "pairs, TRL unpaired records for kto; 'world' means the world's comparisons.jsonl. Keys: init, ref, loss, beta, "
-        "label_smoothing, desirable_weight, undesirable_weight, reference, epochs, data.{train,val,val_fraction,pairs,limit,seq_len,long}, "
+        "label_smoothing, nll_coef (RPO), desirable_weight, undesirable_weight, reference, epochs, data.{train,val,val_fraction,pairs,limit,seq_len,long}, "
         "eval.{prompts,limit,max_new_tokens}, train.{steps,batch_size (comparisons),eval_every,optim.*,schedule.*,...}. "
         "Writes the policy, dpo_summary.json, reference_logps.npz.",
     )
