@@ -126,7 +126,7 @@ class DPOConfig:
         if self.nll_coef < 0:
             raise ConfigError(f"must be >= 0, got {self.nll_coef}", field="nll_coef")
         if self.nll_coef and self.loss == "kto":
-            raise ConfigError("the NLL term needs chosen answers: it applies to the pairwise losses, not kto", field="nll_coef")
+            raise ConfigError("the NLL term needs chosen answers: it applies to the pairwise losses, not kto (set nll_coef=0, or dpo.nll_coef=0 in a run)", field="nll_coef")
         self.lora.validate()
         if self.epochs < 0:
             raise ConfigError(f"must be >= 0, got {self.epochs}", field="epochs")
