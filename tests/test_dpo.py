@@ -11,7 +11,8 @@ import torch
 from lmforge.data.comparisons import ComparisonLoader
 from lmforge.models import model_config_json
 from lmforge.models.transformer import ModelConfig, Transformer
-from lmforge.train.dpo import DPOConfig, PrefItem, collate, dpo_objective, kto_loss, likelihood_displacement, preference_loss, reference_logps
+from lmforge.errors import ConfigError
+from lmforge.train.dpo import DPOConfig, PrefItem, answer_logps, collate, dpo_objective, kto_loss, likelihood_displacement, preference_loss, reference_logps
 from lmforge.train.loop import TrainConfig, train
 
 from .test_cli import assert_clean_failure
@@ -154,7 +155,8 @@ def test_nll_coef_adds_the_chosen_answers_per_token_nll_rpo():
     # RPO (Pang et al. 2024, eq. 2): each pair's loss gains alpha * -log pi(chosen) / |chosen|,
     # and a prompt's pairs are averaged as for DPO alone
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(vocab_size=30, n_layer=1, n_head=2, d_model=16, max_seq_len=32))
+    mcfg = ModelConfig(vocab_size=30, n_layer=1, n_head=2, d_model=16, max_seq_len=32)
+    model = Transformer(mcfg)
     rng = np.random.default_rng(1)
     items = []
     for _ in range(3):
@@ -164,17 +166,15 @@ def test_nll_coef_adds_the_chosen_answers_per_token_nll_rpo():
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    reference_logps(Transformer(ModelConfig(vocab_size=30, n_layer=1, n_head=2, d_model=16, max_seq_len=32)), items)
+    reference_logps(Transformer(mcfg), items)
     b = collate(items, 0)
-    from lmforge.train.dpo import answer_logps
-
     with torch.no_grad():
         lp, tokens = answer_logps(model, b)
         plain = float(dpo_objective(DPOConfig(init="-", beta=0.2))(model, b)[0])
         rpo = float(dpo_objective(DPOConfig(init="-", beta=0.2, nll_coef=0.5))(model, b)[0])
     expected_nll = np.mean([np.mean([-float(lp[3 * i + w]) / float(tokens[3 * i + w]) for w, _ in it.pairs]) for i, it in enumerate(items)])
     assert rpo == pytest.approx(plain + 0.5 * expected_nll, rel=1e-5)
-    with pytest.raises(Exception, match="kto"):
+    with pytest.raises(ConfigError, match="kto"):
         DPOConfig(init="-", loss="kto", nll_coef=0.1).validate()
 
 
@@ -219,8 +219,6 @@ def test_packed_batches_give_the_same_log_probs_loss_and_gradients():
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(results[0][1], results[1][1]))
     # the stored reference (made packed) equals an unpacked pass of the same model
     with torch.no_grad():
-        from lmforge.train.dpo import answer_logps
-
         assert torch.allclose(answer_logps(model, one)[0], one["ref"], atol=1e-4)
 
 
