@@ -95,8 +95,13 @@ class CompareConfig:
     ngram: NGramSection = field(default_factory=NGramSection)
     rnn: RNNSection = field(default_factory=RNNSection)
     gpt: GPTSection = field(default_factory=GPTSection)
+    also: list[str] = field(default_factory=list)  # more trained models scored beside, each FAMILY=DIR (lmforge run: gpt_large=DIR)
 
     def validate(self) -> None:
+        for spec in self.also:
+            family, sep, path = spec.partition("=")
+            if not sep or not family or not path:
+                raise ConfigError(f"expected FAMILY=DIR, got {spec!r}", field="also")
         # checked before any work: a mistake found after an hour of training helps nobody
         if not (self.ngram.orders or self.ngram.load or self.rnn.enabled or self.rnn.load or self.gpt.enabled or self.gpt.load):
             raise ConfigError("nothing to compare: give n-gram orders, or enable the rnn or gpt section", field="ngram.orders")
@@ -175,7 +180,7 @@ def _neural_row(name: str, family: str, model_dir: Path, tokenizer: Tokenizer, v
 
     model, folder = load_model(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
     model.eval()
-    if is_recurrent(model) != (family == "rnn"):
+    if family in ("rnn", "gpt") and is_recurrent(model) != (family == "rnn"):
         kind = "a recurrent model" if is_recurrent(model) else "a transformer"
         raise InputError(f"{model_dir} holds {kind}, not what the {family} section scores", field=f"{family}.load")
     own = Tokenizer.load(folder)
@@ -194,7 +199,7 @@ def _neural_row(name: str, family: str, model_dir: Path, tokenizer: Tokenizer, v
             ids += own.encode(tokenizer.decode(d.tolist())) + [own.eos_id]
         stream = np.array(ids)
     window = stride = None
-    if family == "gpt":  # sliding windows at half the training length: every token has context
+    if not is_recurrent(model):  # a transformer: sliding windows at half the training length, every token has context
         window = default_window(model)
         stride = max(1, window // 2)
     r = score_stream(model, torch.from_numpy(stream.astype(np.int64)), n_bytes=n_bytes, window=window, stride=stride)
@@ -262,6 +267,9 @@ def run_compare(cfg: CompareConfig, out: str | Path, *, log=print) -> dict:
             row = _neural_row(family, family, out / family, tokenizer, val_docs, n_bytes, seconds)
             row["name"] = f"{family}-{row['arch']}"
             rows.append(row)
+    for spec in cfg.also:
+        family, _, path = spec.partition("=")
+        rows.append(_neural_row(family, family, Path(path), tokenizer, val_docs, n_bytes, None))
     best = {}
     for r in rows:
         if r["family"] not in best or r["bpb"] < best[r["family"]]["bpb"]:

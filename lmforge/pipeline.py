@@ -1,10 +1,13 @@
 """`lmforge run`: the whole pipeline, stage by stage, resumable.
 
-    world -> tokenizer -> pretrain (the policy's size) -> pretrain_large (~4x the parameters)
-    -> baselines (n-grams, an RNN, beside the GPT) -> sft (the policy's start) -> sft_rm (the
-    reward model's start) -> samples (K answers of the SFT model a prompt) -> labels (ranked by
-    the world's labelers) -> rm -> ppo -> dpo -> eval (oracle metrics, win rates, arena, reward
-    model, bits per byte) -> report (DIR/report.md, DIR/results.json, DIR/plots/)
+    world -> tokenizer -> pretrain (the policy's size) -> pretrain_large (3x the parameters or
+    more, and a better language model) -> baselines (n-grams, an RNN, beside both GPTs) -> sft
+    (the best SFT model the demonstrations give: epochs and learning rate chosen by held-out
+    loss; PPO's, DPO's and the reward model's start) -> sft_rm (an own start for the reward
+    model, only with rm_from=sft_rm) -> samples (K answers of the SFT model a prompt) -> labels
+    (ranked by the world's labelers) -> rm -> ppo -> dpo -> eval (oracle metrics and win rates
+    against the best SFT, sampled and greedy, best-of-n, arena, reward model, bits per byte) ->
+    report (DIR/report.md, DIR/results.json, DIR/plots/)
 
 InstructGPT's recipe (Ouyang et al. 2022, Figure 2) in miniature, each stage the library
 function its own command runs (`lmforge world`, `prepare`, `pretrain`, `compare`, `sft`,
@@ -47,6 +50,7 @@ from .config import _read_yaml, _validate, apply_override, dump_yaml, from_dict,
 from .errors import ConfigError, InputError
 from .io import atomic_write_text
 from .tokenizer import TokenizerConfig
+from .study import StudySection
 from .train.dpo import DPOConfig
 from .train.ppo import RLConfig
 from .train.pretrain import PretrainConfig
@@ -58,7 +62,7 @@ STAGES = ("world", "tokenizer", "pretrain", "pretrain_large", "baselines", "sft"
 PRESETS = ("tiny", "default")
 PRESET_DIR = Path(__file__).resolve().parent / "presets"  # packaged with lmforge (pyproject: package-data)
 # the models the evaluation compares, as results.json names them
-MODELS = ("base", "base_fewshot", "base_large_fewshot", "sft", "ppo", "dpo")
+MODELS = ("base", "base_fewshot", "base_large_fewshot", "sft", "best_of_4", "best_of_16", "ppo", "dpo")
 
 
 @dataclass
@@ -89,6 +93,8 @@ class EvalSection:
     shots: int = 3  # demonstrations in the few-shot prefix of the base models
     arena_limit: int = 0  # prompts of the arena's round robin (0: all evaluated prompts)
     bootstrap: int = 200  # resamples for the arena's 95% intervals
+    greedy: bool = True  # SFT, PPO and DPO also answer greedily (when temperature > 0)
+    best_of: list[int] = field(default_factory=lambda: [4, 16])  # best-of-n baselines: n SFT samples, the reward model's pick (when temperature > 0)
 
 
 @dataclass
@@ -102,16 +108,19 @@ class RunConfig:
     baselines: CompareConfig = field(default_factory=CompareConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     sft_rm: SFTConfig = field(default_factory=SFTConfig)
-    rm_from: str = "sft_rm"  # the reward model starts from this stage's model: sft_rm | sft
+    rm_from: str = "sft"  # the reward model starts from this stage's model: sft | sft_rm
     samples: SamplesSection = field(default_factory=SamplesSection)
     rm: RMConfig = field(default_factory=RMConfig)
     ppo: RLConfig = field(default_factory=RLConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     eval: EvalSection = field(default_factory=EvalSection)
+    study: StudySection = field(default_factory=StudySection)  # `lmforge study rlhf-gain` only
 
     def validate(self) -> None:
         if self.rm_from not in ("sft_rm", "sft"):
             raise ConfigError(f"expected sft_rm or sft, got {self.rm_from!r}", field="rm_from")
+        if any(n < 1 for n in self.eval.best_of):
+            raise ConfigError(f"best-of-n needs n >= 1, got {self.eval.best_of}", field="eval.best_of")
         if self.samples.k < 2:
             raise ConfigError(f"a labeler ranks at least two answers, got {self.samples.k}", field="samples.k")
 
@@ -150,7 +159,7 @@ def load_run_config(recipe: str | None, preset: str | None, overrides: list[str]
     linked.dpo.init = linked.dpo.init or "<sft>"
     linked.baselines.gpt.load = "<pretrain>"
     try:
-        for name in ("world", "data", "pretrain", "pretrain_large", "baselines", "sft", "sft_rm", "samples", "rm", "ppo", "dpo", "eval"):
+        for name in ("world", "data", "pretrain", "pretrain_large", "baselines", "sft", "sft_rm", "samples", "rm", "ppo", "dpo", "eval", "study"):
             _validate(getattr(linked, name), name + ".")
         linked.validate()
     except ConfigError as e:
@@ -244,9 +253,16 @@ class Run:
         elif target.exists():
             target.unlink()
 
-    def execute(self, start: str | None = None) -> dict:
-        """Run every stage not finished yet; returns results.json's content."""
+    def execute(self, start: str | None = None, until: str | None = None, only: tuple[str, ...] | None = None) -> dict:
+        """Run every stage not finished yet (up to `until`, or of `only`, when given); returns
+        results.json's content, or {} when the run stops before its report."""
+        if until is not None and until not in STAGES:
+            raise InputError(f"unknown stage {until!r}; expected one of {', '.join(STAGES)}", field="until")
         todo = self.plan(start)
+        if until is not None:
+            todo = [s for s in todo if STAGES.index(s) <= STAGES.index(until)]
+        if only is not None:
+            todo = [s for s in todo if s in only]
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.yaml", dump_yaml(self.cfg))
         for i, stage in enumerate(STAGES, 1):
@@ -264,6 +280,8 @@ class Run:
             state["stages"][stage] = {"hash": self.hashes[stage], "seconds": round(earlier + seconds, 2)}
             self._save_state(state)
             self.log(f"[{i}/{len(STAGES)}] {stage} done in {_duration(seconds)}")
+        if (until is not None and until != "report") or (only is not None and "report" not in only):
+            return {}
         return json.loads((self.out / "results.json").read_text(encoding="utf-8"))
 
     def interrupted(self, stage: str, seconds: float) -> None:
@@ -319,6 +337,7 @@ class Run:
         c = copy.deepcopy(self.cfg.baselines)
         c.data.shards = str(self.path("tokenizer"))
         c.gpt.load = str(self.path("pretrain"))  # the policy's base model, scored beside them
+        c.also = list(c.also) + [f"gpt_large={self.path('pretrain_large')}"]  # and the larger one
         c.rnn.train.seed = self.cfg.seed
         run_compare(c, self.path("baselines"), log=self.log)
 
@@ -419,11 +438,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
-def run_pipeline(cfg: RunConfig, out: str | Path, *, start: str | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """`lmforge run`: every stage not finished in `out`, then results.json's content."""
+def run_pipeline(cfg: RunConfig, out: str | Path, *, start: str | None = None, until: str | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """`lmforge run`: every stage not finished in `out` (up to `until`), then results.json's content."""
     run = Run(cfg, out, log=log)
     try:
-        return run.execute(start)
+        return run.execute(start, until)
     except BaseException:
         if run.current is not None:  # the interrupted stage keeps the time it spent
             stage, t0 = run.current

@@ -2,16 +2,22 @@
 
 results.json (the stable, machine-read part):
 
-    models[name][metric]   name: base, base_fewshot, base_large_fewshot, sft, ppo, dpo;
-                           metric: win_rate_vs_sft, task_accuracy, false_claim_rate, rude_rate,
-                           question_rate, mean_length, oracle_score (and finished, the interval
-                           of the win rate, PPO's and DPO's win rate against the larger base)
+    models[name][metric]   name: base, base_fewshot, base_large_fewshot, sft (the best SFT: epochs
+                           and learning rate chosen by held-out loss), best_of_4, best_of_16, ppo,
+                           dpo; metric: win_rate_vs_sft (and its 95% interval, _ci),
+                           task_accuracy, false_claim_rate, rude_rate, question_rate,
+                           mean_length, oracle_score, finished; for ppo and dpo also
+                           win_rate_vs_base_large_fewshot and win_rate_vs_best_of_<n>[_ci]
+    greedy[name][metric]   sft, ppo, dpo answering greedily, the same metrics
+    sft                    the best SFT's chosen lr, epoch and held-out loss
     by_task[name][task]    prompts, task_accuracy, oracle_score, win_rate_vs_sft of each model on
                            each of the world's tasks
-    lm[family]["bpb"]      family: ngram, rnn, gpt (the best of each, held-out bits per byte)
+    lm[family]             bpb, perplexity, params; family: ngram, rnn, gpt (the policy's base
+                           model), gpt_large (the larger base model)
     rm                     acc_labelers, acc_oracle, labeler_agreement (held-out comparisons)
     arena[name]            rating, ci_low, ci_high (Bradley-Terry on the Elo scale, 95% bootstrap)
-    targets                each of the issue's targets for the default preset: measured, passed
+    targets                each target of the default preset: measured, reached (and refused: why
+                           the larger-base target cannot be marked)
     seconds[stage]         wall-clock seconds of each stage (the only part that differs between
                            two runs of the same seed)
 
@@ -29,25 +35,48 @@ from pathlib import Path
 from .io import atomic_write_text
 from .tracking import read_metrics
 
-# (description, how to measure it from results, the test) — InstructGPT's pattern, the targets of
-# the default preset on the built-in world
+# (description, how to measure it from results, the test) — InstructGPT's pattern against the
+# strongest baselines the same data allows, the targets of the default preset on the built-in world
 TARGETS = [
-    ("PPO's win rate against SFT >= 0.65", lambda r: r["models"]["ppo"]["win_rate_vs_sft"], lambda v: v >= 0.65),
-    ("DPO's win rate against SFT >= 0.60", lambda r: r["models"]["dpo"]["win_rate_vs_sft"], lambda v: v >= 0.60),
-    ("PPO's win rate against the 4x larger base model prompted few-shot >= 0.75", lambda r: r["models"]["ppo"]["win_rate_vs_base_large_fewshot"], lambda v: v >= 0.75),
+    ("PPO's win rate against the best SFT >= 0.60, sampled", lambda r: r["models"]["ppo"]["win_rate_vs_sft"], lambda v: v >= 0.60),
+    ("PPO's win rate against the best SFT >= 0.55, greedy", lambda r: r["greedy"]["ppo"]["win_rate_vs_sft"], lambda v: v >= 0.55),
+    ("DPO's win rate against the best SFT >= 0.55, sampled", lambda r: r["models"]["dpo"]["win_rate_vs_sft"], lambda v: v >= 0.55),
+    ("PPO's win rate against best-of-4 >= 0.50", lambda r: r["models"]["ppo"]["win_rate_vs_best_of_4"], lambda v: v >= 0.50),
+    ("PPO's win rate against the larger base model prompted few-shot >= 0.75 (a target only when that model has 3x the parameters or more and lower bits per byte)",
+     lambda r: r["models"]["ppo"]["win_rate_vs_base_large_fewshot"], lambda v: v >= 0.75),
     ("the base model's question rate zero-shot >= 0.3", lambda r: r["models"]["base"]["question_rate"], lambda v: v >= 0.3),
     ("PPO's question rate <= 0.05", lambda r: r["models"]["ppo"]["question_rate"], lambda v: v <= 0.05),
-    ("PPO's false-claim rate below the base model's", lambda r: (r["models"]["ppo"]["false_claim_rate"], r["models"]["base"]["false_claim_rate"]), lambda v: v[0] < v[1]),
-    ("PPO's rude-word rate below the base model's", lambda r: (r["models"]["ppo"]["rude_rate"], r["models"]["base"]["rude_rate"]), lambda v: v[0] < v[1]),
+    ("PPO's false-claim rate below the base model's and the best SFT's", lambda r: (r["models"]["ppo"]["false_claim_rate"], r["models"]["base"]["false_claim_rate"], r["models"]["sft"]["false_claim_rate"]), lambda v: v[0] < min(v[1:])),
+    ("PPO's rude-word rate below the base model's and the best SFT's", lambda r: (r["models"]["ppo"]["rude_rate"], r["models"]["base"]["rude_rate"], r["models"]["sft"]["rude_rate"]), lambda v: v[0] < min(v[1:])),
     ("reward-model accuracy against the oracle >= 0.75", lambda r: r["rm"]["acc_oracle"], lambda v: v >= 0.75),
     ("the GPT's bits per byte below the n-gram's", lambda r: (r["lm"]["gpt"]["bpb"], r["lm"]["ngram"]["bpb"]), lambda v: v[0] < v[1]),
-]
+]  # fmt: skip
+LARGER_BASE = 4  # the index of the target that needs a larger, better language model
+MIN_SIZE_RATIO = 3.0
+
+
+def larger_base_refusal(results: dict) -> str | None:
+    """Why the larger-base target cannot be marked (None: it can): the larger model must be the
+    better language model (strictly lower held-out bits per byte) with 3x the parameters or more,
+    or "small aligned beats large base" claims nothing."""
+    lm = results.get("lm", {})
+    small, large = lm.get("gpt"), lm.get("gpt_large")
+    if not small or not large:
+        return "the larger base model's bits per byte were not measured"
+    if not large["bpb"] < small["bpb"]:
+        return f"the larger base model is not the better language model (bits per byte {large['bpb']:.4f} against the policy's base model's {small['bpb']:.4f})"
+    if small.get("params") and large.get("params") and large["params"] < MIN_SIZE_RATIO * small["params"]:
+        return f"the larger base model has only {large['params'] / small['params']:.2f}x the parameters (a target needs {MIN_SIZE_RATIO:g}x)"
+    return None
+
 
 NAMES = {
     "base": "base, zero-shot",
     "base_fewshot": "base, few-shot",
-    "base_large_fewshot": "4x base, few-shot",
-    "sft": "SFT",
+    "base_large_fewshot": "larger base, few-shot",
+    "sft": "best SFT",
+    "best_of_4": "best-of-4 (SFT + RM)",
+    "best_of_16": "best-of-16 (SFT + RM)",
     "ppo": "PPO",
     "dpo": "DPO",
 }
@@ -56,13 +85,16 @@ METRICS = ["win_rate_vs_sft", "oracle_score", "task_accuracy", "false_claim_rate
 
 def check_targets(results: dict) -> list[dict]:
     out = []
-    for text, measure, test in TARGETS:
+    for i, (text, measure, test) in enumerate(TARGETS):
         try:
             value = measure(results)
         except KeyError:
             out.append({"target": text, "measured": None, "reached": False})
             continue
-        out.append({"target": text, "measured": value, "reached": bool(test(value))})
+        row = {"target": text, "measured": value, "reached": bool(test(value))}
+        if i == LARGER_BASE and (why := larger_base_refusal(results)) is not None:
+            row.update(reached=False, refused=why)
+        out.append(row)
     return out
 
 
@@ -73,6 +105,8 @@ def build_results(run) -> dict:
         "seed": run.cfg.seed,
         "prompts": ev["prompts"],
         "models": ev["models"],
+        "greedy": ev.get("greedy", {}),
+        "sft": ev.get("sft", {}).get("chosen", {}),
         "by_task": ev.get("by_task", {}),  # an eval stage from before the split has none
         "lm": ev["lm"],
         "rm": ev["rm"],
@@ -125,7 +159,7 @@ def _plots(run, results: dict, out: Path) -> dict[str, str]:
 
     # pretraining loss curves
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    curves = [("GPT (policy size)", run.path("pretrain")), ("GPT, 4x larger", run.path("pretrain_large")), ("RNN", run.path("baselines") / "rnn")]
+    curves = [("GPT (policy size)", run.path("pretrain")), ("GPT, larger", run.path("pretrain_large")), ("RNN", run.path("baselines") / "rnn")]
     for label, d in curves:
         rows = read_metrics(d) if (d / "metrics.jsonl").exists() else []
         train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
@@ -200,6 +234,10 @@ def _f(v) -> str:
     return str(v)
 
 
+def _ci(ci) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
 def _how_answered(ev) -> str:
     if ev.temperature <= 0:
         return "one greedy answer a prompt"
@@ -238,13 +276,36 @@ def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
     from .pipeline import _duration
 
     cfg = run.cfg
+    m, g = results["models"], results.get("greedy", {})
+    lm = results.get("lm", {})
+    sizes = ""
+    if lm.get("gpt", {}).get("params") and lm.get("gpt_large", {}).get("params"):
+        sizes = f" ({lm['gpt_large']['params'] / lm['gpt']['params']:.1f}x the parameters, bits per byte {lm['gpt_large']['bpb']:.4f} against {lm['gpt']['bpb']:.4f})"
+    chosen = results.get("sft") or {}
+    how_sft = f"lr {chosen['lr']:g} and {chosen['epoch']:g} epochs, chosen by held-out loss {chosen['loss']:.4f}" if chosen else "trained as configured"
     lines = [
         "# lmforge run",
         "",
         f"Seed {cfg.seed}; {results['prompts']} held-out prompts, {_how_answered(cfg.eval)} by each model, scored by the world's oracle "
-        f"(its ground truth). The models: the base model asked zero-shot and behind a prefix of {cfg.eval.shots} demonstrations "
-        "(Q:/A: pairs), the ~4x larger base model behind the same prefix, the SFT model (the policy's start), and the PPO and DPO "
-        "policies trained from it.",
+        f"(its ground truth). The baseline is the best SFT model the demonstrations give ({how_sft}); PPO and DPO start from it.",
+        "",
+        "## Against the best SFT",
+        "",
+        "| model | win rate vs best SFT, sampled | 95% interval | greedy | 95% interval |",
+        "|---|---:|---|---:|---|",
+    ]
+    for name in ("ppo", "dpo", "best_of_4", "best_of_16"):
+        if name in m:
+            row = [NAMES[name], _f(m[name]["win_rate_vs_sft"]), _ci(m[name].get("win_rate_vs_sft_ci"))]
+            row += [_f(g[name]["win_rate_vs_sft"]), _ci(g[name].get("win_rate_vs_sft_ci"))] if name in g else ["", ""]
+            lines.append("| " + " | ".join(row) + " |")
+    vs = [f"{NAMES[k]} {_f(m['ppo'][f'win_rate_vs_{k}'])} {_ci(m['ppo'].get(f'win_rate_vs_{k}_ci'))}" for k in ("best_of_4", "best_of_16") if f"win_rate_vs_{k}" in m.get("ppo", {})]
+    if vs:
+        lines += ["", "PPO against best-of-n (sampled): " + "; ".join(vs) + "."]
+    lines += [
+        "",
+        "Win rate: the share of prompts whose answer the oracle scores above the best SFT's, ties half; intervals are 95% bootstrap intervals over prompts. "
+        f"Also asked: the base model zero-shot and behind a prefix of {cfg.eval.shots} demonstrations (Q:/A: pairs), and the larger base model behind the same prefix{sizes}.",
         "",
         "## Targets",
         "",
@@ -252,7 +313,7 @@ def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
         "|---|---|---|",
     ]
     for t in results["targets"]:
-        lines.append(f"| {t['target']} | {_f(t['measured'])} | {'yes' if t['reached'] else '**no**'} |")
+        lines.append(f"| {t['target']} | {_f(t['measured'])} | {'yes' if t['reached'] else ('refused: ' + t['refused'] if t.get('refused') else '**no**')} |")
     missed = [t for t in results["targets"] if not t["reached"]]
     lines += ["", f"{len(results['targets']) - len(missed)} of {len(results['targets'])} targets reached. The targets are set for the default preset on the built-in world; a tiny run checks the plumbing only."]
     lines += ["", "## The models on held-out prompts", "", "| model | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
@@ -260,9 +321,13 @@ def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
         m = results["models"].get(name)
         if m:
             lines.append(f"| {label} | " + " | ".join(_f(m.get(k)) for k in METRICS) + " |")
-    lines += ["", "Win rate: the share of prompts whose answer the oracle scores above SFT's, ties half. "
-              f"PPO against the 4x larger base model prompted few-shot: {_f(results['models']['ppo']['win_rate_vs_base_large_fewshot'])}; "
+    lines += ["", f"PPO against the larger base model prompted few-shot: {_f(results['models']['ppo']['win_rate_vs_base_large_fewshot'])}; "
               f"DPO: {_f(results['models']['dpo']['win_rate_vs_base_large_fewshot'])}."]  # fmt: skip
+    if g:
+        lines += ["", "Greedy answers:", "", "| model | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
+        for name in ("sft", "ppo", "dpo"):
+            if name in g:
+                lines.append(f"| {NAMES[name]} | " + " | ".join(_f(g[name].get(k)) for k in METRICS) + " |")
     if "win_rates" in plots:
         lines += ["", f"![win rates]({plots['win_rates']})"]
     lines += _by_task(results.get("by_task", {}))

@@ -10,7 +10,7 @@ import pytest
 from lmforge import pipeline
 from lmforge.report import METRICS
 
-MODELS = ["base", "base_fewshot", "base_large_fewshot", "sft", "ppo", "dpo"]
+MODELS = ["base", "base_fewshot", "base_large_fewshot", "sft", "best_of_4", "ppo", "dpo"]
 
 
 def _same(a: dict, b: dict) -> None:
@@ -39,20 +39,27 @@ def test_tiny_run_writes_every_stage_the_results_and_the_report(tiny):
     for name in MODELS:  # by task, the prompts of every task add up to the held-out set
         assert sum(r["prompts"] for r in results["by_task"][name].values()) == results["prompts"]
         assert all(0.0 <= r["win_rate_vs_sft"] <= 1.0 for r in results["by_task"][name].values())
-    for family in ("ngram", "rnn", "gpt"):
+    for family in ("ngram", "rnn", "gpt", "gpt_large"):
         assert results["lm"][family]["bpb"] > 0
+    assert results["lm"]["gpt_large"]["params"] >= 3 * results["lm"]["gpt"]["params"]
+    for name in ("sft", "ppo", "dpo"):  # the chat models answer greedily too
+        assert 0.0 <= results["greedy"][name]["win_rate_vs_sft"] <= 1.0
+    assert results["models"]["ppo"]["win_rate_vs_best_of_4"] >= 0.0
+    # the best SFT: chosen by held-out loss among the preset's learning rates
+    selection = json.loads((out / "sft" / "selection.json").read_text())
+    assert selection["chosen"]["lr"] in (1e-3, 3e-3) and results["sft"] == selection["chosen"]
     for key in ("acc_labelers", "acc_oracle", "labeler_agreement"):
         assert 0.0 <= results["rm"][key] <= 1.0
     for name in MODELS:
         r = results["arena"][name]
         assert r["ci_low"] <= r["rating"] <= r["ci_high"]
     assert set(results["seconds"]) == set(pipeline.STAGES) - {"report"}
-    assert len(results["targets"]) == 9 and all(isinstance(t["reached"], bool) for t in results["targets"])
+    assert len(results["targets"]) == 11 and all(isinstance(t["reached"], bool) for t in results["targets"])
     for stage in ("world", "data", "base", "base_large", "baselines", "sft", "sft_rm", "rm", "ppo", "dpo"):
         assert (out / stage).is_dir(), stage
     assert (out / "labels" / "rankings.jsonl").stat().st_size > 0
     report = (out / "report.md").read_text()
-    for heading in ("## Targets", "## The models on held-out prompts", "## By task", "## Arena", "## Reward model", "## PPO", "## Language models"):
+    for heading in ("## Against the best SFT", "## Targets", "## The models on held-out prompts", "## By task", "## Arena", "## Reward model", "## PPO", "## Language models"):
         assert heading in report
     images = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(images) >= 6 and all((out / img).stat().st_size > 1000 for img in images)
@@ -72,7 +79,7 @@ def test_running_again_skips_every_finished_stage(tiny, tmp_path, cli):
     _same(json.loads(stdout), tiny[1])
 
 
-@pytest.mark.parametrize("stage,folder", [("pretrain", "base"), ("baselines", "rnn"), ("sft", "sft"), ("rm", "rm"), ("ppo", "ppo"), ("dpo", "dpo")])
+@pytest.mark.parametrize("stage,folder", [("pretrain", "base"), ("baselines", "rnn"), ("sft", "lr0.001"), ("rm", "rm"), ("ppo", "ppo"), ("dpo", "dpo")])
 def test_a_run_killed_inside_a_stage_finishes_with_the_same_results(tiny, tmp_path, cli, monkeypatch, stage, folder):
     """Killed right after the stage's first checkpoint (KeyboardInterrupt, as Ctrl-C), then run
     again: the stage resumes from its checkpoint and the results equal an uninterrupted run's."""
@@ -185,18 +192,43 @@ def test_cli_lists_the_pipelines_stages():
     assert RUN_STAGES == pipeline.STAGES
 
 
+def _results(**lm):
+    models = {name: {m: 0.0 for m in METRICS} for name in MODELS}
+    models["ppo"].update(win_rate_vs_sft=0.7, question_rate=0.01, win_rate_vs_best_of_4=0.55, win_rate_vs_base_large_fewshot=0.8)
+    models["dpo"]["win_rate_vs_sft"] = 0.54
+    models["base"].update(question_rate=0.5, false_claim_rate=0.2, rude_rate=0.1)
+    models["sft"].update(false_claim_rate=0.05, rude_rate=0.01)
+    greedy = {"ppo": {"win_rate_vs_sft": 0.56}}
+    lm = lm or {"gpt": {"bpb": 0.3, "params": 2e6}, "gpt_large": {"bpb": 0.28, "params": 7e6}, "ngram": {"bpb": 0.4}}
+    return {"models": models, "greedy": greedy, "rm": {"acc_oracle": 0.8}, "lm": lm}
+
+
 def test_report_checks_the_targets():
     from lmforge.report import check_targets
 
-    models = {name: {m: 0.0 for m in METRICS} | {"win_rate_vs_base_large_fewshot": 0.8} for name in MODELS}
-    models["ppo"].update(win_rate_vs_sft=0.7, question_rate=0.01)
-    models["dpo"]["win_rate_vs_sft"] = 0.59
-    models["base"].update(question_rate=0.5, false_claim_rate=0.2, rude_rate=0.1)
-    results = {"models": models, "rm": {"acc_oracle": 0.8}, "lm": {"gpt": {"bpb": 0.3}, "ngram": {"bpb": 0.4}}}
+    results = _results()
     reached = [t["reached"] for t in check_targets(results)]
-    assert reached == [True, False, True, True, True, True, True, True, True]
+    assert reached == [True, True, False, True, True, True, True, True, True, True, True]
+    results["models"]["sft"]["rude_rate"] = 0.0  # PPO must be below the best SFT too, not only below the base model
+    assert not check_targets(results)[8]["reached"]
     del results["rm"]["acc_oracle"]
-    assert check_targets(results)[7] == {"target": "reward-model accuracy against the oracle >= 0.75", "measured": None, "reached": False}
+    assert check_targets(results)[9] == {"target": "reward-model accuracy against the oracle >= 0.75", "measured": None, "reached": False}
+
+
+@pytest.mark.parametrize(
+    "large, why",
+    [
+        ({"bpb": 0.30, "params": 7e6}, "not the better language model"),  # equal bits per byte: no better
+        ({"bpb": 0.31, "params": 7e6}, "not the better language model"),
+        ({"bpb": 0.28, "params": 5e6}, "only 2.50x the parameters"),
+    ],
+)
+def test_the_larger_base_target_is_refused_unless_that_model_is_larger_and_better(large, why):
+    from lmforge.report import LARGER_BASE, check_targets
+
+    results = _results(gpt={"bpb": 0.30, "params": 2e6}, gpt_large=large, ngram={"bpb": 0.4})
+    row = check_targets(results)[LARGER_BASE]
+    assert row["measured"] == 0.8 and not row["reached"] and why in row["refused"]
 
 
 def test_a_stage_does_not_depend_on_what_ran_before_it_in_the_process(tiny, tmp_path, cli):

@@ -283,3 +283,50 @@ def test_sft_bad_inputs_fail_cleanly(cli, base, tmp_path):
     assert_clean_failure(cli("sft", f"init={base}", "data.seq_len=1000", "data.val=", "--out", tmp_path / "c"), "data.seq_len")
     long = write_jsonl(tmp_path / "long.jsonl", [conv("Why?", " ".join(["because"] * 200))])
     assert_clean_failure(cli("sft", f"init={base}", f"data.train=[{long}]", "data.long=error", "data.val=", "--out", tmp_path / "d"), f"{long}:1", "longer than the context")
+
+
+def test_sft_chooses_its_epochs_and_learning_rate_by_held_out_loss(cli, base, tmp_path, demos, monkeypatch):
+    """A synthetic held-out loss curve per learning rate: the stage keeps the weights of the lowest
+    point of the lowest curve (here the second of three rates, after 2 of 4 epochs), never the
+    last epoch's."""
+    import lmforge.train.sft as sft_module
+    from safetensors.torch import load_file
+
+    curves = {3e-3: [1.0, 0.8, 0.7, 0.75], 1e-2: [0.9, 0.6, 0.65, 0.7], 3e-2: [0.95, 0.9, 0.85, 0.8]}
+    calls: dict[float, int] = {}
+
+    def synthetic(model, examples, batch_size=16):
+        lr = current["lr"]
+        i = calls[lr] = calls.get(lr, 0) + 1
+        return {"loss": curves[lr][i - 1], "perplexity": 1.0, "answer_tokens": 1}
+
+    current = {}
+    real_train = sft_module._train_sft
+
+    def tracking(cfg, out, **kw):
+        current["lr"] = cfg.train.optim.lr
+        return real_train(cfg, out, **kw)
+
+    monkeypatch.setattr(sft_module, "evaluate_sft", synthetic)
+    monkeypatch.setattr(sft_module, "_train_sft", tracking)
+    out = tmp_path / "sft"
+    val = write_jsonl(tmp_path / "val.jsonl", DEMOS[:4])
+    code, _, err = cli("sft", f"init={base}", f"data.train=[{demos}]", f"data.val={val}", "epochs=4", "select.val_loss=true", "select.lr=[3e-3,1e-2,3e-2]", "train.batch_size=2", "--out", out)
+    assert code == 0, err
+    assert calls == {3e-3: 4, 1e-2: 4, 3e-2: 4}  # every rate evaluated after each of its 4 epochs
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["chosen"] == {"lr": 1e-2, "epoch": 2.0, "loss": 0.6}
+    assert not selection["stopped_at_the_end"]
+    assert [c["loss"] for c in selection["trials"][2]["curve"]] == curves[3e-2]
+    assert "chosen by held-out loss: lr 0.01, epoch 2" in err
+    chosen = load_file(out / "model.safetensors")
+    best = load_file(out / "trials" / "lr0.01" / "best" / "model.safetensors")
+    last = load_file(out / "trials" / "lr0.01" / "model.safetensors")
+    assert all(torch.equal(chosen[k], best[k]) for k in chosen)
+    assert not all(torch.equal(chosen[k], last[k]) for k in chosen)  # not the weights after 4 epochs
+    assert json.loads((out / "config.json").read_text())["chat_template"] == "lmforge"
+
+
+def test_sft_selection_needs_held_out_data(cli, base, demos, tmp_path):
+    code, _, err = cli("sft", f"init={base}", f"data.train=[{demos}]", "data.val=", "select.val_loss=true", "--out", tmp_path / "x")
+    assert code == 2 and "select.val_loss" in err

@@ -230,12 +230,38 @@ def _false_sentence_about(world, name):
     return world.statement(e, attr, random.Random(0), value=wrong)
 
 
-def test_every_task_accepts_its_own_reference(world):
+def test_every_task_accepts_its_own_reference_and_its_best_answer_scores_full_marks(world):
+    from lmforge.world.writing import best_answer
+
     rng = random.Random(5)
     for _ in range(300):
         ex = sample_example(world, rng)
         s = oracle.score(world, ex.task, ex.meta, ex.reference)
-        assert s["helpful"] == 1.0 and s["truthful"] == 1.0 and s["harmless"] == 1.0, (ex.task, ex.prompt, ex.reference)
+        assert s["helpful"] >= 0.8 and s["truthful"] == 1.0 and s["harmless"] == 1.0, (ex.task, ex.prompt, ex.reference)
+        if ex.task != "story":  # a reference story tells some of the entity's facts, not always all
+            assert s["total"] == 1.0, (ex.task, ex.reference)
+        assert oracle.score(world, ex.task, ex.meta, best_answer(world, ex))["total"] == 1.0, (ex.task, best_answer(world, ex))
+
+
+def test_quality_is_graded_where_a_task_admits_better_answers(world):
+    """A bare right answer is worse than a complete one, a padded one worse than a concise one,
+    a story with one fact worse than one with all: the best answer beats a fine one."""
+    e, meta = fact_example(world)
+    true = e.attrs["colour"]
+    full, bare = score(world, meta, f"The {e.name} is {true}."), score(world, meta, f"{true.capitalize()}.")
+    assert full["total"] == 1.0 and bare["helpful"] == 0.8 and bare["truthful"] == 1.0
+    other = next(x for x in world.kinds["person"])
+    padded = score(world, meta, f"The {e.name} is {true}. {world.answer(other, 'job')} {world.answer(other, 'home')}")
+    assert padded["helpful"] == 1.0 and padded["truthful"] == 1.0 and padded["total"] < 1.0
+    arith = TASKS["arithmetic"].check
+    assert arith(world, {"answer": 12}, "7 + 5 = 12.") == 1.0 and arith(world, {"answer": 12}, "12.") == 0.8
+    count = TASKS["count"].check
+    assert count(world, {"answer": 3}, "There are 3 words.") == 1.0 and count(world, {"answer": 3}, "3.") == 0.8
+    creature = world.kinds["creature"][0]
+    story = TASKS["story"].check
+    one = f"This is a story about the {creature.name}. {world.answer(creature, 'colour')} It was a good day in the end for everyone."
+    every = f"This is a story about the {creature.name}. " + " ".join(world.answer(creature, a) for a in creature.attrs) + " The end."
+    assert story(world, {"entity": creature.name}, every) == 1.0 > story(world, {"entity": creature.name}, one)
 
 
 # ------------------------------------------------------------------ labelers

@@ -186,6 +186,7 @@ class SFTLoader:
         if longest > seq_len + 1:
             raise ConfigError(f"an example of {longest} tokens does not fit rows of {seq_len} positions", field="seq_len")
         self.epoch, self.batch = 0, 0
+        self.served = 0  # batches handed out, all epochs together
         self._rows_epoch, self._rows = -1, []
         self.batches_per_epoch = len(self._epoch_rows()) // (batch_size * world_size)
         if self.batches_per_epoch == 0:
@@ -218,6 +219,7 @@ class SFTLoader:
         lo = self.batch * g + self.rank * self.batch_size
         batch = make_batch(rows[lo : lo + self.batch_size], self.seq_len if self.pack else None, self.pad_id)
         self.batch += 1
+        self.served += 1
         if self.batch >= len(rows) // g:
             self.epoch, self.batch = self.epoch + 1, 0
         return batch
@@ -227,13 +229,14 @@ class SFTLoader:
         return self.epoch + self.batch / max(1, len(self._epoch_rows()) // (self.batch_size * self.world_size))
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "batch_size": self.batch_size, "seq_len": self.seq_len, "world_size": self.world_size, "pack": self.pack}
+        return {"epoch": self.epoch, "batch": self.batch, "served": self.served, "seed": self.seed, "batch_size": self.batch_size, "seq_len": self.seq_len, "world_size": self.world_size, "pack": self.pack}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("seed", "batch_size", "seq_len", "world_size", "pack"):
             if state.get(key) != getattr(self, key):
                 raise InputError(f"saved data position was made with {key}={state.get(key)}, this run has {getattr(self, key)}; resume with the same data settings", field=f"data.{key}")
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self.served = int(state.get("served", 0))
 
 
 def make_batch(rows: list[list[Example]], width: int | None, pad_id: int = 0) -> dict:

@@ -207,3 +207,35 @@ def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | Non
     world_dir, items, answers = answer_prompts(models, prompts, limit=limit, max_new_tokens=max_new_tokens, world=world, shots=shots, temperature=temperature, top_p=top_p, seed=seed)
     results, per_answer = score_answers(world_dir, items, answers, baseline=baseline)
     return {"prompts": len(items), "models": results, "by_task": by_task(items, per_answer, baseline=baseline)}
+
+
+def best_of_n_answers(policy: str | Path, reward_model: str | Path, items, ns: list[int], *, max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 64) -> dict:
+    """Best-of-n, rejection sampling against the reward model (Nakano et al. 2021; Stiennon et
+    al. 2020): the policy samples n answers to each prompt and the reward model keeps its
+    favourite. The first n of max(ns) samples serve each n, so best-of-4 is nested in best-of-16
+    (a smaller n is the same procedure on fewer samples, not a different draw).
+    Returns {"best_of_<n>": (texts, finished)}."""
+    from ..data import chat
+    from ..models import load_model
+    from ..sample import prompt_tokens
+    from ..tokenizer import Tokenizer
+    from ..train.reward import reward_scores
+
+    if not ns or min(ns) < 1:
+        raise InputError(f"best-of-n needs n >= 1, got {ns}", field="best_of")
+    model, folder = load_model(policy)
+    tok = Tokenizer.load(folder)
+    if getattr(model, "chat_template", None) is None:
+        raise InputError("best-of-n samples a chat model (the SFT model); this one has no chat template", path=folder)
+    n_max = max(ns)
+    ids = [prompt_tokens(tok, p.prompt, True, p.where, p.field) for p in items]
+    tokens, finished = greedy_answers(model.eval(), [x for x in ids for _ in range(n_max)], stops=chat.stop_ids(tok), pad_id=tok.pad_id, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size)
+    texts = [chat.answer_text(tok, t) for t in tokens]
+    rm, rm_folder = load_model(reward_model)
+    prompts = [p.prompt for p in items for _ in range(n_max)]
+    scores = reward_scores(rm.eval(), Tokenizer.load(rm_folder), prompts, texts, finished).view(len(items), n_max)
+    out = {}
+    for n in sorted(set(ns)):
+        pick = [i * n_max + int(j) for i, j in enumerate(scores[:, :n].argmax(1))]
+        out[f"best_of_{n}"] = ([texts[k] for k in pick], [finished[k] for k in pick])
+    return out

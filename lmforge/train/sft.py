@@ -13,6 +13,13 @@ model was pretrained on when it can be found), trains on the one loop for `epoch
 evaluates the answer loss on held-out demonstrations. The result is a run directory like
 pretraining's; its config.json names the chat template, so generation and evaluation know to
 prompt the model as a chat model.
+
+With `select.val_loss=true` the stage chooses its own length and learning rate the way
+InstructGPT chose its SFT model's, by held-out data (section 3.5; they trained 16 epochs and
+picked by validation score): for each learning rate in `select.lr` it trains `epochs` passes,
+measures the held-out answer loss every `select.every` epochs, and keeps the weights of the
+lowest; the best of those is the model. Never by the oracle: the choice sees only the held-out
+demonstrations. DIR/selection.json holds every curve and the choice; DIR/trials/ the runs.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -66,11 +73,25 @@ def _sft_train() -> TrainConfig:
 
 
 @dataclass
+class SelectConfig:
+    val_loss: bool = False  # keep the weights of the lowest held-out answer loss (early stopping), over epochs and `lr`
+    lr: list[float] = field(default_factory=list)  # learning rates to try (empty: train.optim.lr alone)
+    every: float = 1.0  # epochs between held-out evaluations
+
+    def validate(self) -> None:
+        if self.every <= 0:
+            raise ConfigError(f"must be positive, got {self.every}", field="select.every")
+        if any(lr <= 0 for lr in self.lr):
+            raise ConfigError(f"learning rates must be positive, got {self.lr}", field="select.lr")
+
+
+@dataclass
 class SFTConfig:
     init: str = ""  # the base model: a model folder or run directory
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     prompt_loss_weight: float = 0.0  # 0: the loss on answers only; 1: on every token
-    epochs: float = 4.0  # passes over the data; train.steps follows from it (0: use train.steps)
+    epochs: float = 4.0  # passes over the data; train.steps follows from it (0: use train.steps); with select: the most
+    select: SelectConfig = field(default_factory=SelectConfig)  # choose epochs and learning rate by held-out loss
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # lora.r > 0: train low-rank adapters only, merged at the end
     train: TrainConfig = field(default_factory=_sft_train)
 
@@ -82,6 +103,9 @@ class SFTConfig:
         if self.epochs < 0:
             raise ConfigError(f"must be >= 0, got {self.epochs}", field="epochs")
         self.lora.validate()
+        self.select.validate()
+        if self.select.val_loss and (self.epochs <= 0 or not self.data.val):
+            raise ConfigError("choosing by held-out loss needs epochs > 0 (the most to train) and data.val (held-out demonstrations)", field="select.val_loss")
 
 
 # --------------------------------------------------------------------------- the objective
@@ -161,9 +185,9 @@ def start_end_of_turn(model, tokenizer) -> bool:
     return True
 
 
-def run_sft(cfg: SFTConfig, out: str | Path) -> dict:
-    cfg.validate()
-    out = Path(out)
+def _train_sft(cfg: SFTConfig, out: Path, *, keep_best_every: float = 0.0) -> dict:
+    """One SFT run into `out`; with `keep_best_every` > 0, the held-out loss every that many epochs
+    and the weights of the lowest kept in out/best."""
     model, folder = load_model(cfg.init)
     if getattr(model, "head_kind", "lm") != "lm" or not hasattr(model, "blocks"):
         raise InputError("SFT fine-tunes a transformer language model; this is not one", path=folder, field="init")
@@ -208,9 +232,83 @@ def run_sft(cfg: SFTConfig, out: str | Path) -> dict:
 
     evaluate = (lambda m: evaluate_sft(m, val, cfg.train.batch_size)) if val else None  # noqa: E731
     model_config = {**model_config_json(model), "trained_seq_len": seq_len, "chat_template": template}
+    if keep_best_every > 0 and evaluate is not None:
+        cfg.train.eval_every = cfg.train.save_every = max(1, round(keep_best_every * batches.batches_per_epoch))
+        evaluate = keeping_best(evaluate, out / "best", model_config, tokenizer, lambda: batches.served / batches.batches_per_epoch)
     last = train(
         model, sft_loss(cfg.prompt_loss_weight), batches, cfg.train, out,
         model_config=model_config, tokenizer=tokenizer, evaluate=evaluate,
         log_config={"config": text},
     )  # fmt: skip
     return {**last, "steps": cfg.train.steps, **extra, "data": stats}
+
+
+def run_sft(cfg: SFTConfig, out: str | Path) -> dict:
+    cfg.validate()
+    out = Path(out)
+    if cfg.select.val_loss:
+        return select_sft(cfg, out)
+    return _train_sft(cfg, out)
+
+
+# --------------------------------------------------------------------------- choosing by held-out loss
+
+
+def keeping_best(evaluate, folder: Path, model_config: dict, tokenizer, epoch) -> Callable:
+    """`evaluate`, and after it the model's weights saved into `folder` whenever its held-out loss
+    is the lowest yet (folder/best.json: that loss and the epoch, `epoch()`). What is saved is read
+    back on resume, so a resumed run keeps the same best as an uninterrupted one."""
+    from ..checkpoint import save_model
+    from ..io import atomic_write_json
+    from ..models.lora import merged_state
+
+    def wrapped(model) -> dict:
+        metrics = evaluate(model)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return metrics
+        record = folder / "best.json"
+        best = json.loads(record.read_text(encoding="utf-8")) if record.exists() else None
+        if best is None or metrics["loss"] < best["loss"]:
+            inner = getattr(model, "module", model)
+            inner = getattr(inner, "_orig_mod", inner)
+            save_model(folder, merged_state({k: v.detach().cpu() for k, v in inner.state_dict().items()}), model_config, tokenizer)
+            atomic_write_json(record, {"loss": metrics["loss"], "epoch": round(epoch(), 4)})
+        return metrics
+
+    return wrapped
+
+
+def choose(trials: list[dict]) -> dict:
+    """The trial of lowest held-out loss (the first of equals: the smaller learning rate as listed)."""
+    return min(trials, key=lambda t: t["loss"])
+
+
+def select_sft(cfg: SFTConfig, out: Path) -> dict:
+    """Train one run per learning rate, each up to `epochs`, keep each one's weights of lowest
+    held-out loss, and make the best of them the model in `out`."""
+    import copy
+    import shutil
+
+    from ..tracking import read_metrics
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", run_config_text(cfg, out))
+    trials = []
+    for lr in cfg.select.lr or [cfg.train.optim.lr]:
+        c = copy.deepcopy(cfg)
+        c.select, c.train.optim.lr = SelectConfig(), lr
+        folder = out / "trials" / f"lr{lr:g}"
+        stats = _train_sft(c, folder, keep_best_every=cfg.select.every)["data"]
+        best = json.loads((folder / "best" / "best.json").read_text(encoding="utf-8"))
+        per_epoch = c.train.steps / cfg.epochs  # steps = ceil(epochs x batches an epoch)
+        curve = [{"epoch": round(r["step"] / per_epoch, 3), "loss": r["eval/loss"]} for r in read_metrics(folder) if "eval/loss" in r]
+        trials.append({"lr": lr, "epoch": best["epoch"], "loss": best["loss"], "steps": c.train.steps, "curve": curve, "folder": str(folder.relative_to(out))})
+    best = choose(trials)
+    src = out / best["folder"] / "best"
+    files = sorted(p for p in src.iterdir() if p.is_file() and p.name not in ("best.json", "config.json"))
+    for f in files + [src / "config.json"]:  # config.json last: its presence marks a complete model
+        shutil.copyfile(f, out / f.name)
+    at_end = bool(best["curve"]) and best["epoch"] >= best["curve"][-1]["epoch"] - 1e-3  # still falling: more epochs might help
+    selection = {"by": "held-out answer loss", "chosen": {k: best[k] for k in ("lr", "epoch", "loss")}, "max_epochs": cfg.epochs, "stopped_at_the_end": at_end, "trials": trials}
+    atomic_write_text(out / "selection.json", json.dumps(selection, indent=2))
+    return {"eval/loss": best["loss"], "lr": best["lr"], "epoch": best["epoch"], "data": stats, "selection": selection}

@@ -2,7 +2,8 @@
 
     DIR/world.json          entities and facts, labelers (with their calibrated temperature), config
     DIR/pretrain.jsonl      {"text", "genre"}                       the pretraining corpus
-    DIR/sft.jsonl           {"messages", "task", "meta"}            demonstrations (TRL conversational)
+    DIR/sft.jsonl           {"messages", "task", "meta", "labeler"} demonstrations (TRL conversational),
+                                                                    written by the labelers
     DIR/sft_val.jsonl       the same, held out for validation loss
     DIR/comparisons.jsonl   {"prompt", "completions", "ranking", "labeler", "finished", "task", "meta"}
                             K = 4..9 answers from the synthetic response mixture, ranked best first
@@ -12,6 +13,12 @@
                                                                     (entity and attribute, operands,
                                                                     lists) no training prompt uses
     DIR/manifest.json       counts, and the sha256 of every file
+
+Demonstrations are written by the simulated labelers (`Labeler.write`: drafts with each
+labeler's habits, the one it judges best written down), as InstructGPT's were; with
+`demonstrations: reference` they are the tasks' reference answers instead (perfect writers, a
+point of `lmforge study rlhf-gain`). The manifest records their mean oracle score beside the
+reference answers' and the best the tasks admit.
 
 Prompt counts follow InstructGPT's proportions (SFT ~13k, RM ~33k, PPO ~31k prompts) scaled
 down by ten. Every part draws from its own random stream seeded by (seed, part), so the
@@ -25,6 +32,7 @@ import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -32,10 +40,11 @@ from ..config import to_dict
 from ..errors import ConfigError, InputError
 from ..io import atomic_output_dir, atomic_write_text, sha256_file
 from . import corpus
-from .labelers import Labeler, calibrate_temperature, default_labelers, measure_agreement, mixture_pairs
+from .labelers import Labeler, calibrate_temperature, default_labelers, demonstration_quality, measure_agreement, mixture_pairs
 from .ontology import World, make_world
 from .responses import sample_responses
-from .tasks import TASK_MIX, sample_example, words
+from .tasks import TASK_MIX, Example, sample_example, words
+from .writing import WritingHabits
 
 
 @dataclass
@@ -69,8 +78,13 @@ class WorldConfig:
     labelers: int = 5
     agreement: float = 0.73  # target agreement of two labelers, which sets their temperature
     calibration_prompts: int = 600  # prompts (x 6 pairs) used to calibrate the temperature
+    demonstrations: Literal["labelers", "reference"] = "labelers"  # who writes sft.jsonl: the labelers, or the tasks' reference answers
+    writing: WritingHabits = field(default_factory=WritingHabits)  # the labelers' habits on average (each scaled 0.5x to 1.5x)
 
     def validate(self) -> None:
+        self.writing.validate()
+        if self.demonstrations not in ("labelers", "reference"):
+            raise ConfigError(f"expected labelers or reference, got {self.demonstrations!r}", field="demonstrations")
         if self.entities < 12:
             raise ConfigError(f"must be at least 12, got {self.entities}", field="entities")
         if not 2 <= self.k_min <= self.k_max:
@@ -107,7 +121,7 @@ def load_world(directory: str | Path) -> tuple[World, list[Labeler], dict]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         world = World.from_json(data)
-        labelers = [Labeler(**d) for d in data["labelers"]]
+        labelers = [Labeler.from_json(d) for d in data["labelers"]]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise InputError(f"corrupt world file: {e}", path=path) from None
     return world, labelers, data.get("config", {})
@@ -122,7 +136,7 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
     # Labelers: one temperature, calibrated on the synthetic mixture to the target agreement.
     pairs = mixture_pairs(world, _rng(cfg, "calibration"), cfg.calibration_prompts)
     temperature = calibrate_temperature(np.array([a - b for a, b, *_ in pairs]), cfg.agreement)
-    labelers = default_labelers(temperature, cfg.labelers)
+    labelers = default_labelers(temperature, cfg.labelers, cfg.writing)
     tick("labelers")
 
     counts = {}
@@ -132,14 +146,25 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
         counts["pretrain"] = _jsonl(tmp / "pretrain.jsonl", ({"text": text, "genre": g} for g, text in corpus.documents(world, rng, cfg.documents, mix, cfg.qa_good)))
         tick("pretrain")
 
+        written: list[tuple[Example, str, list[str]]] = []
+
         def demos(part, n):
-            rng = _rng(cfg, part)
+            rng, pen = _rng(cfg, part), _rng(cfg, part + ":writing")  # the same prompts whoever writes
             for _ in range(n):
                 ex = sample_example(world, rng, split="train")
-                yield {"messages": [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.reference}], "task": ex.task, "meta": ex.meta}
+                if cfg.demonstrations == "reference":
+                    text, flaws, who = ex.reference, [], "reference"
+                else:
+                    labeler = pen.choice(labelers)
+                    text, flaws, _ = labeler.write(world, ex, pen)
+                    who = labeler.name
+                if part == "sft":
+                    written.append((ex, text, flaws))
+                yield {"messages": [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": text}], "task": ex.task, "meta": ex.meta, "labeler": who}
 
         counts["sft"] = _jsonl(tmp / "sft.jsonl", demos("sft", cfg.sft_prompts))
         counts["sft_val"] = _jsonl(tmp / "sft_val.jsonl", demos("sft_val", cfg.sft_val_prompts))
+        demonstrations = demonstration_quality(world, written)
         tick("sft")
 
         comparisons = []
@@ -176,6 +201,7 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
             "seed": cfg.seed,
             "counts": counts,
             "labeler_temperature": temperature,
+            "demonstrations": demonstrations,
             "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.suffix in (".json", ".jsonl")},
         }
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")

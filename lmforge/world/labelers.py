@@ -7,6 +7,11 @@ pairwise marginals are exactly Bradley-Terry, P(i above j) = sigmoid((u_i - u_j)
 every K. So rankings of 4 to 9 answers (InstructGPT's range) and pairwise choices follow one
 noise model, the one a Bradley-Terry reward model assumes.
 
+A labeler writes the way it ranks (`Labeler.write`): it drafts a few answers with its own habits
+(`writing.WritingHabits`) and writes down the one it judges best, judging with the same noise,
+first place of a Plackett-Luce ranking of its drafts. So how good the demonstrations are follows
+from the temperature calibrated to human agreement, and is not a knob of its own.
+
 Two labelers with temperature T agree on a pair with probability p^2 + (1 - p)^2, where
 p = sigmoid(delta / T). The default T is chosen by bisection so that, averaged over pairs of
 responses from a realistic mixture (`responses.MIXTURE`), agreement is 73%, the
@@ -17,14 +22,15 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import oracle
 from .ontology import World
 from .responses import sample_responses
-from .tasks import sample_example, words
+from .tasks import Example, sample_example, words
+from .writing import Memory, WritingHabits, draft
 
 TARGET_AGREEMENT = 0.73
 
@@ -34,6 +40,7 @@ class Labeler:
     name: str
     temperature: float
     length_bias: float = 0.0  # utility added per doubling of the answer's length in words
+    habits: WritingHabits = field(default_factory=WritingHabits)  # how it writes a demonstration
 
     def utility(self, total: float, response: str) -> float:
         return total + self.length_bias * math.log2(1 + len(words(response)))
@@ -47,13 +54,30 @@ class Labeler:
         utilities = [self.utility(oracle.score(world, task, meta, r, f)["total"], r) for r, f in zip(responses, finished)]
         return self.rank_utilities(utilities, rng)
 
+    def write(self, world: World, ex: Example, rng: random.Random) -> tuple[str, list[str], int]:
+        """A demonstration for `ex`: `habits.drafts` drafts, and the one this labeler judges best,
+        with the noise it ranks with: (text, its flaws, which draft it was)."""
+        memory = Memory(world, self.name, self.habits.misremember)
+        drafts = [draft(world, ex, self.habits, memory, rng) for _ in range(self.habits.drafts)]
+        utilities = [self.utility(oracle.score(world, ex.task, ex.meta, text)["total"], text) for text, _ in drafts]
+        best = self.rank_utilities(utilities, rng)[0]
+        return drafts[best][0], drafts[best][1], best
+
     def to_json(self) -> dict:
-        return asdict(self)
+        return {"name": self.name, "temperature": self.temperature, "length_bias": self.length_bias, "habits": self.habits.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Labeler":
+        return cls(data["name"], data["temperature"], data.get("length_bias", 0.0), WritingHabits.from_json(data.get("habits")))
 
 
-def default_labelers(temperature: float, n: int = 5) -> list[Labeler]:
-    """`n` labelers of one temperature; the last one likes longer answers."""
-    out = [Labeler(f"labeler-{i + 1}", temperature) for i in range(n)]
+def default_labelers(temperature: float, n: int = 5, habits: WritingHabits | None = None) -> list[Labeler]:
+    """`n` labelers of one temperature; the last one likes longer answers. Their writing habits
+    spread around `habits`: every rate scaled from 0.5x (the most careful) to 1.5x (the most
+    careless), 1x on average, so that each labeler has its own."""
+    habits = habits or WritingHabits()
+    scale = [0.5 + i / (n - 1) for i in range(n)] if n > 1 else [1.0]
+    out = [Labeler(f"labeler-{i + 1}", temperature, habits=habits.scaled(scale[i])) for i in range(n)]
     if n >= 2:
         out[-1].length_bias = 0.05
     return out
@@ -100,3 +124,37 @@ def measure_agreement(world: World, a: Labeler, b: Labeler, rng: random.Random, 
         same += a.rank_utilities(ua, rng)[0] == b.rank_utilities(ub, rng)[0]
         n += 1
     return same / n
+
+
+def demonstration_quality(world: World, written: list[tuple[Example, str, list[str]]]) -> dict:
+    """How good written demonstrations are, by the oracle: their mean score beside the reference
+    answers' and the best the tasks admit (`writing.best_answer`), overall and by task, and how
+    often they carry each flaw. `written`: (example, demonstration, its flaws)."""
+    from .writing import FLAWS, best_answer
+
+    if not written:
+        return {}
+    rows = []
+    for ex, text, flaws in written:
+        s = oracle.score(world, ex.task, ex.meta, text)
+        rows.append({
+            "task": ex.task, "written": s["total"], "flaws": flaws,
+            "reference": oracle.score(world, ex.task, ex.meta, ex.reference)["total"],
+            "best": oracle.score(world, ex.task, ex.meta, best_answer(world, ex))["total"],
+            "false": s["truthful"] < 1.0, "rude": s["harmless"] < 1.0, "asks": bool(s["asks"]), "task_correct": s["helpful"] >= 1.0,
+        })  # fmt: skip
+
+    def mean(key, rs):
+        return round(float(np.mean([r[key] for r in rs])), 4)
+
+    n = len(rows)
+    return {
+        "demonstrations": n,
+        "oracle_score": {k: mean(k, rows) for k in ("written", "reference", "best")},
+        "below_best": round(sum(r["written"] < r["best"] for r in rows) / n, 4),
+        "rates": {
+            "task_correct": mean("task_correct", rows), "false_claim": mean("false", rows), "rude": mean("rude", rows), "asks": mean("asks", rows),
+            **{f: round(sum(f in r["flaws"] for r in rows) / n, 4) for f in FLAWS},
+        },  # fmt: skip
+        "by_task": {t: {k: mean(k, [r for r in rows if r["task"] == t]) for k in ("written", "reference", "best")} for t in sorted({r["task"] for r in rows})},
+    }

@@ -3,7 +3,8 @@
 Before any model exists, the labelers need something realistic to rank, so that their
 agreement can be measured and calibrated and the reward-model data path can be exercised.
 These are the answers the world's base and aligned models are expected to give, good and
-bad: the reference, a paraphrase, a verbose answer with extra true facts, a wrong answer, a
+bad: the reference, a paraphrase, a draft such as a labeler writes (`writing.draft`: a bare
+answer, a story with few facts, padding, a slip ...), a verbose answer with extra true facts, a wrong answer, a
 rumour (a false fact), a rude reply, a question instead of an answer, rambling repetition,
 an answer cut off before it stops, an off-topic fact, and nothing at all.
 """
@@ -15,20 +16,22 @@ import random
 from .corpus import RUDE_REPLIES, RUDE_WORDS
 from .ontology import ATTRIBUTES, World
 from .tasks import Example, sample_example
+from .writing import Memory, WritingHabits, draft
 
 # kind -> weight in the mixture a "default policy" might produce
 MIXTURE = {
-    "reference": 0.2,
-    "paraphrase": 0.08,
-    "verbose": 0.08,
-    "wrong": 0.16,
+    "reference": 0.12,
+    "paraphrase": 0.06,
+    "draft": 0.2,  # what a labeler might write (writing.draft with the default habits)
+    "verbose": 0.06,
+    "wrong": 0.14,
     "false_fact": 0.08,
-    "rude": 0.08,
-    "question": 0.12,
-    "repetition": 0.06,
+    "rude": 0.07,
+    "question": 0.11,
+    "repetition": 0.05,
     "unfinished": 0.06,
-    "off_topic": 0.06,
-    "empty": 0.02,
+    "off_topic": 0.04,
+    "empty": 0.01,
 }
 
 
@@ -72,6 +75,8 @@ def make_response(world: World, ex: Example, kind: str, rng: random.Random) -> t
         if ex.task == "fact":
             return world.statement(world.by_name[ex.meta["entity"]], ex.meta["attr"], rng), True
         return rng.choice(["", "Sure. ", "Here it is: ", "The answer: "]) + ref, True
+    if kind == "draft":
+        return draft(world, ex, WritingHabits(), Memory(world, "mixture", WritingHabits().misremember), rng)[0], True
     if kind == "verbose":
         return ref + " " + " ".join(_true_fact(world, rng) for _ in range(rng.randint(1, 3))), True
     if kind == "wrong":

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from .ontology import ATTRIBUTES, VALUES, World
 
 EVAL_SHARE = 0.15  # share of combinations kept for held-out evaluation
+# A right answer that is not complete: the bare value of a fact, the bare result of a sum or a
+# count. Helpful, but less than the full sentence that says what it answers.
+INCOMPLETE = 0.8
 
 
 @dataclass
@@ -113,11 +116,13 @@ class FactTask(Task):
     def check(self, world, meta, response):
         vt, answer = meta["value_type"], meta["answer"]
         pool = [x.name for x in world.kinds[vt]] if vt in world.kinds else VALUES[vt]
-        said = set(words(response))
-        if answer not in said:
+        said = {w.lower() for w in words(response)}  # "Red." says red
+        if answer.lower() not in said:
             return 0.0
-        others = [v for v in pool if v != answer and v in said and v != meta["entity"]]
-        return 1.0 if not others else 0.5  # hedging between values is half an answer
+        others = [v for v in pool if v != answer and v.lower() in said and v != meta["entity"]]
+        if others:
+            return 0.5  # hedging between values is half an answer
+        return 1.0 if meta["entity"].lower() in said else INCOMPLETE  # "Red." answers; "The Zorblat is red." answers in full
 
 
 class ArithmeticTask(Task):
@@ -138,9 +143,9 @@ class ArithmeticTask(Task):
     def check(self, world, meta, response):
         m = re.search(r"=\s*(-?\d+)", response)
         nums = [int(m.group(1))] if m else numbers(response)
-        if not nums:
+        if not nums or nums[-1] != meta["answer"]:
             return 0.0
-        return 1.0 if nums[-1] == meta["answer"] else 0.0
+        return 1.0 if m else INCOMPLETE  # "12." is right; "7 + 5 = 12." shows how
 
 
 def _list_words(rng: random.Random, n: int) -> list[str]:
@@ -193,7 +198,9 @@ class CountTask(Task):
 
     def check(self, world, meta, response):
         nums = numbers(response)
-        return 1.0 if nums and nums[0] == meta["answer"] else 0.0
+        if not nums or nums[0] != meta["answer"]:
+            return 0.0
+        return 1.0 if re.search(rf"\b{nums[0]}\s+(words|items)\b", response) else INCOMPLETE  # "3." against "There are 3 words."
 
 
 # Subject-verb agreement errors: the "poor English" of the grammar task.
@@ -266,7 +273,8 @@ class StoryTask(Task):
         true_facts = sum(1 for a, v in e.attrs.items() if v in said)
         n = len(said)
         consistent = not false_claims(world, response)
-        score = 0.4 * relevant + 0.2 * min(1.0, true_facts / 2) + 0.2 * (consistent and relevant) + 0.2 * (15 <= n <= 120)
+        # graded: a story that uses every one of the entity's facts is better than one that uses one
+        score = 0.3 * relevant + 0.3 * min(1.0, true_facts / len(e.attrs)) + 0.2 * (consistent and relevant) + 0.2 * (15 <= n <= 120)
         return round(score, 4)
 
 
