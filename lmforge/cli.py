@@ -806,6 +806,14 @@ def _print_world_stats(s: dict) -> None:
     a = s["labeler_agreement"]
     if a["measured"] is not None:
         print(f"labeler agreement ({a['labelers'][0]} vs {a['labelers'][1]}): measured {a['measured']:.3f}, target {a['target']}")
+    d = s.get("demonstrations") or {}
+    if d:
+        q = d["oracle_score"]
+        print(f"demonstrations (by {d['written_by']}): mean oracle score {q['written']:.3f}; the reference answers' {q['reference']:.3f}, the best the tasks admit {q['best']:.3f}; "
+              f"{100 * d['below_best']:.0f}% below the best")
+        r = d["rates"]
+        print("  task answered in full {:.0%}, false claims {:.1%}, rude {:.1%}, asks back {:.1%}; flaws: ".format(r["task_correct"], r["false_claim"], r["rude"], r["asks"])
+              + ", ".join(f"{f} {100 * r[f]:.1f}%" for f in ("terse", "padding", "slip", "hedge", "rumour", "rude", "question", "ramble") if f in r and f != "rude"))
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -10,7 +10,7 @@ from scipy.stats import binomtest
 
 from lmforge.world import labelers as labelers_module
 from lmforge.world import oracle
-from lmforge.world.build import WorldConfig, build_world, load_world
+from lmforge.world.build import WorldConfig, build_world, load_world, world_stats
 from lmforge.world.labelers import Labeler, default_labelers
 from lmforge.world.ontology import make_world
 from lmforge.world.tasks import TASKS, sample_example
@@ -127,6 +127,10 @@ def test_the_world_writes_its_demonstrations_with_its_labelers(tmp_path):
     q = manifest["demonstrations"]["oracle_score"]
     assert q["written"] < q["reference"] <= q["best"] == 1.0  # written unevenly; better answers exist
     assert 0.0 < manifest["demonstrations"]["below_best"] < 1.0
+
+    stats = world_stats(tmp_path / "w", agreement_prompts=50)["demonstrations"]
+    assert stats["written_by"] == "labelers" and stats["oracle_score"]["written"] == pytest.approx(q["written"], abs=1e-3)
+    assert stats["oracle_score"]["best"] == 1.0 and set(FLAWS) <= set(stats["rates"])
 
     cfg.demonstrations = "reference"
     build_world(cfg, tmp_path / "r")

@@ -251,7 +251,26 @@ def world_stats(directory: str | Path, *, agreement_prompts: int = 1000, seed: i
         "comparisons_k": dict(sorted(ks.items())),
         "labelers": [lab.to_json() for lab in labelers],
         "labeler_agreement": {"target": cfg.get("agreement"), "measured": measured, "labelers": [a.name, b.name], "pairs_from_prompts": agreement_prompts},
+        "demonstrations": _demonstration_stats(d, world, cfg),
     }
+
+
+def _demonstration_stats(d: Path, world: World, cfg: dict) -> dict:
+    """The manifest's record of how good the demonstrations are (written at generation time, when
+    the reference and best answers were at hand), with the mean oracle score of sft.jsonl as it
+    is now, measured again."""
+    from .labelers import score_texts
+
+    manifest = d / "manifest.json"
+    recorded = json.loads(manifest.read_text(encoding="utf-8")).get("demonstrations", {}) if manifest.exists() else {}
+    records = list(_read_jsonl(d / "sft.jsonl"))
+    texts = [r["messages"][-1]["content"] for r in records]
+    now = score_texts(world, [(r.get("task"), r.get("meta") or {}) for r in records], texts)
+    out = dict(recorded)
+    out["written_by"] = cfg.get("demonstrations", "reference answers" if not recorded else "labelers")
+    if now is not None:
+        out.setdefault("oracle_score", {})["written"] = round(now, 4)
+    return out
 
 
 def find_world(model_path: str | Path | None) -> Path:

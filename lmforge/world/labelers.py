@@ -158,3 +158,9 @@ def demonstration_quality(world: World, written: list[tuple[Example, str, list[s
         },  # fmt: skip
         "by_task": {t: {k: mean(k, [r for r in rows if r["task"] == t]) for k in ("written", "reference", "best")} for t in sorted({r["task"] for r in rows})},
     }
+
+
+def score_texts(world: World, tasks_and_metas: list[tuple[str | None, dict]], texts: list[str]) -> float | None:
+    """The mean oracle score of answers to world prompts (None when none is one)."""
+    scores = [oracle.score(world, t, m, x)["total"] for (t, m), x in zip(tasks_and_metas, texts) if t]
+    return float(np.mean(scores)) if scores else None
