@@ -354,7 +354,8 @@ def cmd_eval_policy(args) -> int:
         print(f"{result['prompts']} held-out prompts, {'greedy answers' if args.temperature == 0 else f'answers sampled at temperature {args.temperature}'}, scored by the oracle")
         print(" " * width + "  " + "  ".join(k for k in keys))
         for name, r in result["models"].items():
-            print(name.ljust(width) + "  " + "  ".join(f"{r[k]:.3f}".rjust(len(k)) for k in keys))
+            ci = r.get(f"win_rate_vs_{args.baseline}_ci") if args.baseline else None
+            print(name.ljust(width) + "  " + "  ".join(f"{r[k]:.3f}".rjust(len(k)) for k in keys) + (f"  win rate 95% interval [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
     return 0
 
 
@@ -1044,7 +1045,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("study", help="studies that run the pipeline many times: rlhf-gain", formatter_class=fmt)
-    study_sub = p.add_subparsers(dest="study", required=True, metavar="STUDY")
+    study_sub = p.add_subparsers(dest="action", required=True, metavar="STUDY")
     p = study_sub.add_parser(
         "rlhf-gain",
         help="when does RLHF beat the best SFT: demonstration quality and the labeling budget's split",

@@ -1,7 +1,7 @@
 """`lmforge run`: the whole pipeline, stage by stage, resumable.
 
     world -> tokenizer -> pretrain (the policy's size) -> pretrain_large (3x the parameters or
-    more, and a better language model) -> baselines (n-grams, an RNN, beside both GPTs) -> sft
+    more, and a better language model: by default the base model grown in depth and trained on) -> baselines (n-grams, an RNN, beside both GPTs) -> sft
     (the best SFT model the demonstrations give: epochs and learning rate chosen by held-out
     loss; PPO's, DPO's and the reward model's start) -> sft_rm (an own start for the reward
     model, only with rm_from=sft_rm) -> samples (K answers of the SFT model a prompt) -> labels
@@ -329,7 +329,10 @@ class Run:
         self._pretrain(copy.deepcopy(self.cfg.pretrain), self.path("pretrain"))
 
     def stage_pretrain_large(self) -> None:
-        self._pretrain(copy.deepcopy(self.cfg.pretrain_large), self.path("pretrain_large"))
+        c = copy.deepcopy(self.cfg.pretrain_large)
+        if c.grow_from == "pretrain":  # this run's base model, grown in depth
+            c.grow_from = str(self.path("pretrain"))
+        self._pretrain(c, self.path("pretrain_large"))
 
     def stage_baselines(self) -> None:
         from .compare import run_compare

@@ -264,3 +264,29 @@ def test_the_report_names_the_tasks_no_model_can_do():
     table["ppo"]["sort"] = row(0.3, 0.7)  # PPO learned it: no task is beyond both
     assert "fewer than" not in "\n".join(_by_task(table))
     assert _by_task({}) == []
+
+
+def test_study_rlhf_gain_runs_each_point_from_the_shared_base_model(tiny, tmp_path, cli):
+    """Two points of the study on the tiny preset, from the tiny run's base model: perfect
+    writers, and default writers at another split of the labeling budget."""
+    out = tmp_path / "study"
+    code, stdout, err = cli("study", "rlhf-gain", "--preset", "tiny", "--base", tiny[0], "--out", out, "study.care=[]", "study.demo_share=[0.3]", "--json")
+    assert code == 0, err
+    study = json.loads(stdout)
+    names = [p["name"] for p in study["points"]]
+    assert names == ["reference", "share0.3"]
+    ref, share = study["points"]
+    assert ref["writers"] == "reference" and ref["demonstration_quality"]["written"] == ref["demonstration_quality"]["reference"]
+    budget = 60 + 20  # the tiny preset's demonstrations and ranked prompts, one demonstration costing one ranked prompt
+    assert share["demonstrations"] == round(0.3 * budget) and share["ranked"] == round(0.7 * budget)
+    for p in study["points"]:
+        for name in ("ppo", "dpo", "best_of_4"):
+            w = p["win_rate_vs_sft"][name]
+            assert w["sampled_ci"][0] <= w["sampled"] <= w["sampled_ci"][1]
+        assert "greedy" in p["win_rate_vs_sft"]["ppo"]
+    # every point trained its own SFT on its own demonstrations, from the one base model
+    sft_cfg = (out / "points" / "share0.3" / "sft" / "config.yaml").read_text()
+    assert str(tiny[0] / "base") in sft_cfg and str(out / "points" / "share0.3" / "world" / "sft.jsonl") in sft_cfg
+    assert (out / "rlhf_gain.png").stat().st_size > 1000 and "| reference |" in (out / "report.md").read_text()
+    code, _, err = cli("study", "rlhf-gain", "--preset", "tiny", "--base", tiny[0], "--out", out, "--seed", "3")
+    assert code == 2 and "seed" in err  # the base run's world has another seed

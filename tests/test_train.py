@@ -156,3 +156,32 @@ def test_two_processes_match_one_with_the_same_global_batch(shards, tmp_path, pa
     wa, wb = weights(tmp_path / "one"), weights(tmp_path / "two")
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-4), k
+
+
+def test_a_model_grown_in_depth_computes_what_the_smaller_one_does(tmp_path):
+    """Function-preserving depth growth: the smaller model's blocks at spaced depths, the new
+    blocks' output projections zero, so the grown model's logits equal the smaller one's before
+    any training; refused across widths."""
+    import dataclasses
+
+    from lmforge.checkpoint import save_model
+    from lmforge.errors import ConfigError
+    from lmforge.models import model_config_json
+    from lmforge.models.transformer import ModelConfig, Transformer
+    from lmforge.train.pretrain import grow
+
+    for flavour in ("llama", "gpt2"):
+        torch.manual_seed(0)
+        small = Transformer(ModelConfig(flavour=flavour, vocab_size=50, n_layer=2, n_head=2, n_kv_head=1 if flavour == "llama" else None, d_model=16, max_seq_len=32))
+        save_model(tmp_path / flavour, small.state_dict(), model_config_json(small))
+        big = Transformer(dataclasses.replace(small.cfg, n_layer=7))
+        grow(big, tmp_path / flavour)
+        x = torch.randint(0, 50, (3, 20))
+        assert torch.allclose(small.eval()(x), big.eval()(x), atol=1e-5), flavour
+        assert big.num_params() > 3 * small.num_params() - 2 * 50 * 16
+        loss = big(x).logsumexp(-1).mean()
+        loss.backward()
+        assert big.blocks[1].attn.out.weight.grad.abs().sum() > 0  # the new blocks learn
+    wide = Transformer(dataclasses.replace(small.cfg, n_layer=4, d_model=32))
+    with pytest.raises(ConfigError):
+        grow(wide, tmp_path / "gpt2")

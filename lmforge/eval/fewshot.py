@@ -244,6 +244,11 @@ def _reference(world, task: str, meta: dict) -> str:
         return ", ".join(meta["target"]) + "."
     if task == "sentiment":
         return meta["answer"].capitalize() + "."
+    if task == "arithmetic":  # the full form ("7 + 5 = 12.") the checker scores 1; a bare "12." is incomplete
+        a, op, b = re.fullmatch(r"arith:(\d+)([-+*])(\d+)", meta["key"]).groups()
+        return f"{a} {op} {b} = {meta['answer']}."
+    if task == "count":
+        return f"There are {meta['answer']} words."
     return str(meta.get("answer", ""))
 
 

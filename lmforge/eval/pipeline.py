@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 
 
 def evaluate_run(run, ecfg, *, base_models: bool = True) -> dict:
@@ -79,12 +78,10 @@ def evaluate_run(run, ecfg, *, base_models: bool = True) -> dict:
     }
 
 
-def _win_rate_interval(a: list[float], b: list[float], *, bootstrap: int = 1000, seed: int = 0) -> list[float]:
-    """A 95% bootstrap interval of a win rate over prompts (ties half)."""
-    x = (np.asarray(a) > np.asarray(b)) + 0.5 * (np.asarray(a) == np.asarray(b))
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(bootstrap, len(x)))].mean(1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+def _win_rate_interval(a: list[float], b: list[float], *, seed: int = 0) -> list[float]:
+    from .policy import win_rate_interval
+
+    return win_rate_interval(a, b, seed=seed)
 
 
 def _rm(run, world: Path) -> dict:

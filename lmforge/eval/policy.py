@@ -93,6 +93,14 @@ def win_rate(scores: list[float], baseline: list[float]) -> float:
     return float(np.mean((a > b) + 0.5 * (a == b)))
 
 
+def win_rate_interval(scores: list[float], baseline: list[float], *, bootstrap: int = 1000, seed: int = 0) -> list[float]:
+    """A 95% bootstrap interval of `win_rate` over prompts (ties half)."""
+    x = (np.asarray(scores) > np.asarray(baseline)) + 0.5 * (np.asarray(scores) == np.asarray(baseline))
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(bootstrap, len(x)))].mean(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
 def fewshot_prompt_ids(tok, items, pool, shots: int, *, room: int, context: int, seed: int = 0) -> list[list[int]]:
     """Base-model prompts behind one fixed prefix of `shots` demonstrations ("Q: ... A: ..."
     pairs, `lmforge.eval.fewshot`'s qa format), drawn once with `seed` from the whole pool, any
@@ -172,8 +180,11 @@ def score_answers(world_dir, items, answers: dict, *, baseline: str | None = Non
         per_answer[name] = scores
         results[name] = {**summarize(scores), "finished": float(np.mean(finished)), "answers": len(scores)}
     if baseline is not None:
+        base = [s["total"] for s in per_answer[baseline]]
         for name in answers:
-            results[name]["win_rate_vs_" + baseline] = win_rate([s["total"] for s in per_answer[name]], [s["total"] for s in per_answer[baseline]])
+            mine = [s["total"] for s in per_answer[name]]
+            results[name]["win_rate_vs_" + baseline] = win_rate(mine, base)
+            results[name][f"win_rate_vs_{baseline}_ci"] = win_rate_interval(mine, base)
     return results, per_answer
 
 

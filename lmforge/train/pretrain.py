@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..config import dump_yaml
 from ..data.prepare import CorpusConfig, PrepareConfig, run_prepare
 from ..data.shards import BatchLoader, ShardConfig, StreamLoader, TokenShards
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..eval.perplexity import score_stream
 from ..io import atomic_write_text
 from ..models import model_config_json
@@ -57,8 +57,13 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # the transformer; vocab_size comes from the tokenizer
     rnn: RNNConfig = field(default_factory=RNNConfig)  # the recurrent baseline, when arch=rnn
     train: TrainConfig = field(default_factory=TrainConfig)
+    # start from a trained transformer of the same width and fewer layers, grown in depth (grow):
+    # the larger model begins computing what the smaller one does and trains on from there
+    grow_from: str = ""
 
     def validate(self) -> None:
+        if self.grow_from and self.arch != "transformer":
+            raise ConfigError("only a transformer grows from a smaller one", field="grow_from")
         if self.arch == "transformer" and self.data.seq_len > self.model.max_seq_len:
             raise ConfigError(f"({self.data.seq_len}) must not exceed model.max_seq_len ({self.model.max_seq_len})", field="data.seq_len")
 
@@ -148,6 +153,46 @@ def resolved_config(cfg: PretrainConfig, out: Path, tokenizer: Tokenizer) -> str
     return run_config_text(cfg, out)
 
 
+@torch.no_grad()
+def grow(model: Transformer, source: str | Path) -> None:
+    """Initialise `model` from a smaller trained transformer of the same width and flavour
+    (function-preserving depth growth, in the spirit of Net2Net's deeper networks, Chen et al.
+    2016, and progressive stacking, Gong et al. 2019): the embeddings, the final norm and the head
+    are copied, the smaller model's blocks are placed at evenly spaced depths, and each new block's
+    two output projections (attention's and the MLP's) start at zero, so with pre-norm residual
+    blocks it adds nothing: the grown model computes exactly what the smaller one computes, and
+    training goes on from there with more capacity (the new blocks' other weights are random, so
+    their gradients are not zero)."""
+    from ..models import load_model
+
+    small, folder = load_model(source)
+    if not isinstance(small, Transformer) or small.head_kind != "lm":
+        raise InputError("grow_from takes a transformer language model", path=folder, field="grow_from")
+    a, b = small.cfg, model.cfg
+    same = ("flavour", "d_model", "n_head", "n_kv_head", "vocab_size", "ff_dim", "tied", "norm_eps")
+    differ = [k for k in same if getattr(a, k, None) != getattr(b, k, None)]
+    if differ or b.n_layer <= a.n_layer or b.max_seq_len < a.max_seq_len:
+        raise ConfigError(f"grows a model of the same width ({', '.join(same)}) to more layers; they differ in {differ or ['n_layer']}", field="grow_from")
+    at = [round(i * b.n_layer / a.n_layer) for i in range(a.n_layer)]  # where the trained blocks go
+    state = small.state_dict()
+    mine = model.state_dict()
+    for k, v in state.items():
+        if k.startswith("blocks."):
+            i, rest = k.split(".", 2)[1:]
+            mine[f"blocks.{at[int(i)]}.{rest}"].copy_(v)
+        elif k in mine and mine[k].shape == v.shape:
+            mine[k].copy_(v)
+        elif k.startswith("pos_emb"):
+            mine[k][: v.shape[0]].copy_(v)
+    for j, block in enumerate(model.blocks):
+        if j not in at:
+            block.attn.out.weight.zero_()
+            block.mlp.down.weight.zero_()
+            for lin in (block.attn.out, block.mlp.down):
+                if lin.bias is not None:
+                    lin.bias.zero_()
+
+
 def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
     cfg.validate()
     out = Path(out)
@@ -167,6 +212,8 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
     else:
         batches = BatchLoader(train_shards, cfg.train.batch_size, cfg.data.seq_len, seed=cfg.train.seed, rank=rank, world_size=world)
         model, objective = Transformer(cfg.model), lm_loss
+        if cfg.grow_from and not (out / "checkpoints").exists():  # a resumed run has its own weights
+            grow(model, cfg.grow_from)
     evaluate = None
     if "val" in train_shards.index["splits"]:
         val = TokenShards(shard_dir, "val")
