@@ -1054,7 +1054,7 @@ def build_parser() -> argparse.ArgumentParser:
         "time, more or fewer demonstrations against ranked samples): the best SFT model by held-out loss, the labelers' rankings of its "
         "samples, a reward model, PPO, DPO and best-of-n, and their win rates against that point's best SFT with 95% intervals. "
         "Settings: the run's config (preset, recipe, key=value) and its study section: study.{reference,care,demo_share,cost_ratio}. "
-        "Writes DIR/study.json, DIR/rlhf_gain.png, DIR/report.md; running again resumes.",
+        "The point with the base run's own settings reuses its models and evaluation when that run finished them. Writes DIR/study.json, DIR/rlhf_gain.png, DIR/report.md; running again resumes.",
     )
     p.add_argument("recipe", nargs="?", default=None, help="a YAML recipe over the preset (as for lmforge run)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override any key of the run's config, e.g. study.cost_ratio=2")

@@ -100,6 +100,18 @@ def _point_config(cfg, point: dict, pdir: Path, base: Path):
     return c
 
 
+def _is_the_run_itself(cfg, point: dict) -> bool:
+    """Whether a point is `lmforge run`'s own setting: the default writers and budget."""
+    n_rank = cfg.samples.limit or cfg.world.ppo_prompts
+    return point["writers"] == "labelers" and point["care"] == 1.0 and point["demonstrations"] == cfg.world.sft_prompts and point["ranked"] == n_rank
+
+
+def _finished_as_configured(run, stages: tuple[str, ...]) -> bool:
+    """Whether `run` finished every stage of `stages` with the settings it is given now."""
+    done = run.state()["stages"]
+    return all(stage in done and done[stage].get("hash") == run._hash(stage) for stage in stages)
+
+
 def run_rlhf_gain(cfg, out: str | Path, *, base: str | None = None, log: Callable[[str], None] | None = None) -> dict:
     """The study into `out`; `base`: a finished `lmforge run` directory whose base model to share
     (the same seed and world); without it the pipeline's stages up to pretrain run into out/base."""
@@ -122,11 +134,17 @@ def run_rlhf_gain(cfg, out: str | Path, *, base: str | None = None, log: Callabl
         if seed != cfg.seed:
             raise InputError(f"the base run's world has seed {seed}, the study's config {cfg.seed}; give --seed {seed}", path=base_dir, field="seed")
     results = []
+    own = _finished_as_configured(Run(cfg, base_dir), POINT_STAGES + ("eval",))
     for point in points(cfg):
         pdir = out / "points" / point["name"]
+        if own and _is_the_run_itself(cfg, point):
+            # the base run already trained and evaluated this point: same settings, same seed
+            log(f"{point['name']}: the base run's own models ({base_dir})")
+            pdir = base_dir
         pcfg = _point_config(cfg, point, pdir, base_dir)
         run = Run(pcfg, pdir, log=lambda m, n=point["name"]: log(f"{n}: {m}"))
-        run.execute(only=POINT_STAGES)
+        if pdir != base_dir:
+            run.execute(only=POINT_STAGES)
         done = pdir / "eval" / "eval.json"
         if not done.exists():
             log(f"{point['name']}: eval")
@@ -147,7 +165,7 @@ def _summary(ev: dict) -> dict:
     m, g = ev["models"], ev.get("greedy", {})
     win = {}
     for name in m:
-        if name == "sft":
+        if name == "sft" or name.startswith("base"):  # a base run's eval also holds the base models
             continue
         win[name] = {"sampled": m[name]["win_rate_vs_sft"], "sampled_ci": m[name]["win_rate_vs_sft_ci"], "oracle_score": m[name]["oracle_score"]}
         if name in g:

@@ -267,15 +267,19 @@ def test_the_report_names_the_tasks_no_model_can_do():
 
 
 def test_study_rlhf_gain_runs_each_point_from_the_shared_base_model(tiny, tmp_path, cli):
-    """Two points of the study on the tiny preset, from the tiny run's base model: perfect
-    writers, and default writers at another split of the labeling budget."""
+    """Three points of the study on the tiny preset, from the tiny run's base model: perfect
+    writers, the run's own setting (its models reused), and default writers at another split
+    of the labeling budget."""
     out = tmp_path / "study"
-    code, stdout, err = cli("study", "rlhf-gain", "--preset", "tiny", "--base", tiny[0], "--out", out, "study.care=[]", "study.demo_share=[0.3]", "--json")
+    code, stdout, err = cli("study", "rlhf-gain", "--preset", "tiny", "--base", tiny[0], "--out", out, "study.care=[1]", "study.demo_share=[0.3]", "--json")
     assert code == 0, err
     study = json.loads(stdout)
     names = [p["name"] for p in study["points"]]
-    assert names == ["reference", "share0.3"]
-    ref, share = study["points"]
+    assert names == ["reference", "care1", "share0.3"]
+    ref, own, share = study["points"]
+    # the run's own setting is the tiny run itself: not trained again, its win rates the run's
+    assert not (out / "points" / "care1").exists()
+    assert own["win_rate_vs_sft"]["ppo"]["sampled"] == tiny[1]["models"]["ppo"]["win_rate_vs_sft"] and "base" not in own["win_rate_vs_sft"]
     assert ref["writers"] == "reference" and ref["demonstration_quality"]["written"] == ref["demonstration_quality"]["reference"]
     budget = 60 + 20  # the tiny preset's demonstrations and ranked prompts, one demonstration costing one ranked prompt
     assert share["demonstrations"] == round(0.3 * budget) and share["ranked"] == round(0.7 * budget)
