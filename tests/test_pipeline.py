@@ -10,15 +10,7 @@ import pytest
 from lmforge import pipeline
 from lmforge.report import METRICS
 
-MODELS = [
-    "base",
-    "base_fewshot",
-    "base_large_fewshot",
-    "sft",
-    "best_of_4",
-    "ppo",
-    "dpo",
-]
+MODELS = ["base", "base_fewshot", "base_large_fewshot", "sft", "best_of_4", "ppo", "dpo"]
 
 
 def _same(a: dict, b: dict) -> None:
@@ -41,26 +33,12 @@ def tiny(tmp_path_factory):
 def test_tiny_run_writes_every_stage_the_results_and_the_report(tiny):
     out, results = tiny
     for name in MODELS:
-        for metric in [
-            "win_rate_vs_sft",
-            "task_accuracy",
-            "false_claim_rate",
-            "rude_rate",
-            "question_rate",
-            "mean_length",
-            "oracle_score",
-        ]:
+        for metric in ["win_rate_vs_sft", "task_accuracy", "false_claim_rate", "rude_rate", "question_rate", "mean_length", "oracle_score"]:
             assert isinstance(results["models"][name][metric], float), (name, metric)
     assert results["models"]["sft"]["win_rate_vs_sft"] == 0.5
     for name in MODELS:  # by task, the prompts of every task add up to the held-out set
-        assert (
-            sum(r["prompts"] for r in results["by_task"][name].values())
-            == results["prompts"]
-        )
-        assert all(
-            0.0 <= r["win_rate_vs_sft"] <= 1.0
-            for r in results["by_task"][name].values()
-        )
+        assert sum(r["prompts"] for r in results["by_task"][name].values()) == results["prompts"]
+        assert all(0.0 <= r["win_rate_vs_sft"] <= 1.0 for r in results["by_task"][name].values())
     for family in ("ngram", "rnn", "gpt", "gpt_large"):
         assert results["lm"][family]["bpb"] > 0
     assert results["lm"]["gpt_large"]["params"] >= 3 * results["lm"]["gpt"]["params"]
@@ -69,62 +47,27 @@ def test_tiny_run_writes_every_stage_the_results_and_the_report(tiny):
     assert results["models"]["ppo"]["win_rate_vs_best_of_4"] >= 0.0
     # the best SFT: chosen by held-out loss among the preset's learning rates
     selection = json.loads((out / "sft" / "selection.json").read_text())
-    assert (
-        selection["chosen"]["lr"] in (1e-3, 3e-3)
-        and results["sft"] == selection["chosen"]
-    )
+    assert selection["chosen"]["lr"] in (1e-3, 3e-3) and results["sft"] == selection["chosen"]
     for key in ("acc_labelers", "acc_oracle", "labeler_agreement"):
         assert 0.0 <= results["rm"][key] <= 1.0
     for name in MODELS:
         r = results["arena"][name]
         assert r["ci_low"] <= r["rating"] <= r["ci_high"]
     assert set(results["seconds"]) == set(pipeline.STAGES) - {"report"}
-    assert len(results["targets"]) == 11 and all(
-        isinstance(t["reached"], bool) for t in results["targets"]
-    )
-    for stage in (
-        "world",
-        "data",
-        "base",
-        "base_large",
-        "baselines",
-        "sft",
-        "sft_rm",
-        "rm",
-        "ppo",
-        "dpo",
-    ):
+    assert len(results["targets"]) == 11 and all(isinstance(t["reached"], bool) for t in results["targets"])
+    for stage in ("world", "data", "base", "base_large", "baselines", "sft", "sft_rm", "rm", "ppo", "dpo"):
         assert (out / stage).is_dir(), stage
     assert (out / "labels" / "rankings.jsonl").stat().st_size > 0
     report = (out / "report.md").read_text()
-    for heading in (
-        "## Against the best SFT",
-        "## Targets",
-        "## The models on held-out prompts",
-        "## By task",
-        "## Arena",
-        "## Reward model",
-        "## PPO",
-        "## Language models",
-    ):
+    for heading in ("## Against the best SFT", "## Targets", "## The models on held-out prompts", "## By task", "## Arena", "## Reward model", "## PPO", "## Language models"):
         assert heading in report
-    images = [
-        line.split("(")[1].rstrip(")")
-        for line in report.splitlines()
-        if line.startswith("![")
-    ]
+    images = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(images) >= 6 and all((out / img).stat().st_size > 1000 for img in images)
     # a target not reached is said so
     assert "**no**" in report or all(t["reached"] for t in results["targets"])
     # the labeled samples are the ones DPO and the reward model trained on
-    assert (
-        str(out / "labels" / "rankings.jsonl")
-        in (out / "dpo" / "config.yaml").read_text()
-    )
-    assert (
-        str(out / "labels" / "rankings.jsonl")
-        in (out / "rm" / "config.yaml").read_text()
-    )
+    assert str(out / "labels" / "rankings.jsonl") in (out / "dpo" / "config.yaml").read_text()
+    assert str(out / "labels" / "rankings.jsonl") in (out / "rm" / "config.yaml").read_text()
 
 
 def test_running_again_skips_every_finished_stage(tiny, tmp_path, cli):
@@ -136,20 +79,8 @@ def test_running_again_skips_every_finished_stage(tiny, tmp_path, cli):
     _same(json.loads(stdout), tiny[1])
 
 
-@pytest.mark.parametrize(
-    "stage,folder",
-    [
-        ("pretrain", "base"),
-        ("baselines", "rnn"),
-        ("sft", "lr0.001"),
-        ("rm", "rm"),
-        ("ppo", "ppo"),
-        ("dpo", "dpo"),
-    ],
-)
-def test_a_run_killed_inside_a_stage_finishes_with_the_same_results(
-    tiny, tmp_path, cli, monkeypatch, stage, folder
-):
+@pytest.mark.parametrize("stage,folder", [("pretrain", "base"), ("baselines", "rnn"), ("sft", "lr0.001"), ("rm", "rm"), ("ppo", "ppo"), ("dpo", "dpo")])
+def test_a_run_killed_inside_a_stage_finishes_with_the_same_results(tiny, tmp_path, cli, monkeypatch, stage, folder):
     """Killed right after the stage's first checkpoint (KeyboardInterrupt, as Ctrl-C), then run
     again: the stage resumes from its checkpoint and the results equal an uninterrupted run's."""
     from lmforge.train import loop
@@ -172,9 +103,7 @@ def test_a_run_killed_inside_a_stage_finishes_with_the_same_results(
     monkeypatch.setattr(loop, "save_checkpoint", real)
     code, stdout, stderr = cli("run", "--preset", "tiny", "--out", out, "--json")
     assert code == 0, stderr
-    assert (
-        f"] {stage}\n" in stderr and "] world\n" not in stderr
-    )  # the finished stages were skipped
+    assert f"] {stage}\n" in stderr and "] world\n" not in stderr  # the finished stages were skipped
     _same(json.loads(stdout), tiny[1])
 
 
@@ -201,15 +130,9 @@ def test_from_redoes_a_stage_and_every_later_one(tiny, tmp_path, cli):
     out = tmp_path / "again"
     shutil.copytree(tiny[0], out)
     (out / "ppo" / "marker").write_text("old")
-    code, stdout, stderr = cli(
-        "run", "--preset", "tiny", "--out", out, "--from", "ppo", "--json"
-    )
+    code, stdout, stderr = cli("run", "--preset", "tiny", "--out", out, "--from", "ppo", "--json")
     assert code == 0, stderr
-    ran = [
-        line.split("] ")[1]
-        for line in stderr.splitlines()
-        if line.startswith("[") and "done" not in line
-    ]
+    ran = [line.split("] ")[1] for line in stderr.splitlines() if line.startswith("[") and "done" not in line]
     assert ran == ["ppo", "dpo", "eval", "report"]
     assert not (out / "ppo" / "marker").exists()
     _same(json.loads(stdout), tiny[1])
@@ -221,15 +144,11 @@ def test_a_finished_stage_with_a_changed_config_is_refused(tiny, tmp_path, cli):
     before = (out / "pipeline.json").read_text()
     code, _, stderr = cli("run", "--preset", "tiny", "--out", out, "ppo.iterations=3")
     assert code == 2
-    assert (
-        "stage 'ppo' finished with another config" in stderr and "--from ppo" in stderr
-    )
+    assert "stage 'ppo' finished with another config" in stderr and "--from ppo" in stderr
     assert "Traceback" not in stderr
     assert (out / "pipeline.json").read_text() == before
     # --from a later stage is refused too, and deletes nothing (it once deleted the later stages first)
-    code, _, stderr = cli(
-        "run", "--preset", "tiny", "--out", out, "ppo.iterations=3", "--from", "dpo"
-    )
+    code, _, stderr = cli("run", "--preset", "tiny", "--out", out, "ppo.iterations=3", "--from", "dpo")
     assert code == 2 and "--from ppo" in stderr
     assert (out / "pipeline.json").read_text() == before
     assert (out / "dpo").exists() and (out / "results.json").exists()
@@ -244,9 +163,7 @@ def test_a_recipe_replaces_a_stages_data(tiny, tmp_path, cli):
     pairs.write_text("\n".join(lines) + "\n")
     recipe = tmp_path / "mine.yaml"
     recipe.write_text(f"dpo:\n  data:\n    train: [{pairs}]\n")
-    code, _, stderr = cli(
-        "run", recipe, "--preset", "tiny", "--out", out, "--from", "dpo"
-    )
+    code, _, stderr = cli("run", recipe, "--preset", "tiny", "--out", out, "--from", "dpo")
     assert code == 0, stderr
     assert str(pairs) in (out / "dpo" / "config.yaml").read_text()
 
@@ -255,31 +172,18 @@ def test_bad_run_input_is_refused_with_a_clear_message(tmp_path, cli):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("ppo:\n  iteratons: 3\n")
     code, _, err = cli("run", recipe, "--preset", "tiny", "--out", tmp_path / "r")
-    assert (
-        code == 2
-        and "ppo.iteratons" in err
-        and "ppo.iterations" in err
-        and f"{recipe}:2" in err
-    )
-    code, _, err = cli(
-        "run", "--preset", "tiny", "--out", tmp_path / "r", "sft.epochs=-1"
-    )
+    assert code == 2 and "ppo.iteratons" in err and "ppo.iterations" in err and f"{recipe}:2" in err
+    code, _, err = cli("run", "--preset", "tiny", "--out", tmp_path / "r", "sft.epochs=-1")
     assert code == 2 and "sft.epochs" in err
-    code, _, err = cli(
-        "run", "--preset", "tiny", "--out", tmp_path / "r", "--from", "nothing"
-    )
+    code, _, err = cli("run", "--preset", "tiny", "--out", tmp_path / "r", "--from", "nothing")
     assert code == 2 and "unknown stage 'nothing'" in err
-    code, _, err = cli(
-        "run", "--preset", "tiny", "--out", tmp_path / "r", "rm_from=base"
-    )
+    code, _, err = cli("run", "--preset", "tiny", "--out", tmp_path / "r", "rm_from=base")
     assert code == 2 and "rm_from" in err
     (tmp_path / "r").mkdir(exist_ok=True)
     (tmp_path / "r" / "pipeline.json").write_text("{not json")
     code, _, err = cli("run", "--preset", "tiny", "--out", tmp_path / "r")
     assert code == 2 and "pipeline.json" in err and "Traceback" not in err
-    assert not any(
-        p.name != "pipeline.json" for p in (tmp_path / "r").iterdir()
-    )  # nothing started
+    assert not any(p.name != "pipeline.json" for p in (tmp_path / "r").iterdir())  # nothing started
 
 
 def test_cli_lists_the_pipelines_stages():
@@ -290,21 +194,12 @@ def test_cli_lists_the_pipelines_stages():
 
 def _results(**lm):
     models = {name: {m: 0.0 for m in METRICS} for name in MODELS}
-    models["ppo"].update(
-        win_rate_vs_sft=0.7,
-        question_rate=0.01,
-        win_rate_vs_best_of_4=0.55,
-        win_rate_vs_base_large_fewshot=0.8,
-    )
+    models["ppo"].update(win_rate_vs_sft=0.7, question_rate=0.01, win_rate_vs_best_of_4=0.55, win_rate_vs_base_large_fewshot=0.8)
     models["dpo"]["win_rate_vs_sft"] = 0.54
     models["base"].update(question_rate=0.5, false_claim_rate=0.2, rude_rate=0.1)
     models["sft"].update(false_claim_rate=0.05, rude_rate=0.01)
     greedy = {"ppo": {"win_rate_vs_sft": 0.56}}
-    lm = lm or {
-        "gpt": {"bpb": 0.3, "params": 2e6},
-        "gpt_large": {"bpb": 0.28, "params": 7e6},
-        "ngram": {"bpb": 0.4},
-    }
+    lm = lm or {"gpt": {"bpb": 0.3, "params": 2e6}, "gpt_large": {"bpb": 0.28, "params": 7e6}, "ngram": {"bpb": 0.4}}
     return {"models": models, "greedy": greedy, "rm": {"acc_oracle": 0.8}, "lm": lm}
 
 
@@ -313,57 +208,30 @@ def test_report_checks_the_targets():
 
     results = _results()
     reached = [t["reached"] for t in check_targets(results)]
-    assert reached == [
-        True,
-        True,
-        False,
-        True,
-        True,
-        True,
-        True,
-        True,
-        True,
-        True,
-        True,
-    ]
-    results["models"]["sft"]["rude_rate"] = (
-        0.0  # PPO must be below the best SFT too, not only below the base model
-    )
+    assert reached == [True, True, False, True, True, True, True, True, True, True, True]
+    results["models"]["sft"]["rude_rate"] = 0.0  # PPO must be below the best SFT too, not only below the base model
     assert not check_targets(results)[8]["reached"]
     del results["rm"]["acc_oracle"]
-    assert check_targets(results)[9] == {
-        "target": "reward-model accuracy against the oracle >= 0.75",
-        "measured": None,
-        "reached": False,
-    }
+    assert check_targets(results)[9] == {"target": "reward-model accuracy against the oracle >= 0.75", "measured": None, "reached": False}
 
 
 @pytest.mark.parametrize(
     "large, why",
     [
-        (
-            {"bpb": 0.30, "params": 7e6},
-            "not the better language model",
-        ),  # equal bits per byte: no better
+        ({"bpb": 0.30, "params": 7e6}, "not the better language model"),  # equal bits per byte: no better
         ({"bpb": 0.31, "params": 7e6}, "not the better language model"),
         ({"bpb": 0.28, "params": 5e6}, "only 2.50x the parameters"),
     ],
 )
-def test_the_larger_base_target_is_refused_unless_that_model_is_larger_and_better(
-    large, why
-):
+def test_the_larger_base_target_is_refused_unless_that_model_is_larger_and_better(large, why):
     from lmforge.report import LARGER_BASE, check_targets
 
-    results = _results(
-        gpt={"bpb": 0.30, "params": 2e6}, gpt_large=large, ngram={"bpb": 0.4}
-    )
+    results = _results(gpt={"bpb": 0.30, "params": 2e6}, gpt_large=large, ngram={"bpb": 0.4})
     row = check_targets(results)[LARGER_BASE]
     assert row["measured"] == 0.8 and not row["reached"] and why in row["refused"]
 
 
-def test_a_stage_does_not_depend_on_what_ran_before_it_in_the_process(
-    tiny, tmp_path, cli
-):
+def test_a_stage_does_not_depend_on_what_ran_before_it_in_the_process(tiny, tmp_path, cli):
     """The global generators are set per stage: the reward model's new head (drawn from torch's
     global generator) comes out the same after any history, as a resumed run needs."""
     import random
@@ -377,63 +245,33 @@ def test_a_stage_does_not_depend_on_what_ran_before_it_in_the_process(
     torch.rand(7)
     np.random.seed(3)
     random.seed(4)
-    code, stdout, stderr = cli(
-        "run", "--preset", "tiny", "--out", out, "--from", "rm", "--json"
-    )
+    code, stdout, stderr = cli("run", "--preset", "tiny", "--out", out, "--from", "rm", "--json")
     assert code == 0, stderr
     _same(json.loads(stdout), tiny[1])
-    assert (out / "rm" / "model.safetensors").read_bytes() == (
-        tiny[0] / "rm" / "model.safetensors"
-    ).read_bytes()
+    assert (out / "rm" / "model.safetensors").read_bytes() == (tiny[0] / "rm" / "model.safetensors").read_bytes()
 
 
 def test_the_report_names_the_tasks_no_model_can_do():
     from lmforge.report import _by_task
 
     def row(acc, win=0.5):
-        return {
-            "prompts": 10,
-            "task_accuracy": acc,
-            "oracle_score": 0.5,
-            "win_rate_vs_sft": win,
-        }
+        return {"prompts": 10, "task_accuracy": acc, "oracle_score": 0.5, "win_rate_vs_sft": win}
 
-    table = {
-        "sft": {"fact": row(0.5), "sort": row(0.0)},
-        "ppo": {"fact": row(0.8, 0.7), "sort": row(0.05, 0.55)},
-        "dpo": {"fact": row(0.7, 0.6), "sort": row(0.2, 0.6)},
-    }
+    table = {"sft": {"fact": row(0.5), "sort": row(0.0)}, "ppo": {"fact": row(0.8, 0.7), "sort": row(0.05, 0.55)}, "dpo": {"fact": row(0.7, 0.6), "sort": row(0.2, 0.6)}}
     text = "\n".join(_by_task(table))
     assert "| sort | 10 | 0.000 | 0.050 | 0.200 | 0.550 | 0.600 |" in text
-    assert (
-        "SFT and PPO both answer fewer than 10% of the prompts correctly in sort (10 of the 20 prompts)"
-        in text
-    )
+    assert "SFT and PPO both answer fewer than 10% of the prompts correctly in sort (10 of the 20 prompts)" in text
     table["ppo"]["sort"] = row(0.3, 0.7)  # PPO learned it: no task is beyond both
     assert "fewer than" not in "\n".join(_by_task(table))
     assert _by_task({}) == []
 
 
-def test_study_rlhf_gain_runs_each_point_from_the_shared_base_model(
-    tiny, tmp_path, cli
-):
+def test_study_rlhf_gain_runs_each_point_from_the_shared_base_model(tiny, tmp_path, cli):
     """Three points of the study on the tiny preset, from the tiny run's base model: perfect
     writers, the run's own setting (its models reused), and default writers at another split
     of the labeling budget."""
     out = tmp_path / "study"
-    code, stdout, err = cli(
-        "study",
-        "rlhf-gain",
-        "--preset",
-        "tiny",
-        "--base",
-        tiny[0],
-        "--out",
-        out,
-        "study.care=[1]",
-        "study.demo_share=[0.3]",
-        "--json",
-    )
+    code, stdout, err = cli("study", "rlhf-gain", "--preset", "tiny", "--base", tiny[0], "--out", out, "study.care=[1]", "study.demo_share=[0.3]", "--json")
     assert code == 0, err
     study = json.loads(stdout)
     names = [p["name"] for p in study["points"]]
@@ -441,22 +279,10 @@ def test_study_rlhf_gain_runs_each_point_from_the_shared_base_model(
     ref, own, share = study["points"]
     # the run's own setting is the tiny run itself: not trained again, its win rates the run's
     assert not (out / "points" / "care1").exists()
-    assert (
-        own["win_rate_vs_sft"]["ppo"]["sampled"]
-        == tiny[1]["models"]["ppo"]["win_rate_vs_sft"]
-        and "base" not in own["win_rate_vs_sft"]
-    )
-    assert (
-        ref["writers"] == "reference"
-        and ref["demonstration_quality"]["written"]
-        == ref["demonstration_quality"]["reference"]
-    )
-    budget = (
-        60 + 20
-    )  # the tiny preset's demonstrations and ranked prompts, one demonstration costing one ranked prompt
-    assert share["demonstrations"] == round(0.3 * budget) and share["ranked"] == round(
-        0.7 * budget
-    )
+    assert own["win_rate_vs_sft"]["ppo"]["sampled"] == tiny[1]["models"]["ppo"]["win_rate_vs_sft"] and "base" not in own["win_rate_vs_sft"]
+    assert ref["writers"] == "reference" and ref["demonstration_quality"]["written"] == ref["demonstration_quality"]["reference"]
+    budget = 60 + 20  # the tiny preset's demonstrations and ranked prompts, one demonstration costing one ranked prompt
+    assert share["demonstrations"] == round(0.3 * budget) and share["ranked"] == round(0.7 * budget)
     for p in study["points"]:
         for name in ("ppo", "dpo", "best_of_4"):
             w = p["win_rate_vs_sft"][name]
@@ -464,23 +290,7 @@ def test_study_rlhf_gain_runs_each_point_from_the_shared_base_model(
         assert "greedy" in p["win_rate_vs_sft"]["ppo"]
     # every point trained its own SFT on its own demonstrations, from the one base model
     sft_cfg = (out / "points" / "share0.3" / "sft" / "config.yaml").read_text()
-    assert (
-        str(tiny[0] / "base") in sft_cfg
-        and str(out / "points" / "share0.3" / "world" / "sft.jsonl") in sft_cfg
-    )
-    assert (out / "rlhf_gain.png").stat().st_size > 1000 and "| reference |" in (
-        out / "report.md"
-    ).read_text()
-    code, _, err = cli(
-        "study",
-        "rlhf-gain",
-        "--preset",
-        "tiny",
-        "--base",
-        tiny[0],
-        "--out",
-        out,
-        "--seed",
-        "3",
-    )
+    assert str(tiny[0] / "base") in sft_cfg and str(out / "points" / "share0.3" / "world" / "sft.jsonl") in sft_cfg
+    assert (out / "rlhf_gain.png").stat().st_size > 1000 and "| reference |" in (out / "report.md").read_text()
+    code, _, err = cli("study", "rlhf-gain", "--preset", "tiny", "--base", tiny[0], "--out", out, "--seed", "3")
     assert code == 2 and "seed" in err  # the base run's world has another seed
