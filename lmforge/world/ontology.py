@@ -97,6 +97,7 @@ class World:
     def __init__(self, entities: list[Entity], seed: int):
         self.entities = entities
         self.seed = seed
+        self.split_moved: dict[str, str | None] = {}  # tasks.split_in's choice, once per task
         self.by_name = {e.name: e for e in entities}
         self.kinds = {k: [e for e in entities if e.kind == k] for k in ("creature", "person", "town", "product")}
         self.value_type = {v: t for t, vs in VALUES.items() for v in vs}  # word -> value type

@@ -11,7 +11,9 @@ entity, whose checker looks at relevance, consistency with the facts and length.
 
 Every example has a `key` that names its combination (which entity and attribute, which
 operands, ...); `split_of(key)` sends a fixed share of combinations to held-out evaluation
-only, so evaluation prompts ask what no training prompt asked.
+only, so evaluation prompts ask what no training prompt asked. A task with few combinations in
+a small world (a story about one of 7 creatures and people) might find none on one side;
+`split_in` then moves the one combination nearest the line, so every world has both splits.
 """
 
 from __future__ import annotations
@@ -42,9 +44,34 @@ class Example:
         return {"prompt": self.prompt, "task": self.task, "meta": self.meta}
 
 
+def _share(key: str) -> float:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") / 2**64
+
+
 def split_of(key: str) -> str:
-    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") / 2**64
-    return "eval" if h < EVAL_SHARE else "train"
+    return "eval" if _share(key) < EVAL_SHARE else "train"
+
+
+def split_in(world: World, task: "Task", key: str) -> str:
+    """`split_of(key)`, unless the task's combinations in this world all fall on one side: then
+    the one nearest the line crosses it, so held-out evaluation has a combination and training
+    keeps the rest. Worlds where both sides are filled are unchanged."""
+    keys = task.keys(world)
+    if keys is None:
+        return split_of(key)
+    cache = world.split_moved
+    if task.name not in cache:
+        evals = [k for k in keys if split_of(k) == "eval"]
+        moved = None
+        if not evals and len(keys) > 1:
+            moved = min(keys, key=_share)
+        elif len(evals) == len(keys) and len(keys) > 1:
+            moved = max(keys, key=_share)
+        cache[task.name] = moved
+    side = split_of(key)
+    if key == cache[task.name]:
+        side = "train" if side == "eval" else "eval"
+    return side
 
 
 # ------------------------------------------------------------------ text helpers
@@ -98,6 +125,11 @@ class Task(ABC):
     def check(self, world: World, meta: dict, response: str) -> float:
         """How correct `response` is, in [0, 1]."""
 
+    def keys(self, world: World) -> list[str] | None:
+        """Every combination this task can ask about in `world`, where they are few enough to
+        list (None: too many to all fall on one side of the split)."""
+        return None
+
 
 class FactTask(Task):
     name = "fact"
@@ -112,6 +144,9 @@ class FactTask(Task):
             world.answer(e, attr),
             {"entity": e.name, "attr": attr, "answer": e.attrs[attr], "value_type": vt, "key": f"fact:{e.name}:{attr}"},
         )
+
+    def keys(self, world):
+        return [f"fact:{e.name}:{attr}" for e in world.kinds["creature"] + world.kinds["person"] + world.kinds["town"] for attr in ATTRIBUTES[e.kind]]
 
     def check(self, world, meta, response):
         vt, answer = meta["value_type"], meta["answer"]
@@ -264,6 +299,9 @@ class StoryTask(Task):
 
         return Example(self.name, rng.choice(self.templates).format(s=e.mention()), story_about(world, e, rng), {"entity": e.name, "key": f"story:{e.name}"})
 
+    def keys(self, world):
+        return [f"story:{e.name}" for e in world.kinds["creature"] + world.kinds["person"]]
+
     def check(self, world, meta, response):
         from .claims import false_claims
 
@@ -315,9 +353,11 @@ def sample_example(world: World, rng: random.Random, split: str | None = None, m
     task = TASKS[rng.choices(names, weights=[mix[n] for n in names])[0]]
     for _ in range(1000):
         ex = task.generate(world, rng)
-        if split is None or split_of(ex.meta["key"]) == split:
+        if split is None or split_in(world, task, ex.meta["key"]) == split:
             return ex
-    raise RuntimeError(f"task {task.name} found no {split} combination")  # a world too small to split
+    from ..errors import ConfigError  # split_in keeps both sides filled; only a one-combination task gets here
+
+    raise ConfigError(f"the world is too small: task {task.name} has no {split} combination; use more entities", field="entities")
 
 
 def check(world: World, task: str, meta: dict, response: str) -> float:
