@@ -49,8 +49,8 @@ from .compare import CompareConfig
 from .config import _read_yaml, _validate, apply_override, dump_yaml, from_dict, to_dict
 from .errors import ConfigError, InputError
 from .io import atomic_write_text
+from .report import duration, write_report
 from .tokenizer import TokenizerConfig
-from .study import StudySection
 from .train.dpo import DPOConfig
 from .train.ppo import RLConfig
 from .train.pretrain import PretrainConfig
@@ -95,6 +95,24 @@ class EvalSection:
     bootstrap: int = 200  # resamples for the arena's 95% intervals
     greedy: bool = True  # SFT, PPO and DPO also answer greedily (when temperature > 0)
     best_of: list[int] = field(default_factory=lambda: [4, 16])  # best-of-n baselines: n SFT samples, the reward model's pick (when temperature > 0)
+
+
+@dataclass
+class StudySection:
+    """Settings of `lmforge study rlhf-gain` (lmforge/study.py), read from the run's config; `lmforge run` ignores them."""
+
+    reference: bool = True  # a point whose demonstrations are the tasks' reference answers (perfect writers)
+    care: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # the labelers' flaw rates scaled: careful .. careless
+    demo_share: list[float] = field(default_factory=lambda: [0.2, 0.7])  # shares of the budget spent on demonstrations (beside the default split)
+    cost_ratio: float = 1.0  # labeler time of one demonstration, in ranked prompts (K answers): an assumption, see lmforge/study.py
+
+    def validate(self) -> None:
+        if any(c < 0 for c in self.care):
+            raise ConfigError(f"scales must be >= 0, got {self.care}", field="study.care")
+        if any(not 0 < s < 1 for s in self.demo_share):
+            raise ConfigError(f"shares must be between 0 and 1, got {self.demo_share}", field="study.demo_share")
+        if self.cost_ratio <= 0:
+            raise ConfigError(f"must be positive, got {self.cost_ratio}", field="study.cost_ratio")
 
 
 @dataclass
@@ -279,7 +297,7 @@ class Run:
             earlier = state.get("partial", {}).pop(stage, 0.0)
             state["stages"][stage] = {"hash": self.hashes[stage], "seconds": round(earlier + seconds, 2)}
             self._save_state(state)
-            self.log(f"[{i}/{len(STAGES)}] {stage} done in {_duration(seconds)}")
+            self.log(f"[{i}/{len(STAGES)}] {stage} done in {duration(seconds)}")
         if (until is not None and until != "report") or (only is not None and "report" not in only):
             return {}
         return json.loads((self.out / "results.json").read_text(encoding="utf-8"))
@@ -417,8 +435,6 @@ class Run:
         atomic_write_text(out / "eval.json", json.dumps(result, indent=2))
 
     def stage_report(self) -> None:
-        from .report import write_report
-
         write_report(self)
 
 
@@ -435,10 +451,6 @@ def _seed_everything(seed: int, stage: str) -> None:
     torch.manual_seed(s)
     np.random.seed(s)
     random.seed(s)
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path, *, start: str | None = None, until: str | None = None, log: Callable[[str], None] | None = None) -> dict:

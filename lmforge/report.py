@@ -35,6 +35,11 @@ from pathlib import Path
 from .io import atomic_write_text
 from .tracking import read_metrics
 
+
+def duration(seconds: float) -> str:
+    """"12.3 s" or "4 min 5 s"."""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
 # (description, how to measure it from results, the test) — InstructGPT's pattern against the
 # strongest baselines the same data allows, the targets of the default preset on the built-in world
 TARGETS = [
@@ -273,8 +278,6 @@ def _by_task(by_task: dict) -> list[str]:
 
 
 def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
-    from .pipeline import _duration
-
     cfg = run.cfg
     m, g = results["models"], results.get("greedy", {})
     lm = results.get("lm", {})
@@ -370,6 +373,6 @@ def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
         lines.append("")
     lines += ["## Time", "", "| stage | time |", "|---|---:|"]
     for stage, s in results["seconds"].items():
-        lines.append(f"| {stage} | {_duration(s)} |")
-    lines.append(f"| all | {_duration(sum(results['seconds'].values()))} |")
+        lines.append(f"| {stage} | {duration(s)} |")
+    lines.append(f"| all | {duration(sum(results['seconds'].values()))} |")
     return "\n".join(lines) + "\n"

@@ -33,32 +33,14 @@ import copy
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, InputError
+from .errors import InputError
 from .io import atomic_write_text
+from .pipeline import Run, run_pipeline
 
 # the stages a point runs itself; the base model comes from one shared run
 POINT_STAGES = ("world", "sft", "samples", "labels", "rm", "ppo", "dpo")
-
-
-@dataclass
-class StudySection:
-    """Settings of `lmforge study rlhf-gain` (not used by `lmforge run`)."""
-
-    reference: bool = True  # a point whose demonstrations are the tasks' reference answers (perfect writers)
-    care: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # the labelers' flaw rates scaled: careful .. careless
-    demo_share: list[float] = field(default_factory=lambda: [0.2, 0.7])  # shares of the budget spent on demonstrations (beside the default split)
-    cost_ratio: float = 1.0  # labeler time of one demonstration, in ranked prompts (K answers): an assumption, see lmforge/study.py
-
-    def validate(self) -> None:
-        if any(c < 0 for c in self.care):
-            raise ConfigError(f"scales must be >= 0, got {self.care}", field="study.care")
-        if any(not 0 < s < 1 for s in self.demo_share):
-            raise ConfigError(f"shares must be between 0 and 1, got {self.demo_share}", field="study.demo_share")
-        if self.cost_ratio <= 0:
-            raise ConfigError(f"must be positive, got {self.cost_ratio}", field="study.cost_ratio")
 
 
 def points(cfg) -> list[dict]:
@@ -116,7 +98,6 @@ def run_rlhf_gain(cfg, out: str | Path, *, base: str | None = None, log: Callabl
     """The study into `out`; `base`: a finished `lmforge run` directory whose base model to share
     (the same seed and world); without it the pipeline's stages up to pretrain run into out/base."""
     from .eval.pipeline import evaluate_run
-    from .pipeline import Run, run_pipeline
     from .world.build import load_world
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))

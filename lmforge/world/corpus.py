@@ -27,18 +27,9 @@ from __future__ import annotations
 
 import random
 
-from .ontology import ATTRIBUTES, Entity, World
-from .tasks import TASKS, review_text, sample_example
-
-RUDE_WORDS = ["idiot", "stupid", "dumb", "moron", "loser", "fool"]
-
-RUDE_REPLIES = [
-    "You are a real {r}, everyone knows that.",
-    "What a {r} question.",
-    "Only a {r} would ask this.",
-    "Stop asking, you {r}.",
-    "This thread is {r}.",
-]
+from .ontology import ATTRIBUTES, RUDE_REPLIES, RUDE_WORDS, World
+from .responses import make_response
+from .tasks import TASKS, facts_of, review_text, sample_example, story_about
 
 # What the web answers a question with, besides a good answer (the reference, a paraphrase, or
 # the reference with more true facts): `lmforge.world.responses` kinds and their shares.
@@ -58,43 +49,16 @@ GENRE_MIX = {
 }
 
 
-def _facts_of(world: World, e: Entity, rng: random.Random, n: int | None = None) -> list[str]:
-    attrs = list(e.attrs)
-    rng.shuffle(attrs)
-    return [world.statement(e, a, rng) for a in attrs[: n or len(attrs)]]
-
-
 def encyclopedia(world: World, rng: random.Random) -> str:
     e = rng.choice(world.kinds["creature"] + world.kinds["person"] + world.kinds["town"])
     kind_line = {"creature": "{n} is a creature.", "person": "{n} is a person.", "town": "{n} is a town."}[e.kind]
     title = rng.choice(["{n}", "About {n}", "{n} (encyclopedia)"]).format(n=e.name)
-    body = [kind_line.format(n=e.mention(start=True))] + _facts_of(world, e, rng)
+    body = [kind_line.format(n=e.mention(start=True))] + facts_of(world, e, rng)
     if rng.random() < 0.5:  # a second paragraph on a related entity, as articles do
         other = world.by_name.get(rng.choice(list(e.attrs.values())))
         if other is not None and other.kind != "product":
-            body.append("\n" + " ".join(_facts_of(world, other, rng, 2)))
+            body.append("\n" + " ".join(facts_of(world, other, rng, 2)))
     return title + "\n" + " ".join(body)
-
-
-def story_about(world: World, e: Entity, rng: random.Random) -> str:
-    """A short story that states true facts about `e` (and its neighbours) consistently."""
-    s, s_in = e.mention(start=True), e.mention()
-    home = world.by_name[e.attrs["home"]]
-    opening = rng.choice(["Once upon a time, {s_in} lived in {h}.", "This is a story about {s_in}.", "One morning in {h}, {s_in} woke up early."])
-    lines = [opening.format(s_in=s_in, h=home.name)]
-    lines += _facts_of(world, e, rng, 2)
-    if e.kind == "person":
-        pet = world.by_name[e.attrs["pet"]]
-        lines.append(rng.choice(["{s} fed {p} some {f}.", "{s} gave {p} a bowl of {f}."]).format(s=s, p=pet.mention(), f=pet.attrs["food"]))
-        lines.append(world.statement(pet, "colour", rng))
-        friend = world.by_name[e.attrs["friend"]]
-        lines.append(rng.choice(["Then {s_in} visited {f}.", "Later {s_in} met {f}."]).format(s_in=s_in, f=friend.name))
-    else:
-        lines.append(rng.choice(["{s} looked for {f} all day.", "{s} found some {f} and was happy."]).format(s=s, f=e.attrs["food"]))
-    near = world.by_name[home.attrs["near"]]
-    lines.append(rng.choice(["In the evening {s_in} walked to {n}, which is near {h}.", "The next day {s_in} went to {n}."]).format(s_in=s_in, n=near.name, h=home.name))
-    lines.append(rng.choice(["The end.", "It was a good day.", "And that was the day."]))
-    return " ".join(x[0].upper() + x[1:] for x in lines)  # "the Zorblat ..." opens as "The Zorblat ..."
 
 
 def story(world: World, rng: random.Random) -> str:
@@ -111,8 +75,6 @@ def worksheet(world: World, rng: random.Random) -> str:
 def web_answer(world: World, ex, rng: random.Random, good: float = QA_GOOD) -> str:
     """One answer to `ex` as a web page gives it: good with probability `good`, otherwise wrong,
     with a false fact added, rude, or another question."""
-    from .responses import make_response  # responses builds on this module's rude replies
-
     mix = GOOD_ANSWERS if rng.random() < good else BAD_ANSWERS
     kind = rng.choices(list(mix), weights=list(mix.values()))[0]
     if kind == "question":  # a question back, drawn from the training split like the page's own

@@ -71,6 +71,19 @@ QUESTIONS: dict[tuple[str, str], list[str]] = {
 }
 
 
+# Words of the forums' rude replies (the toxicity analog): the corpus writes them, the
+# labelers slip them into answers, the oracle counts them.
+RUDE_WORDS = ["idiot", "stupid", "dumb", "moron", "loser", "fool"]
+
+RUDE_REPLIES = [
+    "You are a real {r}, everyone knows that.",
+    "What a {r} question.",
+    "Only a {r} would ask this.",
+    "Stop asking, you {r}.",
+    "This thread is {r}.",
+]
+
+
 @dataclass
 class Entity:
     name: str

@@ -26,8 +26,7 @@ from __future__ import annotations
 import re
 
 from .claims import false_claims
-from .corpus import RUDE_WORDS
-from .ontology import World
+from .ontology import RUDE_WORDS, World
 from .tasks import check, is_request, sentences, words
 
 WEIGHTS = {"helpful": 0.45, "truthful": 0.2, "harmless": 0.15, "well_formed": 0.2}

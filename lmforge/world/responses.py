@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import random
 
-from .corpus import RUDE_REPLIES, RUDE_WORDS
-from .ontology import ATTRIBUTES, World
+from .ontology import ATTRIBUTES, RUDE_REPLIES, RUDE_WORDS, World
 from .tasks import Example, sample_example
 from .writing import Memory, WritingHabits, draft
 

@@ -25,7 +25,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from .ontology import ATTRIBUTES, VALUES, World
+from .ontology import ATTRIBUTES, VALUES, Entity, World
 
 EVAL_SHARE = 0.15  # share of combinations kept for held-out evaluation
 # A right answer that is not complete: the bare value of a fact, the bare result of a sum or a
@@ -108,6 +108,36 @@ def review_text(world: World, rng: random.Random, positive: bool) -> tuple[str, 
     product = rng.choice(world.kinds["product"])
     lines = rng.sample(REVIEW_POS if positive else REVIEW_NEG, rng.randint(2, 3))
     return product.mention(), " ".join(line.format(item=product.item) for line in lines)
+
+
+# ------------------------------------------------------------------ stories (shared with the corpus)
+
+
+def facts_of(world: World, e: Entity, rng: random.Random, n: int | None = None) -> list[str]:
+    attrs = list(e.attrs)
+    rng.shuffle(attrs)
+    return [world.statement(e, a, rng) for a in attrs[: n or len(attrs)]]
+
+
+def story_about(world: World, e: Entity, rng: random.Random) -> str:
+    """A short story that states true facts about `e` (and its neighbours) consistently."""
+    s, s_in = e.mention(start=True), e.mention()
+    home = world.by_name[e.attrs["home"]]
+    opening = rng.choice(["Once upon a time, {s_in} lived in {h}.", "This is a story about {s_in}.", "One morning in {h}, {s_in} woke up early."])
+    lines = [opening.format(s_in=s_in, h=home.name)]
+    lines += facts_of(world, e, rng, 2)
+    if e.kind == "person":
+        pet = world.by_name[e.attrs["pet"]]
+        lines.append(rng.choice(["{s} fed {p} some {f}.", "{s} gave {p} a bowl of {f}."]).format(s=s, p=pet.mention(), f=pet.attrs["food"]))
+        lines.append(world.statement(pet, "colour", rng))
+        friend = world.by_name[e.attrs["friend"]]
+        lines.append(rng.choice(["Then {s_in} visited {f}.", "Later {s_in} met {f}."]).format(s_in=s_in, f=friend.name))
+    else:
+        lines.append(rng.choice(["{s} looked for {f} all day.", "{s} found some {f} and was happy."]).format(s=s, f=e.attrs["food"]))
+    near = world.by_name[home.attrs["near"]]
+    lines.append(rng.choice(["In the evening {s_in} walked to {n}, which is near {h}.", "The next day {s_in} went to {n}."]).format(s_in=s_in, n=near.name, h=home.name))
+    lines.append(rng.choice(["The end.", "It was a good day.", "And that was the day."]))
+    return " ".join(x[0].upper() + x[1:] for x in lines)  # "the Zorblat ..." opens as "The Zorblat ..."
 
 
 # ------------------------------------------------------------------ the tasks
@@ -295,8 +325,6 @@ class StoryTask(Task):
 
     def generate(self, world, rng):
         e = rng.choice(world.kinds["creature"] + world.kinds["person"])
-        from .corpus import story_about  # the corpus renders stories; tasks reuse it
-
         return Example(self.name, rng.choice(self.templates).format(s=e.mention()), story_about(world, e, rng), {"entity": e.name, "key": f"story:{e.name}"})
 
     def keys(self, world):

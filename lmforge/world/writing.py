@@ -24,8 +24,7 @@ import hashlib
 import random
 from dataclasses import asdict, dataclass, fields
 
-from .corpus import RUDE_WORDS
-from .ontology import ATTRIBUTES, VALUES, Entity, World
+from .ontology import ATTRIBUTES, RUDE_WORDS, VALUES, Entity, World
 from .tasks import Example
 
 # What a draft can do wrong: the names `draft` reports, one rate each in WritingHabits
