@@ -275,6 +275,61 @@ def _usage(req: Request, answers: list[Answer]) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+async def _read_body(request: HTTPRequest, limits: Limits) -> dict:
+    """The request's JSON object, its size counted as it arrives (bodies without a content length too)."""
+    raw = b""
+    async for chunk in request.stream():  # bodies without a content length are counted too
+        raw += chunk
+        if len(raw) > limits.max_body_bytes:
+            raise APIError(413, f"the request body is larger than {limits.max_body_bytes} bytes", code="body_too_large")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise APIError(400, f"the body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the body must be a JSON object", code="invalid_json")
+    return body
+
+
+async def _sse(request, req: Request, job: Job, answers: list[Answer], deadline, rid, created, kind):
+    """A streamed answer as server-sent events, in OpenAI's chunk format, ending with [DONE]."""
+    chunk_kind = kind + ".chunk" if kind == "chat.completion" else kind
+
+    def chunk(choices, usage=None):
+        c = {"id": rid, "object": chunk_kind, "created": created, "model": req.served.name, "choices": choices}
+        if req.include_usage:
+            c["usage"] = usage
+        return "data: " + json.dumps(c, ensure_ascii=False) + "\n\n"
+
+    def choice(i, piece=None, finish=None, role=False):
+        if req.chat:
+            delta = {"role": "assistant", "content": ""} if role else ({"content": piece} if piece else {})
+            return {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {"index": i, "text": piece or "", "logprobs": None, "finish_reason": finish}
+
+    try:
+        if req.chat:
+            yield chunk([choice(i, role=True) for i in range(req.n)])
+        async for row, piece in _events(job, answers, deadline):
+            if await request.is_disconnected():
+                job.cancel()
+                return
+            a = answers[row]
+            if piece or a.finish:
+                if piece:
+                    yield chunk([choice(row, piece)])
+                if a.finish:
+                    yield chunk([choice(row, None, a.finish)])
+        if req.include_usage:
+            yield "data: " + json.dumps({"id": rid, "object": chunk_kind, "created": created, "model": req.served.name, "choices": [], "usage": _usage(req, answers)}) + "\n\n"
+        yield "data: [DONE]\n\n"
+    except APIError as e:  # the status line has gone: the error travels as an event
+        job.cancel()
+        yield "data: " + json.dumps(e.body()) + "\n\n"
+    finally:
+        job.cancel()
+
+
 def create_app(served: dict[str, Served], *, api_key: str | None = None, limits: Limits | None = None):
     """The FastAPI application serving `served` (see the module docstring)."""
     from contextlib import asynccontextmanager
@@ -313,23 +368,9 @@ def create_app(served: dict[str, Served], *, api_key: str | None = None, limits:
         except APIError as e:
             return error(e)
 
-    async def read_body(request: HTTPRequest) -> dict:
-        raw = b""
-        async for chunk in request.stream():  # bodies without a content length are counted too
-            raw += chunk
-            if len(raw) > limits.max_body_bytes:
-                raise APIError(413, f"the request body is larger than {limits.max_body_bytes} bytes", code="body_too_large")
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise APIError(400, f"the body is not valid JSON: {e}", code="invalid_json") from None
-        if not isinstance(body, dict):
-            raise APIError(400, "the body must be a JSON object", code="invalid_json")
-        return body
-
     async def complete(request: HTTPRequest, chat: bool):
         try:
-            req = Request(await read_body(request), served, limits, chat)
+            req = Request(await _read_body(request, limits), served, limits, chat)
             job = Job([req.prompt] * req.n, req.params)
             try:
                 req.served.batcher.submit(job)
@@ -357,43 +398,6 @@ def create_app(served: dict[str, Served], *, api_key: str | None = None, limits:
         else:
             choices = [{"index": i, "text": a.text, "logprobs": None, "finish_reason": a.finish} for i, a in enumerate(answers)]
         return {"id": rid, "object": kind, "created": created, "model": req.served.name, "choices": choices, "usage": _usage(req, answers)}
-
-    async def _sse(request, req: Request, job: Job, answers: list[Answer], deadline, rid, created, kind):
-        chunk_kind = kind + ".chunk" if kind == "chat.completion" else kind
-
-        def chunk(choices, usage=None):
-            c = {"id": rid, "object": chunk_kind, "created": created, "model": req.served.name, "choices": choices}
-            if req.include_usage:
-                c["usage"] = usage
-            return "data: " + json.dumps(c, ensure_ascii=False) + "\n\n"
-
-        def choice(i, piece=None, finish=None, role=False):
-            if req.chat:
-                delta = {"role": "assistant", "content": ""} if role else ({"content": piece} if piece else {})
-                return {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return {"index": i, "text": piece or "", "logprobs": None, "finish_reason": finish}
-
-        try:
-            if req.chat:
-                yield chunk([choice(i, role=True) for i in range(req.n)])
-            async for row, piece in _events(job, answers, deadline):
-                if await request.is_disconnected():
-                    job.cancel()
-                    return
-                a = answers[row]
-                if piece or a.finish:
-                    if piece:
-                        yield chunk([choice(row, piece)])
-                    if a.finish:
-                        yield chunk([choice(row, None, a.finish)])
-            if req.include_usage:
-                yield "data: " + json.dumps({"id": rid, "object": chunk_kind, "created": created, "model": req.served.name, "choices": [], "usage": _usage(req, answers)}) + "\n\n"
-            yield "data: [DONE]\n\n"
-        except APIError as e:  # the status line has gone: the error travels as an event
-            job.cancel()
-            yield "data: " + json.dumps(e.body()) + "\n\n"
-        finally:
-            job.cancel()
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: HTTPRequest):

@@ -204,39 +204,15 @@ def run_config_text(cfg, run_dir: Path) -> str:
 # --------------------------------------------------------------------------- the loop
 
 
-def train(
-    model: nn.Module,
-    objective: Callable[[nn.Module, Any], tuple[torch.Tensor, dict]],
-    batches,
-    cfg: TrainConfig,
-    run_dir: str | os.PathLike,
-    *,
-    model_config: dict,
-    tokenizer=None,
-    evaluate: Callable[[nn.Module], dict] | None = None,
-    to_device: Callable[[Any, torch.device], Any] | None = None,
-    log_config: dict | None = None,
-) -> dict:
-    """Train `model` on `batches` with `objective`; returns the last logged and evaluated metrics.
-
-    Resumes from the newest good checkpoint in `run_dir` if there is one.
-    """
-    cfg.validate()
-    run_dir = Path(run_dir)
-    device = pick_device(cfg, int(os.environ.get("LOCAL_RANK", "0")))
-    d = setup_distributed(device.type)
-    distributed = d.world > 1
-    torch.manual_seed(cfg.seed)
-    to_device = to_device or batch_to_device
-
-    # Resume: weights go in before wrapping; the optimizer state after it exists.
+def _prepare(model: nn.Module, batches, cfg: TrainConfig, run_dir: Path, device: torch.device, distributed: bool):
+    """(the network to call, the optimizer, the checkpoint resumed from or None): the model
+    resumed and placed, sharded or wrapped for data parallelism, and the optimizer with its
+    state. Weights go in before wrapping; the optimizer state after the optimizer exists."""
     ckpt = load_checkpoint(run_dir) if run_dir.exists() else None
-    start = 0
     if ckpt is not None:
         missing, unexpected = model.load_state_dict(ckpt.model_state, strict=False)
         if [k for k in missing if k != "lm_head.weight"] or unexpected:
             raise InputError(f"checkpoint does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", path=ckpt.path)
-        start = ckpt.step
     model.to(device)
     if distributed and cfg.parallel == "fsdp":
         from torch.distributed.fsdp import fully_shard
@@ -263,6 +239,98 @@ def train(
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
+    return net, optimizer, ckpt
+
+
+def _step(net, objective, batches, optimizer, cfg: TrainConfig, device: torch.device, distributed: bool, to_device):
+    """One optimizer step over `cfg.grad_accum` micro-batches: (mean loss, mean extra metrics,
+    tokens of a micro-batch or None, gradient norm, or None when a loss was not finite on any
+    rank and the step was skipped: the gradients are dropped, the weights untouched)."""
+    loss_sum = torch.zeros((), device=device)
+    extra: dict[str, float] = {}
+    tokens = None
+    bad = False
+    for micro in range(cfg.grad_accum):
+        batch = to_device(next(batches), device)
+        sync = contextlib.nullcontext()
+        if distributed and cfg.parallel == "ddp" and micro < cfg.grad_accum - 1:
+            sync = net.no_sync()  # gradients are all-reduced once, on the last micro-batch
+        with sync:
+            with _autocast(device, cfg.precision):
+                loss, metrics = objective(net, batch)
+            if not torch.isfinite(loss.detach()):
+                bad = True
+            (loss / cfg.grad_accum).backward()
+        loss_sum += loss.detach() / cfg.grad_accum
+        tokens = metrics.pop("tokens", tokens)
+        for k, v in metrics.items():
+            extra[k] = extra.get(k, 0.0) + float(v) / cfg.grad_accum
+    if distributed:  # every rank skips together, or the replicas drift apart
+        flag = torch.tensor([float(bad)], device=device)
+        dist.all_reduce(flag)
+        bad = bool(flag.item())
+    if bad:
+        optimizer.zero_grad(set_to_none=True)
+        return loss_sum, extra, tokens, None
+    gnorm = nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, extra, tokens, gnorm
+
+
+def _save(run_dir: Path, step: int, state: dict, opt_state, trainer_state: dict, cfg: TrainConfig, model_config: dict, tokenizer, final: bool) -> None:
+    """A checkpoint at `step`; at the end also the model itself (LoRA: merged, and the adapters apart)."""
+    save_checkpoint(run_dir, step, model_state=state, model_config=model_config, trainer_state=trainer_state, optimizer_state=opt_state, tokenizer=tokenizer, keep_last=cfg.keep_last)
+    if final:
+        from ..models.lora import adapter_state, merged_state
+
+        if any(k.endswith(".lora_a") for k in state):
+            from ..checkpoint import save_weights
+
+            save_weights(run_dir / "adapter.safetensors", adapter_state(state))
+        save_model(run_dir, merged_state(state), model_config, tokenizer)
+
+
+def _skip_or_stop(cfg: TrainConfig, logger, step: int, lr: float, loss: torch.Tensor, run_dir: Path) -> None:
+    """A step whose loss was not finite: stop with what to change (train.nan_policy=stop), or
+    log the skipped step and go on (skip)."""
+    msg = f"loss is {loss.item()} at step {step + 1} (lr {lr:.3g})"
+    if cfg.nan_policy == "stop":
+        raise TrainingDiverged(
+            msg + "; lower optim.lr, raise schedule.warmup_steps, or set train.nan_policy=skip. "
+            f"The last good checkpoint is in {run_dir / 'checkpoints'}",
+            field="loss",
+        )
+    if logger is not None:
+        logger.log(step + 1, skipped=1, reason=msg)
+
+
+def train(
+    model: nn.Module,
+    objective: Callable[[nn.Module, Any], tuple[torch.Tensor, dict]],
+    batches,
+    cfg: TrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    model_config: dict,
+    tokenizer=None,
+    evaluate: Callable[[nn.Module], dict] | None = None,
+    to_device: Callable[[Any, torch.device], Any] | None = None,
+    log_config: dict | None = None,
+) -> dict:
+    """Train `model` on `batches` with `objective`; returns the last logged and evaluated metrics.
+
+    Resumes from the newest good checkpoint in `run_dir` if there is one.
+    """
+    cfg.validate()
+    run_dir = Path(run_dir)
+    device = pick_device(cfg, int(os.environ.get("LOCAL_RANK", "0")))
+    d = setup_distributed(device.type)
+    distributed = d.world > 1
+    torch.manual_seed(cfg.seed)
+    to_device = to_device or batch_to_device
+    net, optimizer, ckpt = _prepare(model, batches, cfg, run_dir, device, distributed)
+    start = ckpt.step if ckpt is not None else 0
 
     logger = MetricsLogger(run_dir, resume_step=start if ckpt is not None else None, tensorboard=cfg.tensorboard, wandb=cfg.wandb, config=log_config) if d.main else None
     last: dict = dict(ckpt.trainer_state.get("last", {})) if ckpt is not None else {}
@@ -271,15 +339,7 @@ def train(
         state, opt_state = _full_state(net if cfg.parallel == "fsdp" else model, optimizer, cfg.parallel, distributed)
         if d.main:
             trainer_state = {"rng": capture_rng(), "data": batches.state_dict(), "last": last, "world_size": d.world}
-            save_checkpoint(run_dir, step, model_state=state, model_config=model_config, trainer_state=trainer_state, optimizer_state=opt_state, tokenizer=tokenizer, keep_last=cfg.keep_last)
-            if final:
-                from ..models.lora import adapter_state, merged_state
-
-                if any(k.endswith(".lora_a") for k in state):  # LoRA: the adapters apart, and the model merged
-                    from ..checkpoint import save_weights
-
-                    save_weights(run_dir / "adapter.safetensors", adapter_state(state))
-                save_model(run_dir, merged_state(state), model_config, tokenizer)
+            _save(run_dir, step, state, opt_state, trainer_state, cfg, model_config, tokenizer, final)
         if distributed:
             dist.barrier()
 
@@ -302,52 +362,18 @@ def train(
         return last
 
     net.train()
-    tokens_per_step = 0
-    t_log = time.perf_counter()
-    steps_since_log = 0
+    t_log, steps_since_log, tokens_per_step = time.perf_counter(), 0, 0
     bar = progress(total=cfg.steps, initial=start, desc="train", unit="step") if d.main else None
     try:
         for step in range(start, cfg.steps):
             lr = lr_at(step, cfg)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            loss_sum = torch.zeros((), device=device)
-            extra: dict[str, float] = {}
-            bad = False
-            for micro in range(cfg.grad_accum):
-                batch = to_device(next(batches), device)
-                sync = contextlib.nullcontext()
-                if distributed and cfg.parallel == "ddp" and micro < cfg.grad_accum - 1:
-                    sync = net.no_sync()
-                with sync:
-                    with _autocast(device, cfg.precision):
-                        loss, metrics = objective(net, batch)
-                    if not torch.isfinite(loss.detach()):
-                        bad = True
-                    (loss / cfg.grad_accum).backward()
-                loss_sum += loss.detach() / cfg.grad_accum
-                tokens_per_step = metrics.pop("tokens", tokens_per_step)
-                for k, v in metrics.items():
-                    extra[k] = extra.get(k, 0.0) + float(v) / cfg.grad_accum
-            if distributed:
-                flag = torch.tensor([float(bad)], device=device)
-                dist.all_reduce(flag)
-                bad = bool(flag.item())
+            loss_sum, extra, tokens, gnorm = _step(net, objective, batches, optimizer, cfg, device, distributed, to_device)
+            tokens_per_step = tokens if tokens is not None else tokens_per_step
+            bad = gnorm is None
             if bad:
-                optimizer.zero_grad(set_to_none=True)
-                msg = f"loss is {loss_sum.item()} at step {step + 1} (lr {lr:.3g})"
-                if cfg.nan_policy == "stop":
-                    raise TrainingDiverged(
-                        msg + "; lower optim.lr, raise schedule.warmup_steps, or set train.nan_policy=skip. "
-                        f"The last good checkpoint is in {run_dir / 'checkpoints'}",
-                        field="loss",
-                    )
-                if logger is not None:
-                    logger.log(step + 1, skipped=1, reason=msg)
-            else:
-                gnorm = nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                _skip_or_stop(cfg, logger, step, lr, loss_sum, run_dir)
             steps_since_log += 1
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
