@@ -355,7 +355,7 @@ class AnswerPrior(nn.Module):
     reach what its language model knows. On the built-in world, the SFT model's own likelihood
     of an answer orders answers to fact and arithmetic prompts by correctness far better
     (0.79-0.91 of oracle-ordered pairs) than the trained reward model does (0.61), and a linear
-    head on these four numbers alone beats it overall (README). The language model (the reward
+    head on these four numbers alone beats it overall (docs/experiments/2026-11-30-stage-measurements.md). The language model (the reward
     model's init) stays frozen, so the term is a learned prior, not something the body can
     reshape; w is trained with the rest, from the fit of the four numbers alone
     (`lmforge.train.reward.init_prior`)."""
