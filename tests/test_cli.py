@@ -35,6 +35,35 @@ def test_version_and_top_help(cli):
     assert code == 0 and "tokenizer" in out and "prepare" in out
 
 
+def test_top_help_lists_every_command_by_stage_in_pipeline_order(cli):
+    """`lmforge --help` lists each registered command once, under a numbered stage heading, in the
+    order of the pipeline, with the help its add_parser gave; cli.py keeps only the top parser and
+    the dispatch (the commands live in lmforge/commands/)."""
+    import re
+    from pathlib import Path
+
+    import lmforge.cli
+
+    code, out, _ = cli("--help")
+    assert code == 0
+    listing = out.split("positional arguments:")[0]
+    stages, listed = [], []
+    for line in listing.split("\n"):
+        if re.fullmatch(r"\d+ \w+", line):
+            stages.append(line)
+        elif m := re.match(r"  (\S+) {2,}\S", line):
+            assert stages, f"{m[1]} is listed before any stage heading"
+            listed.append(m[1])
+    assert [int(s.split()[0]) for s in stages] == list(range(1, len(stages) + 1)) and len(stages) >= 5
+    registered = [path[0] for path, _ in all_commands() if len(path) == 1]
+    assert sorted(listed) == sorted(registered), "every command listed once"
+    order = [listed.index(c) for c in ("world", "pretrain", "sft", "rl", "eval", "serve")]
+    assert order == sorted(order), listed
+    assert "  world " in listing and "generate the built-in world" in listing
+    assert "Elo ratings with 95% intervals" in listing  # argparse's %% escape undone, as argparse would
+    assert len(Path(lmforge.cli.__file__).read_text().splitlines()) < 400
+
+
 def test_tokenizer_train_encode_stats(cli, corpus_jsonl, tmp_path):
     out = tmp_path / "tok"
     code, stdout, _ = cli("tokenizer", "train", "--data", corpus_jsonl, "--vocab-size", 300, "--min-frequency", 1, "--out", out)
