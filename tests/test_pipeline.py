@@ -294,3 +294,37 @@ def test_study_rlhf_gain_runs_each_point_from_the_shared_base_model(tiny, tmp_pa
     assert (out / "rlhf_gain.png").stat().st_size > 1000 and "| reference |" in (out / "report.md").read_text()
     code, _, err = cli("study", "rlhf-gain", "--preset", "tiny", "--base", tiny[0], "--out", out, "--seed", "3")
     assert code == 2 and "seed" in err  # the base run's world has another seed
+
+
+# Shorter training than the tiny preset's, every stage kept: the seeds change the world (its
+# entities, splits, prompts and labels) and so every stage's data, not how long anything trains.
+FEWER_STEPS = [
+    "pretrain.train.steps=4", "pretrain.train.eval_every=4", "pretrain.train.save_every=4",
+    "pretrain_large.train.steps=2", "pretrain_large.train.eval_every=2", "pretrain_large.train.save_every=2",
+    "baselines.rnn.train.steps=2", "baselines.rnn.train.eval_every=2", "baselines.rnn.train.save_every=2",
+    "sft.epochs=1", "ppo.iterations=1", "ppo.save_every=1", "ppo.eval.every=1", "eval.limit=8",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_tiny_run_finishes_at_twenty_random_seeds(tmp_path, capsys):
+    """`lmforge run --preset tiny --seed S` at 20 seeds drawn afresh each time (the world at its
+    smallest size once died at seed 78); a failure names its seed, to rerun it by hand."""
+    import random
+
+    import torch
+
+    from lmforge.cli import main
+
+    seeds = random.Random().sample(range(100, 1_000_000), 20)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 20 small runs: one thread each is faster than two sharing 2 cores
+    try:
+        for seed in seeds:
+            code = main(["run", "--preset", "tiny", "--seed", str(seed), "--out", str(tmp_path / str(seed)), *FEWER_STEPS])
+            err = capsys.readouterr().err
+            assert code == 0, f"lmforge run --preset tiny --seed {seed} failed:\n{err[-2000:]}"
+            assert (tmp_path / str(seed) / "results.json").exists(), seed
+            shutil.rmtree(tmp_path / str(seed))
+    finally:
+        torch.set_num_threads(threads)
