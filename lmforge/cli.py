@@ -81,10 +81,23 @@ def _split_recipe(args) -> None:
         args.recipe = None
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line parsed; exits with status 2 and argparse's message on a bad one."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills a trailing KEY=VALUE list only before the first option; overrides written
+    # after options (`lmforge rl recipe.yaml --algorithm rloo rollout.group_size=4`) join it
+    late = [a for a in extra if "=" in a and not a.startswith("-")]
+    if extra != late or (late and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if late:
+        args.overrides = [*args.overrides, *late]
     _split_recipe(args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     prog = " ".join(["lmforge", args.command, getattr(args, "action", "") or ""]).strip()
     default_format = warnings.formatwarning
     warnings.formatwarning = lambda msg, cat, *a, **k: f"{prog}: warning: {msg}\n"

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 
 from lmforge.cli import build_parser
 
@@ -192,3 +193,18 @@ def test_console_script_exits_2_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lmforge", "data", "validate", "--data", str(bad)], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"lmforge data validate: error: {bad}:1: malformed JSON: Expecting property name enclosed in double quotes at column 2"
+
+
+def test_overrides_may_follow_options():
+    """KEY=VALUE after an option joins the overrides (argparse alone stops the list at the first
+    option, so `lmforge rl recipes/ppo.yaml --algorithm rloo rollout.group_size=4` was refused)."""
+    from lmforge.cli import parse_args
+
+    args = parse_args(["rl", "recipes/ppo.yaml", "iterations=2", "--algorithm", "rloo", "rollout.group_size=4", "--out", "d"])
+    assert args.recipe == "recipes/ppo.yaml" and args.overrides == ["iterations=2", "rollout.group_size=4"]
+    args = parse_args(["prepare", "data.corpus=x.txt", "--out", "d", "seed=3"])
+    assert args.recipe is None and args.overrides == ["data.corpus=x.txt", "seed=3"]
+    for bad in (["rl", "recipes/ppo.yaml", "--out", "d", "--bogus"], ["generate", "--model", "m", "--prompt", "p", "x=1"]):
+        with pytest.raises(SystemExit) as e:
+            parse_args(bad)
+        assert e.value.code == 2
