@@ -15,6 +15,17 @@ ROOT = Path(__file__).parent.parent
 WORDS = "the a cat dog bird sat ran flew on over under mat hill tree red big small quickly home back and then".split()
 
 
+def pytest_configure(config):
+    """One intra-op thread: the tests' models are tiny, and two threads on two cores spend more
+    time synchronising than multiplying (tests/test_sft.py and test_dpo.py: 47 s against 103 s on
+    a busy 2-core host). LMFORGE_TEST_THREADS=N to try otherwise."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("LMFORGE_TEST_THREADS", "1")))
+
+
 @pytest.fixture(autouse=True)
 def _quiet_progress(monkeypatch):
     monkeypatch.setenv("LMFORGE_PROGRESS", "0")

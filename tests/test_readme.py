@@ -202,20 +202,8 @@ def test_the_walkthrough_commands_are_found():
     assert not any(argv[0] == "chat" for argv in commands)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models on one thread: several threads contend with anything else on a small host (the
-    tiny run took 3.6 minutes with two threads on 2 busy cores, 16 s with one)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-def test_the_readme_walkthrough_runs_on_a_tiny_run(tmp_path, capsys, one_thread):
+def test_the_readme_walkthrough_runs_on_a_tiny_run(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["run", "--preset", "tiny", "--out", str(run_dir)]) == 0
     for argv in walkthrough(run_dir, tmp_path / "out"):
