@@ -85,3 +85,16 @@ def test_no_import_cycles_inside_lmforge():
     assert "lmforge.world.tasks" in graph["lmforge.world.corpus"]
     found = cycles(graph)
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_no_function_over_100_lines_without_saying_why():
+    """A function longer than 100 lines must open with a comment that says why it is long."""
+    long = []
+    for path in sorted(ROOT.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 100:
+                top = lines[node.body[0].lineno - 1 : node.body[0].lineno + 4]
+                if not any(line.strip().startswith("#") and "long" in line for line in top):
+                    long.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, "functions over 100 lines: " + ", ".join(long)
