@@ -56,20 +56,17 @@ def split_in(world: World, task: "Task", key: str) -> str:
     """`split_of(key)`, unless the task's combinations in this world all fall on one side: then
     the one nearest the line crosses it, so held-out evaluation has a combination and training
     keeps the rest. Worlds where both sides are filled are unchanged."""
-    keys = task.keys(world)
-    if keys is None:
-        return split_of(key)
-    cache = world.split_moved
-    if task.name not in cache:
-        evals = [k for k in keys if split_of(k) == "eval"]
+    if task.name not in world.split_moved:  # once per task and world: sample_example asks often
+        keys = task.keys(world) or []
+        evals = sum(split_of(k) == "eval" for k in keys)
         moved = None
-        if not evals and len(keys) > 1:
+        if len(keys) > 1 and evals == 0:
             moved = min(keys, key=_share)
-        elif len(evals) == len(keys) and len(keys) > 1:
+        elif len(keys) > 1 and evals == len(keys):
             moved = max(keys, key=_share)
-        cache[task.name] = moved
+        world.split_moved[task.name] = moved
     side = split_of(key)
-    if key == cache[task.name]:
+    if key == world.split_moved[task.name]:
         side = "train" if side == "eval" else "eval"
     return side
 
