@@ -366,7 +366,10 @@ class Run:
         from .train.sft import run_sft
 
         c.init = c.init or str(self.path("pretrain"))
-        c.train.seed = self.cfg.seed
+        # The data order stays the section's own seed (the recipe's, 0 unless set), not the run's:
+        # `lmforge sft recipes/sft.yaml init=RUN/base data.train=[RUN/world/sft.jsonl] ...` then
+        # trains this very model, so anyone can check the report's baseline (issue 32). The world
+        # and the base model still change with the run's seed.
         run_sft(c, out)
 
     def stage_sft(self) -> None:

@@ -320,3 +320,25 @@ def test_the_tiny_run_finishes_at_twenty_random_seeds(tmp_path, capsys):
         assert code == 0, f"lmforge run --preset tiny --seed {seed} failed:\n{err[-2000:]}"
         assert (tmp_path / str(seed) / "results.json").exists(), seed
         shutil.rmtree(tmp_path / str(seed))
+
+
+def test_the_sft_command_on_the_runs_base_and_demonstrations_trains_the_runs_sft_model(tmp_path, cli):
+    """Anyone can check the report's baseline (issue 32): `lmforge sft` with the run's own SFT settings,
+    from RUN/base on RUN/world/sft.jsonl, trains the very model the run trained, at any run seed."""
+    import torch
+    import yaml
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    code, _, stderr = cli("run", "--preset", "tiny", "--seed", 3, "--out", run, "--until", "sft")
+    assert code == 0, stderr
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(yaml.safe_dump(yaml.safe_load((run / "config.yaml").read_text())["sft"]))
+    code, _, stderr = cli(
+        "sft", recipe, f"init={run / 'base'}", f"data.train=[{run / 'world' / 'sft.jsonl'}]",
+        f"data.val={run / 'world' / 'sft_val.jsonl'}", "--out", tmp_path / "check",
+    )
+    assert code == 0, stderr
+    mine, theirs = load_file(run / "sft" / "model.safetensors"), load_file(tmp_path / "check" / "model.safetensors")
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
