@@ -48,6 +48,10 @@ SPECIAL_TOKENS: dict[str, str] = {
     "end_of_turn": "<|end|>",
 }
 
+# The masked-LM token (BERT's [MASK]): not among SPECIAL_TOKENS, so causal tokenizers keep their
+# ids; `with_mask` appends it to the vocabulary of an encoder's copy of the tokenizer.
+MASK_TOKEN = "<|mask|>"
+
 Kind = Literal["bpe", "char", "word"]
 
 
@@ -163,6 +167,36 @@ class Tokenizer:
     @property
     def unk_id(self) -> int:
         return self.special_id("unk")
+
+    @property
+    def mask_id(self) -> int:
+        """The masked-LM token's id (BERT's [MASK], or `<|mask|>`); see `with_mask`."""
+        named = self.config.get("mask_token")  # an imported tokenizer's, in tokenizer_config.json
+        named = named.get("content") if isinstance(named, dict) else named
+        for tok in (MASK_TOKEN, named, "[MASK]", "<mask>"):
+            tid = self.hf.token_to_id(tok) if isinstance(tok, str) else None
+            if tid is not None:
+                return tid
+        raise InputError(f"tokenizer has no {MASK_TOKEN!r} token (an encoder's tokenizer gets one from masked-LM pretraining)", field="mask")
+
+    def with_mask(self) -> "Tokenizer":
+        """This tokenizer, or a copy with `<|mask|>` appended as a special token (the next id):
+        the ids of every other token stay, so shards made with this tokenizer serve the encoder."""
+        try:
+            self.mask_id
+            return self
+        except InputError:
+            pass
+        from tokenizers import AddedToken
+
+        hf = HFTokenizer.from_str(self.hf.to_str())
+        hf.add_special_tokens([AddedToken(MASK_TOKEN, special=True, normalized=False)])
+        return Tokenizer(hf, self.config, self.generation)
+
+    def special_ids(self) -> list[int]:
+        """Every special token's id (the added tokens marked special): what masking never selects
+        and never draws as a random replacement."""
+        return sorted(i for i, t in self.hf.get_added_tokens_decoder().items() if t.special)
 
     # ------------------------------------------------------------------ encoding
 

@@ -31,11 +31,11 @@ def cmd_pretrain(args) -> int:
 def add_pretrain(sub, fmt) -> None:
     p = sub.add_parser(
         "pretrain",
-        help="pretrain a GPT (or an RNN, LSTM, GRU) on a corpus (the built-in world by default)",
+        help="pretrain a GPT (or a BERT-style encoder, an RNN, LSTM, GRU) on a corpus (the built-in world by default)",
         formatter_class=fmt,
         description="Pretrain a decoder-only transformer (arch=transformer) or a recurrent LM (arch=rnn, truncated backpropagation through "
-        "time) by next-token prediction. Settings come from the recipe (see recipes/tiny.yaml, "
-        "small.yaml, gpt2-124m.yaml), then KEY=VALUE overrides, e.g. model.n_layer=4 train.steps=500. Sections: arch, data.{shards,corpus,world_seed,"
+        "time) by next-token prediction, or an encoder by masked-token prediction (objective=mlm: bidirectional attention, BERT's 15% with 80/10/10 mask/random/keep, a <|mask|> token appended to its tokenizer; recipes/encoder.yaml). Settings come from the recipe (see recipes/tiny.yaml, "
+        "small.yaml, gpt2-124m.yaml), then KEY=VALUE overrides, e.g. model.n_layer=4 train.steps=500. Sections: arch, objective, mlm.{probability,mask,random}, data.{shards,corpus,world_seed,"
         "tokenizer.*,val_fraction,seq_len,eval_batches}, model.{flavour,n_layer,n_head,n_kv_head,d_model,d_ff,max_seq_len,dropout,rope_theta,"
         "norm_eps,tie_embeddings,causal}, rnn.{cell,d_embed,d_hidden,n_layer,dropout,tie_embeddings,max_seq_len}, train.{steps,batch_size,grad_accum,optim.*,schedule.*,eval_every,log_every,save_every,keep_last,seed,"
         "nan_policy,compile,device,precision,parallel,tensorboard,wandb}. Running again on the same --out resumes; under "

@@ -5,6 +5,10 @@ positions of -log p(y_t | x_<=t) (Radford et al. 2018, eq. 1). Evaluation report
 loss per token, perplexity exp(loss), and bits per byte: the summed loss in bits divided by
 the UTF-8 bytes those tokens stand for, which compares models with different tokenizers.
 
+`objective=mlm` trains an encoder instead (`lmforge.train.mlm`, BERT's masked LM): the same model
+with bidirectional attention, on the same shards, in the same loop, with the same checkpoints,
+resumption and torchrun; its tokenizer gets a `<|mask|>` token appended.
+
 The recurrent baselines (`arch=rnn`: Elman RNN, LSTM, GRU) train in the same loop on the same
 shards, with truncated backpropagation through time over consecutive batches (`rnn_objective`,
 `StreamLoader`); the carried state is saved with the data position, so a resumed
@@ -37,6 +41,7 @@ from ..models.rnn import RNNLM, RNNConfig, RNNState
 from ..models.transformer import ModelConfig, Transformer
 from ..tokenizer import Tokenizer, TokenizerConfig
 from .loop import TrainConfig, run_config_text, train
+from .mlm import MaskedBatches, MLMConfig, evaluate_mlm, mlm_loss, special_mask
 
 
 @dataclass
@@ -53,6 +58,8 @@ class PretrainDataConfig:
 @dataclass
 class PretrainConfig:
     arch: Literal["transformer", "rnn"] = "transformer"
+    objective: Literal["clm", "mlm"] = "clm"  # clm: the next token (a GPT); mlm: masked tokens (a BERT encoder, bidirectional)
+    mlm: MLMConfig = field(default_factory=MLMConfig)  # the masking, when objective=mlm
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)  # the transformer; vocab_size comes from the tokenizer
     rnn: RNNConfig = field(default_factory=RNNConfig)  # the recurrent baseline, when arch=rnn
@@ -62,6 +69,13 @@ class PretrainConfig:
     grow_from: str = ""
 
     def validate(self) -> None:
+        if self.objective == "mlm":
+            if self.arch != "transformer":
+                raise ConfigError("masked-LM pretraining trains a transformer encoder (arch=transformer)", field="objective")
+            self.mlm.validate()
+            self.model.causal = False  # an encoder: every position sees the whole window
+        elif not self.model.causal:
+            raise ConfigError("a bidirectional model sees the token it is asked to predict; train it with objective=mlm", field="model.causal")
         if self.grow_from and self.arch != "transformer":
             raise ConfigError("only a transformer grows from a smaller one", field="grow_from")
         if self.arch == "transformer" and self.data.seq_len > self.model.max_seq_len:
@@ -109,16 +123,21 @@ def evaluate_lm(model, shards: TokenShards, seq_len: int, batch_size: int, token
     return score_stream(model, torch.from_numpy(stream), token_bytes, window=seq_len, batch_size=batch_size)
 
 
+def token_counts(shards: TokenShards, vocab_size: int) -> np.ndarray:
+    """How often each id occurs in the split."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for array in shards.arrays:
+        for i in range(0, len(array), 1 << 24):  # in pieces: bincount widens to int64
+            counts += np.bincount(array[i : i + (1 << 24)], minlength=vocab_size)[:vocab_size]
+    return counts
+
+
 def untrained_tokens(shards: TokenShards, vocab_size: int) -> list[int]:
     """The ids that never occur in the training split: the model learns nothing about them except
     that they do not come next, so their output rows all end up pushed the same way (in the default
     world 703 of 1216 ids, their head rows within cos 0.998 of one direction). SFT reads this list
     to start the chat template's tokens, which plain text never contains, somewhere better."""
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    for array in shards.arrays:
-        for i in range(0, len(array), 1 << 24):  # in pieces: bincount widens to int64
-            counts += np.bincount(array[i : i + (1 << 24)], minlength=vocab_size)[:vocab_size]
-    return [int(i) for i in np.flatnonzero(counts == 0)]
+    return [int(i) for i in np.flatnonzero(token_counts(shards, vocab_size) == 0)]
 
 
 def _shard_dir(path: Path) -> Path:
@@ -199,6 +218,8 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     shard_dir = prepare_data(cfg.data, out)
     tokenizer = Tokenizer.load(shard_dir)
+    if cfg.objective == "mlm":
+        tokenizer = tokenizer.with_mask()  # the shards' ids stay; <|mask|> comes after them
     atomic_write_text(out / "config.yaml", resolved_config(cfg, out, tokenizer))
 
     import os
@@ -214,6 +235,8 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
         model, objective = Transformer(cfg.model), lm_loss
         if cfg.grow_from and not (out / "checkpoints").exists():  # a resumed run has its own weights
             grow(model, cfg.grow_from)
+    if cfg.objective == "mlm":
+        return _run_mlm(cfg, out, shard_dir, tokenizer, train_shards, batches, model)
     evaluate = None
     if "val" in train_shards.index["splits"]:
         val = TokenShards(shard_dir, "val")
@@ -221,3 +244,20 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
         evaluate = lambda model: evaluate_lm(model, val, cfg.data.seq_len, cfg.train.batch_size, token_bytes, cfg.data.eval_batches)  # noqa: E731
     model_config = {**model_config_json(model), "trained_seq_len": cfg.data.seq_len, "untrained_tokens": untrained_tokens(train_shards, tokenizer.vocab_size)}
     return train(model, objective, batches, cfg.train, out, model_config=model_config, tokenizer=tokenizer, evaluate=evaluate, log_config={"config": dump_yaml(cfg)})
+
+
+def _run_mlm(cfg: PretrainConfig, out: Path, shard_dir: Path, tokenizer: Tokenizer, train_shards: TokenShards, loader: BatchLoader, model: Transformer) -> dict:
+    """The loop on masked batches (`lmforge.train.mlm`), evaluated by masked-token accuracy."""
+    special = special_mask(tokenizer.vocab_size, tokenizer.special_ids())
+    batches = MaskedBatches(loader, cfg.mlm, tokenizer.mask_id, special, seed=cfg.train.seed)
+    counts = token_counts(train_shards, tokenizer.vocab_size)
+    counts[special.numpy()] = 0
+    unigram_id = int(counts.argmax())  # the unigram guess: the most frequent ordinary token
+    evaluate = None
+    if "val" in train_shards.index["splits"]:
+        stream = TokenShards(shard_dir, "val").read_all()
+        evaluate = lambda model: evaluate_mlm(  # noqa: E731
+            model, stream, cfg.data.seq_len, cfg.train.batch_size, cfg.mlm, tokenizer.mask_id, special, unigram_id, cfg.data.eval_batches
+        )
+    model_config = {**model_config_json(model), "trained_seq_len": cfg.data.seq_len, "objective": "mlm"}
+    return train(model, mlm_loss, batches, cfg.train, out, model_config=model_config, tokenizer=tokenizer, evaluate=evaluate, log_config={"config": dump_yaml(cfg)})
