@@ -20,13 +20,13 @@ import textwrap
 import warnings
 
 from . import __version__
-from .commands import align, baselines, data, evaluate, pretrain, run, use
+from .commands import align, baselines, data, evaluate, pretrain, represent, run, use
 from .commands.run import RUN_STAGES
 from .errors import InputError
 
 __all__ = ["RUN_STAGES", "build_parser", "main"]
 
-GROUPS = (data, pretrain, baselines, align, evaluate, use, run)  # the pipeline's order, and `lmforge --help`'s
+GROUPS = (data, pretrain, baselines, align, evaluate, represent, use, run)  # the pipeline's order, and `lmforge --help`'s
 
 
 class _Group:

@@ -277,7 +277,7 @@ class Transformer(nn.Module):
         return KVCache(self.cfg, batch, max_len, device, dtype)
 
     # -- forward --------------------------------------------------------------------------------
-    def hidden(self, idx: torch.Tensor, *, positions=None, pad_mask=None, cache: KVCache | None = None, segments=None) -> torch.Tensor:
+    def hidden(self, idx: torch.Tensor, *, positions=None, pad_mask=None, cache: KVCache | None = None, segments=None, layers: list | None = None) -> torch.Tensor:
         """Final hidden states (B, T, d) for token ids `idx` (B, T).
 
         positions: (B, T) position of each token (default: 0..T-1 after what the cache holds).
@@ -285,6 +285,7 @@ class Transformer(nn.Module):
         cache:     a KVCache to read earlier tokens from and append these to.
         segments:  (B, T) integer ids of the examples packed into each row: a token attends only
                    to tokens of its own segment (give positions that restart with each segment).
+        layers:    a list to append each block's output to (the residual stream, before the final norm).
         """
         B, T = idx.shape
         cfg = self.cfg
@@ -304,6 +305,8 @@ class Transformer(nn.Module):
         mask = self._mask(idx, pad_mask, cache, segments)
         for block in self.blocks:
             x = block(x, rope, mask, cache)
+            if layers is not None:
+                layers.append(x)
         if cache is not None:
             cache.length += T
         return self.norm(x)
