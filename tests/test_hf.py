@@ -14,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 from lmforge.interop.hf import export_hf, import_hf  # noqa: E402
 from lmforge.models import load_model  # noqa: E402
 from lmforge.models.transformer import ModelConfig, Transformer  # noqa: E402
+from .test_cli import assert_clean_failure  # noqa: E402
 
 IDS = [[5, 17, 42, 99, 3, 250, 7, 64, 120, 33, 8, 1], [300, 2, 9, 77, 150, 11, 45, 6, 199, 12, 88, 10]]
 
@@ -204,3 +205,73 @@ def test_import_keeps_a_foreign_chat_template(tmp_path, bpe):
     tok = Tokenizer.load(folder)
     assert model.chat_template == "tokenizer" and tok.chat_template == template
     assert chat.prompt_ids(tok, [{"role": "user", "content": "hi"}]) == tok.encode("<|user|>\nhi<|end|><|assistant|>\n")
+
+
+def _bert(tmp_path):
+    """A random small BertModel saved offline, with a WordPiece tokenizer that adds [CLS] and [SEP]."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers, processors, trainers
+
+    from .conftest import make_docs
+
+    tok = HFTokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(make_docs(100), trainers.WordPieceTrainer(vocab_size=150, special_tokens=specials))
+    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
+    cfg = transformers.BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96,
+                                  max_position_embeddings=64, hidden_dropout_prob=0, attention_probs_dropout_prob=0)  # fmt: skip
+    theirs = transformers.BertModel(cfg).eval()
+    with torch.no_grad():  # random norms, biases and token types, so a misplaced one shows
+        for n, p in theirs.named_parameters():
+            if "LayerNorm" in n or n.endswith("bias") or "token_type" in n:
+                p.add_(torch.randn_like(p) * 0.1)
+    src = tmp_path / "bert"
+    theirs.save_pretrained(src, safe_serialization=True)
+    tok.save(str(src / "tokenizer.json"))
+    (src / "tokenizer_config.json").write_text(json.dumps({"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}))
+    return theirs, tok, src
+
+
+def test_import_bert_hidden_states_match_transformers_with_padding(tmp_path):
+    theirs, _, src = _bert(tmp_path)
+    info = import_hf(src, tmp_path / "ours")
+    ours, _ = load_model(tmp_path / "ours")
+    assert info["flavour"] == "bert" and ours.cfg.causal is False
+    ids = torch.randint(0, theirs.config.vocab_size, (3, 21), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[1, 12:] = False  # right padding, which no token attends to
+    with torch.no_grad():
+        a = theirs(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        b = ours.eval().hidden(ids, pad_mask=mask)
+    assert (a - b)[mask].abs().max().item() < 1e-4
+
+
+def test_embed_with_an_imported_bert_is_its_cls_state(tmp_path, cli):
+    """`lmforge embed --pooling cls` on an imported BERT: [CLS]'s last hidden state, as transformers computes it."""
+    theirs, tok, src = _bert(tmp_path)
+    assert cli("import", "hf", "--src", src, "--out", tmp_path / "ours")[0] == 0
+    from .conftest import make_docs
+
+    texts = make_docs(5, seed=4, words=20)
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    code, _, err = cli("embed", "--model", tmp_path / "ours", "--data", tmp_path / "d.jsonl", "--out", tmp_path / "e.npy", "--pooling", "cls")
+    assert code == 0, err
+    import numpy as np
+
+    got = np.load(tmp_path / "e.npy")
+    with torch.no_grad():
+        for i, t in enumerate(texts):
+            ids = torch.tensor([tok.encode(t).ids])
+            assert ids[0, 0] == tok.token_to_id("[CLS]") and ids[0, -1] == tok.token_to_id("[SEP]")
+            np.testing.assert_allclose(got[i], theirs(input_ids=ids).last_hidden_state[0, 0].numpy(), atol=1e-4)
+
+
+def test_import_refuses_a_bert_it_cannot_represent(tmp_path, cli, capsys):
+    _, _, src = _bert(tmp_path)
+    capsys.readouterr()  # transformers' saving progress bar
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
+    assert_clean_failure(cli("import", "hf", "--src", src, "--out", tmp_path / "x"), "hidden_act", "exact GELU")
+    (src / "config.json").write_text(json.dumps({**config, "position_embedding_type": "relative_key"}))
+    assert_clean_failure(cli("import", "hf", "--src", src, "--out", tmp_path / "x"), "position_embedding_type")

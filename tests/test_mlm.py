@@ -154,3 +154,9 @@ def test_bad_mlm_settings_are_refused(cli, shards, tmp_path):
     assert_clean_failure(cli("pretrain", tiny, f"data.shards={shards}", "objective=mlm", "mlm.probability=1.5", "--out", out), "mlm.probability")
     assert_clean_failure(cli("pretrain", tiny, f"data.shards={shards}", "objective=mlm", "mlm.mask=0.95", "--out", out), "mlm.mask")
     assert not (out / "model.safetensors").exists()
+
+
+def test_an_encoder_is_refused_where_text_is_generated_or_exported(cli, encoder, tmp_path):
+    assert_clean_failure(cli("generate", "--model", encoder, "--prompt", "one two"), "causal", "lmforge embed")
+    assert_clean_failure(cli("export", "hf", "--model", encoder, "--out", tmp_path / "hf"), "causal", "encoder")
+    assert not (tmp_path / "hf").exists()

@@ -58,6 +58,8 @@ def load_model_and_tokenizer(path: str):
     from ..tokenizer import Tokenizer
 
     model, folder = load_model(path)
+    if getattr(getattr(model, "cfg", None), "causal", True) is False:
+        raise InputError("an encoder (bidirectional attention) does not generate or score text left to right; use it with lmforge embed", path=folder, field="causal")
     return model.eval(), Tokenizer.load(folder)
 
 

@@ -13,7 +13,9 @@ does), the tokenizer (`tokenizer.json`, `tokenizer_config.json` with the chat te
 fine-tuned model, `special_tokens_map.json`) and `generation_config.json` (a chat model stops at
 <|end|> as well as <|endoftext|>). Import reads the same layout from a local directory for
 Llama, Mistral (without a sliding window), Qwen2 (biases on q, k, v) and SmolLM (a Llama), and
-GPT-2. What cannot be represented is refused with the reason: another architecture (named,
+GPT-2, and BERT encoders (`BertModel`, the layout of sentence-transformers' MiniLM models: the
+`bert` flavour, hidden states for `lmforge embed`; its pooler, trained for next-sentence
+prediction, is left out). What cannot be represented is refused with the reason: another architecture (named,
 with the supported ones), rope scaling, a sliding window, a tensor whose shape the config does
 not give (named).
 
@@ -32,7 +34,7 @@ import torch
 from ..errors import InputError
 
 LLAMA_TYPES = ("llama", "mistral", "qwen2")
-SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "GPT2LMHeadModel")
+SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "GPT2LMHeadModel", "BertModel")
 
 
 # --------------------------------------------------------------------------- export
@@ -156,6 +158,8 @@ def export_hf(model_dir: str | Path, out: str | Path, *, overwrite: bool = False
     if model.head_kind != "lm":
         raise InputError("a reward or value model (scalar head) has no causal-LM equivalent; export a language model", path=folder)
     tok = Tokenizer.load(folder)
+    if model.cfg.flavour == "bert" or not model.cfg.causal:
+        raise InputError("an encoder (bidirectional attention) is not exported: export writes causal language models, the llama and gpt2 flavours", path=folder, field="causal")
     config, state = (_llama_out if model.cfg.flavour == "llama" else _gpt2_out)(model)
     chat = getattr(model, "chat_template", None) is not None
     config.update(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
@@ -203,6 +207,8 @@ def _model_config(hf: dict, src: Path):
     mtype = hf.get("model_type")
     if arch not in SUPPORTED:
         raise InputError(f"unsupported architecture {arch or mtype!r}; lmforge imports {', '.join(SUPPORTED)}", path=src / "config.json", field="architectures")
+    if mtype == "bert":
+        return _bert_config(hf, src), False
     if mtype == "gpt2":
         act = hf.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
@@ -234,6 +240,49 @@ def _model_config(hf: dict, src: Path):
     ), mtype == "qwen2"  # fmt: skip
 
 
+def _bert_config(hf: dict, src: Path):
+    from ..models.transformer import ModelConfig
+
+    if hf.get("hidden_act", "gelu") != "gelu":
+        raise InputError(f"BERT with activation {hf['hidden_act']!r}: lmforge's BERT MLP is the exact GELU", path=src / "config.json", field="hidden_act")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise InputError("only absolute position embeddings are supported", path=src / "config.json", field="position_embedding_type")
+    return ModelConfig(
+        flavour="bert", vocab_size=hf["vocab_size"], n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"], d_model=hf["hidden_size"],
+        d_ff=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 512), norm_eps=hf.get("layer_norm_eps", 1e-12),
+        tie_embeddings=True, causal=False,
+    )  # fmt: skip
+
+
+def _bert_state(cfg, take, w: dict) -> dict[str, torch.Tensor]:
+    """BertModel's tensors (with or without the "bert." prefix) under lmforge's names. The one
+    segment's token-type embedding is added to every position embedding, which is exact for
+    single-segment input; older checkpoints name LayerNorm parameters gamma and beta."""
+    prefix = "bert." if any(k.startswith("bert.") for k in w) else ""
+
+    def norm(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        n = prefix + name
+        if n + ".gamma" in w:
+            return take(n + ".gamma"), take(n + ".beta")
+        return take(n + ".weight"), take(n + ".bias")
+
+    out = {"tok_emb.weight": take(prefix + "embeddings.word_embeddings.weight")}
+    types = take(prefix + "embeddings.token_type_embeddings.weight")
+    out["pos_emb.weight"] = take(prefix + "embeddings.position_embeddings.weight") + types[0]
+    out["emb_norm.weight"], out["emb_norm.bias"] = norm("embeddings.LayerNorm")
+    names = {"attn.q": "attention.self.query", "attn.k": "attention.self.key", "attn.v": "attention.self.value",
+             "attn.out": "attention.output.dense", "mlp.up": "intermediate.dense", "mlp.down": "output.dense"}  # fmt: skip
+    for i in range(cfg.n_layer):
+        h = f"{prefix}encoder.layer.{i}."
+        for ours, theirs in names.items():
+            out[f"blocks.{i}.{ours}.weight"], out[f"blocks.{i}.{ours}.bias"] = take(h + theirs + ".weight"), take(h + theirs + ".bias")
+        out[f"blocks.{i}.norm1.weight"], out[f"blocks.{i}.norm1.bias"] = norm(f"encoder.layer.{i}.attention.output.LayerNorm")
+        out[f"blocks.{i}.norm2.weight"], out[f"blocks.{i}.norm2.bias"] = norm(f"encoder.layer.{i}.output.LayerNorm")
+    for k in [k for k in w if k.startswith((prefix + "pooler.", prefix + "embeddings.position_ids"))]:
+        w.pop(k)  # the pooler (next-sentence prediction) and a stored buffer of 0..n-1
+    return out
+
+
 def _state_from_hf(cfg, weights: dict[str, torch.Tensor], src: Path) -> dict[str, torch.Tensor]:
     """lmforge's state dict from HF tensors (the inverse of `_llama_out` / `_gpt2_out`)."""
     w = dict(weights)
@@ -244,7 +293,9 @@ def _state_from_hf(cfg, weights: dict[str, torch.Tensor], src: Path) -> dict[str
             raise InputError(f"missing tensor {name!r}", path=src)
         return w.pop(name)
 
-    if cfg.flavour == "llama":
+    if cfg.flavour == "bert":
+        out = _bert_state(cfg, take, w)
+    elif cfg.flavour == "llama":
         out["tok_emb.weight"], out["norm.weight"] = take("model.embed_tokens.weight"), take("model.norm.weight")
         names = {"attn.q": "self_attn.q_proj", "attn.k": "self_attn.k_proj", "attn.v": "self_attn.v_proj", "attn.out": "self_attn.o_proj",
                  "mlp.gate": "mlp.gate_proj", "mlp.up": "mlp.up_proj", "mlp.down": "mlp.down_proj",
@@ -303,13 +354,16 @@ def import_hf(src: str | Path, out: str | Path, *, overwrite: bool = False) -> d
             raise InputError(f"tensor {name!r} has shape {tuple(t.shape)}; the config gives {tuple(expected[name].shape)}", path=src)
     model.load_state_dict(state, strict=False)
     config = {"architecture": "transformer", "head": "lm", "model": asdict(cfg), "imported_from": str(src)}
+    if cfg.flavour == "bert":
+        config["objective"] = "encoder"  # hidden states for lmforge embed; BERT's masked-LM head is not imported (the tied head is none)
     template = _chat_template(src)  # "lmforge" (an exported lmforge chat model), "tokenizer" (its own Jinja), or None
     if template:
         config["chat_template"] = template
     with atomic_output_dir(out, overwrite) as tmp:
         save_weights(tmp / "model.safetensors", {k: v.float().contiguous() for k, v in state.items()})
         # the tokenizer, and with a foreign one its special tokens, chat template and end tokens
-        for name in ("tokenizer.json", *(("tokenizer_config.json", "generation_config.json") if template == "tokenizer" else ())):
+        keep = ("tokenizer_config.json", "generation_config.json") if template == "tokenizer" or cfg.flavour == "bert" else ()
+        for name in ("tokenizer.json", *keep):  # BERT's [PAD] and [MASK] are named in tokenizer_config.json
             if (src / name).exists():
                 (tmp / name).write_bytes((src / name).read_bytes())
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

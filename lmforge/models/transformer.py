@@ -3,11 +3,16 @@
 A GPT (Radford et al. 2018, 2019) is token embeddings, a stack of blocks, a final norm and a
 head. Each block is pre-norm: x + Attention(Norm(x)), then x + MLP(Norm(x)) (Vaswani et al.
 2017, with the norm moved before each sublayer as in GPT-2). Attention is causal multi-head
-self-attention through `F.scaled_dot_product_attention`. Two flavours, chosen by config:
+self-attention through `F.scaled_dot_product_attention`. Three flavours, chosen by config:
 
   gpt2   learned absolute positions, LayerNorm, GELU MLP, biases, tied input/output embeddings
   llama  rotary positions (Su et al. 2021), RMSNorm, SwiGLU MLP (Shazeer 2020), grouped-query
          attention (Ainslie et al. 2023), no biases, untied embeddings
+  bert   BERT's encoder (Devlin et al. 2019), to read imported BERT-family models: learned
+         positions, a LayerNorm on the embeddings, post-norm blocks (Norm(x + Attention(x)),
+         then Norm(x + MLP(x)), as in Vaswani et al. 2017), exact GELU, biases, no final norm;
+         bidirectional (`causal=False`). Its one segment's token-type embedding is folded into
+         the position embeddings at import.
 
 Heads: `lm` gives next-token logits; `scalar` gives one number per position (a reward or a
 value, read where the caller chooses: the reward model reads the last token of the answer).
@@ -40,7 +45,7 @@ from ..errors import ConfigError
 class ModelConfig:
     """Architecture of a transformer; saved as the model's config.json."""
 
-    flavour: Literal["gpt2", "llama"] = "gpt2"
+    flavour: Literal["gpt2", "llama", "bert"] = "gpt2"
     vocab_size: int = 4096
     n_layer: int = 4
     n_head: int = 4
@@ -80,13 +85,13 @@ class ModelConfig:
     def ff_dim(self) -> int:
         if self.d_ff:
             return self.d_ff
-        if self.flavour == "gpt2":
+        if self.flavour in ("gpt2", "bert"):
             return 4 * self.d_model
         return 32 * math.ceil(8 * self.d_model / 3 / 32)
 
     @property
     def tied(self) -> bool:
-        return self.flavour == "gpt2" if self.tie_embeddings is None else self.tie_embeddings
+        return self.flavour != "llama" if self.tie_embeddings is None else self.tie_embeddings
 
 
 # --------------------------------------------------------------------------- pieces
@@ -107,7 +112,7 @@ class RMSNorm(nn.Module):
 
 
 def _norm(cfg: ModelConfig) -> nn.Module:
-    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.flavour == "gpt2" else RMSNorm(cfg.d_model, cfg.norm_eps)
+    return RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.flavour == "llama" else nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
 
 
 def rope_tables(cfg: ModelConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +159,7 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.cfg, self.layer = cfg, layer
-        bias = cfg.flavour == "gpt2"
+        bias = cfg.flavour != "llama"
         qkv_bias = bias or cfg.qkv_bias
         self.q = nn.Linear(cfg.d_model, cfg.n_head * cfg.head_dim, bias=qkv_bias)
         self.k = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=qkv_bias)
@@ -185,11 +190,12 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """GELU MLP (gpt2) or SwiGLU: down(silu(gate(x)) * up(x)) (llama)."""
+    """GELU MLP (gpt2: tanh approximation; bert: exact) or SwiGLU: down(silu(gate(x)) * up(x)) (llama)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.swiglu = cfg.flavour == "llama"
+        self.gelu = "none" if cfg.flavour == "bert" else "tanh"
         bias = not self.swiglu
         self.up = nn.Linear(cfg.d_model, cfg.ff_dim, bias=bias)
         self.gate = nn.Linear(cfg.d_model, cfg.ff_dim, bias=False) if self.swiglu else None
@@ -198,7 +204,7 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x):
-        h = F.silu(self.gate(x)) * self.up(x) if self.swiglu else F.gelu(self.up(x), approximate="tanh")
+        h = F.silu(self.gate(x)) * self.up(x) if self.swiglu else F.gelu(self.up(x), approximate=self.gelu)
         return self.drop(self.down(h))
 
 
@@ -208,8 +214,12 @@ class Block(nn.Module):
         self.norm1, self.attn = _norm(cfg), Attention(cfg, layer)
         self.norm2, self.mlp = _norm(cfg), MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
+        self.post_norm = cfg.flavour == "bert"
 
     def forward(self, x, rope, mask, cache):
+        if self.post_norm:  # BERT: the norm after each residual sum
+            x = self.norm1(x + self.drop(self.attn(x, rope, mask, cache)))
+            return self.norm2(x + self.mlp(x))
         x = x + self.drop(self.attn(self.norm1(x), rope, mask, cache))
         return x + self.mlp(self.norm2(x))
 
@@ -223,10 +233,11 @@ class Transformer(nn.Module):
         cfg.validate()
         self.cfg, self.head_kind = cfg, head
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.flavour == "gpt2" else None
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.flavour != "llama" else None
+        self.emb_norm = _norm(cfg) if cfg.flavour == "bert" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.norm = _norm(cfg)
+        self.norm = nn.Identity() if cfg.flavour == "bert" else _norm(cfg)  # post-norm blocks end normalised
         if head == "lm":
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
             if cfg.tied:
@@ -298,6 +309,8 @@ class Transformer(nn.Module):
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
         x = self.drop(x)
         rope = None
         if cfg.flavour == "llama":
