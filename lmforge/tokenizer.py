@@ -76,6 +76,10 @@ class Tokenizer:
     """A trained tokenizer: encode, decode, special ids, save and load."""
 
     def __init__(self, hf: HFTokenizer, config: dict | None = None, generation: dict | None = None):
+        # lmforge pads and cuts sequences itself; an imported tokenizer.json may pad every text to a
+        # fixed length or truncate it (sentence-transformers' MiniLM pads to 128 with [PAD])
+        hf.no_padding()
+        hf.no_truncation()
         self.hf = hf
         missing = [t for t in SPECIAL_TOKENS.values() if hf.token_to_id(t) is None]
         self.specials = {name: hf.token_to_id(tok) for name, tok in SPECIAL_TOKENS.items()}

