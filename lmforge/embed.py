@@ -158,7 +158,7 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
     if path.suffix == ".npy":
         try:
             matrix = np.load(path, allow_pickle=False)
-        except Exception as e:  # numpy raises ValueError or OSError on a bad file
+        except Exception as e:  # noqa: BLE001 (numpy raises ValueError, OSError or EOFError on a bad file)
             raise InputError(f"not a readable .npy file: {e}", path=path) from None
         ids = [str(i) for i in range(len(matrix))]
     elif path.suffix == ".parquet":
@@ -166,7 +166,7 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
 
         try:
             table = pq.read_table(path)
-        except Exception as e:  # pyarrow's ArrowInvalid on a bad file
+        except Exception as e:  # noqa: BLE001 (pyarrow's ArrowInvalid and OSError on a bad file)
             raise InputError(f"not a readable Parquet file: {e}", path=path) from None
         if "vector" not in table.column_names:
             raise InputError(f"missing (columns: {', '.join(table.column_names)})", path=path, field="vector")

@@ -172,25 +172,28 @@ class Tokenizer:
     def unk_id(self) -> int:
         return self.special_id("unk")
 
-    @property
-    def mask_id(self) -> int:
-        """The masked-LM token's id (BERT's [MASK], or `<|mask|>`); see `with_mask`."""
+    def _find_mask(self) -> int | None:
         named = self.config.get("mask_token")  # an imported tokenizer's, in tokenizer_config.json
         named = named.get("content") if isinstance(named, dict) else named
         for tok in (MASK_TOKEN, named, "[MASK]", "<mask>"):
             tid = self.hf.token_to_id(tok) if isinstance(tok, str) else None
             if tid is not None:
                 return tid
-        raise InputError(f"tokenizer has no {MASK_TOKEN!r} token (an encoder's tokenizer gets one from masked-LM pretraining)", field="mask")
+        return None
+
+    @property
+    def mask_id(self) -> int:
+        """The masked-LM token's id (BERT's [MASK], or `<|mask|>`); see `with_mask`."""
+        tid = self._find_mask()
+        if tid is None:
+            raise InputError(f"tokenizer has no {MASK_TOKEN!r} token (an encoder's tokenizer gets one from masked-LM pretraining)", field="mask")
+        return tid
 
     def with_mask(self) -> "Tokenizer":
         """This tokenizer, or a copy with `<|mask|>` appended as a special token (the next id):
         the ids of every other token stay, so shards made with this tokenizer serve the encoder."""
-        try:
-            self.mask_id
+        if self._find_mask() is not None:
             return self
-        except InputError:
-            pass
         from tokenizers import AddedToken
 
         hf = HFTokenizer.from_str(self.hf.to_str())

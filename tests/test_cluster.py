@@ -27,7 +27,7 @@ def test_nmi_ari_and_purity_match_their_formulas():
     h_l, h_c = _entropy(Counter(labels).values()), _entropy(Counter(clusters.tolist()).values())
     mi = sum(c / n * math.log((c / n) / (labels.count(l) / n * (clusters == k).sum() / n)) for (l, k), c in joint.items())
     nmi = mi / ((h_l + h_c) / 2)  # arithmetic normalisation (scikit-learn's default)
-    pairs = lambda x: x * (x - 1) / 2  # noqa: E731
+    pairs = lambda x: x * (x - 1) / 2
     index = sum(pairs(c) for c in joint.values())
     a, b = sum(pairs(c) for c in Counter(labels).values()), sum(pairs(c) for c in Counter(clusters.tolist()).values())
     expected = a * b / pairs(n)

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from lmforge.embed import EmbedConfig, embed_documents, layer_states, pool, read_embeddings
+from lmforge.embed import (
+    EmbedConfig,
+    embed_documents,
+    layer_states,
+    pool,
+    read_embeddings,
+)
 from lmforge.errors import InputError
 from lmforge.models.transformer import ModelConfig, Transformer
 

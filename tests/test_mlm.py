@@ -9,7 +9,13 @@ import torch
 from lmforge.models.transformer import ModelConfig, Transformer
 from lmforge.tokenizer import MASK_TOKEN, Tokenizer
 from lmforge.tracking import read_metrics
-from lmforge.train.mlm import IGNORE, MaskedBatches, MLMConfig, mask_tokens, special_mask
+from lmforge.train.mlm import (
+    IGNORE,
+    MaskedBatches,
+    MLMConfig,
+    mask_tokens,
+    special_mask,
+)
 
 from .test_cli import assert_clean_failure
 from .test_train import assert_killed_run_resumes_bitwise, pretrain_args
@@ -87,7 +93,7 @@ def test_an_encoder_sees_the_tokens_after_a_position_and_a_decoder_does_not(caus
         assert not torch.allclose(a[0, 8:], b[0, 8:])
 
 
-NUMBERS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ class MaskedBatches:
     def __init__(self, loader, cfg: MLMConfig, mask_id: int, special: torch.Tensor, seed: int):
         self.loader, self.cfg, self.mask_id, self.special, self.seed = loader, cfg, mask_id, special, seed
 
-    def __iter__(self) -> "MaskedBatches":
+    def __iter__(self) -> MaskedBatches:
         return self
 
     def __next__(self):
