@@ -1,9 +1,9 @@
 """Representations: `embed` documents with an encoder or a GPT (lmforge.embed), `cluster` them
-(lmforge.cluster)."""
+(lmforge.cluster), `classify` texts with a fine-tuned head or a probe (lmforge.classify)."""
 
 from __future__ import annotations
 
-from .common import DATA_HELP, print_json
+from .common import DATA_HELP, print_json, print_run_result, stage_args
 
 TITLE = "represent"
 
@@ -11,6 +11,7 @@ TITLE = "represent"
 def add_arguments(sub, fmt) -> None:
     add_embed(sub, fmt)
     add_cluster(sub, fmt)
+    add_classify(sub, fmt)
 
 
 def cmd_embed(args) -> int:
@@ -89,3 +90,65 @@ def add_cluster(sub, fmt) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="write clusters.jsonl, summary.json and clusters.png here")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_cluster)
+
+
+def cmd_classify_train(args) -> int:
+    from ..classify import ClassifyConfig, run_classify_train
+    from ..config import load_config
+
+    cfg = load_config(ClassifyConfig, args.recipe, args.overrides)
+    return print_run_result(run_classify_train(cfg, args.out), args)
+
+
+def _print_scores(result: dict, args) -> int:
+    if args.json:
+        print_json(result)
+        return 0
+    a, f = result["accuracy_interval"], result["macro_f1_interval"]
+    print(f"{result['way']}: {result['examples']} examples, accuracy {result['accuracy']:.3f} [{a[0]:.3f}, {a[1]:.3f}], "
+          f"macro-F1 {result['macro_f1']:.3f} [{f[0]:.3f}, {f[1]:.3f}], {result['seconds']} s")
+    return 0
+
+
+def cmd_classify_eval(args) -> int:
+    from ..classify import run_classify_eval
+
+    return _print_scores(run_classify_eval(args.model, args.data, args.text_field, args.label_field), args)
+
+
+def cmd_classify_probe(args) -> int:
+    from ..classify import run_probe
+
+    return _print_scores(run_probe(args.model, args.train, args.test, args.text_field, args.label_field, args.pooling, args.seed), args)
+
+
+def add_classify(sub, fmt) -> None:
+    cp = sub.add_parser(
+        "classify",
+        help="classify texts: fine-tune a head on an encoder or a GPT, or probe its frozen embeddings",
+        description="Text classification two ways (the third, prompting, is lmforge eval fewshot): train|eval a classes head "
+        "fine-tuned with the body, or probe: a logistic regression on the frozen model's document embeddings. Accuracy and macro-F1 "
+        "with 95% bootstrap intervals.",
+    )
+    csub = cp.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = csub.add_parser(
+        "train", help="fine-tune a pretrained model with a classes head", formatter_class=fmt,
+        description="Keys: init (the pretrained model), data.{train,val,text_field,label_field,max_len}, pooling (auto|mean|cls|last; "
+        "auto: mean for an encoder, last for a GPT), epochs, train.{batch_size,optim.*,schedule.*,seed,...}.",
+    )
+    stage_args(p, example="init=runs/encoder data.train=train.jsonl")
+    p.set_defaults(func=cmd_classify_train)
+    for name, helptext in (("eval", "a fine-tuned classifier on labelled texts"), ("probe", "a logistic regression on a frozen model's embeddings")):
+        p = csub.add_parser(name, help=helptext, formatter_class=fmt, description=helptext[0].upper() + helptext[1:] + ": accuracy and macro-F1 with 95% bootstrap intervals, and time.")
+        p.add_argument("--model", required=True, metavar="DIR", help="the classifier" if name == "eval" else "the frozen model (an encoder, a GPT or an imported BERT)")
+        if name == "eval":
+            p.add_argument("--data", required=True, metavar="PATH", help=f"labelled texts: {DATA_HELP}")
+        else:
+            p.add_argument("--train", required=True, metavar="PATH", help="labelled texts to fit on")
+            p.add_argument("--test", required=True, metavar="PATH", help="labelled texts to score on")
+            p.add_argument("--pooling", choices=["mean", "cls", "last"], default="mean", help="how a text's token states become one vector")
+            p.add_argument("--seed", type=int, default=0, metavar="S", help="the regression's seed")
+        p.add_argument("--text-field", default="text", metavar="NAME", help="the records' text field")
+        p.add_argument("--label-field", default="label", metavar="NAME", help="the records' label field")
+        p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+        p.set_defaults(func=cmd_classify_eval if name == "eval" else cmd_classify_probe)

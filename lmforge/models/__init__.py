@@ -30,6 +30,8 @@ def model_config_json(model) -> dict:
     out = {"architecture": arch, "head": model.head_kind, "model": dataclasses.asdict(model.cfg)}
     if getattr(model, "prior", None) is not None:  # a reward model's answer prior: its frozen LM's shape
         out["prior"] = dataclasses.asdict(model.prior.lm.cfg)
+    if getattr(model, "head_kind", "") == "classes":  # a classifier: its class names, in head order, and pooling
+        out["labels"], out["pooling"] = list(model.labels), model.pooling
     return out
 
 
@@ -43,7 +45,10 @@ def build_model(config: dict):
         model = RNNLM(from_dict(RNNConfig, config.get("model", {})))
     elif arch == "transformer":
         prior = from_dict(ModelConfig, config["prior"]) if config.get("prior") else None
-        model = Transformer(from_dict(ModelConfig, config.get("model", {})), head=config.get("head", "lm"), prior=prior)
+        head = config.get("head", "lm")
+        model = Transformer(from_dict(ModelConfig, config.get("model", {})), head=head, prior=prior, n_classes=len(config.get("labels") or []))
+        if head == "classes":
+            model.labels, model.pooling = list(config["labels"]), config.get("pooling", "mean")
     else:
         raise InputError(f"unsupported architecture {arch!r} (supported: {', '.join(ARCHITECTURES)})", field="architecture")
     # the sequence length it was trained on (pretraining records it): evaluation's default window,

@@ -15,7 +15,8 @@ self-attention through `F.scaled_dot_product_attention`. Three flavours, chosen 
          the position embeddings at import.
 
 Heads: `lm` gives next-token logits; `scalar` gives one number per position (a reward or a
-value, read where the caller chooses: the reward model reads the last token of the answer).
+value, read where the caller chooses: the reward model reads the last token of the answer);
+`classes` gives n_classes logits per position (a classifier pools them, lmforge.classify).
 A reward model may also carry an `AnswerPrior` (off unless asked for): a learned linear term
 in a frozen language model's log-likelihood of the answer.
 
@@ -228,7 +229,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig, head: Literal["lm", "scalar"] = "lm", prior: ModelConfig | None = None):
+    def __init__(self, cfg: ModelConfig, head: Literal["lm", "scalar", "classes"] = "lm", prior: ModelConfig | None = None, n_classes: int = 0):
         super().__init__()
         cfg.validate()
         self.cfg, self.head_kind = cfg, head
@@ -242,6 +243,10 @@ class Transformer(nn.Module):
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
             if cfg.tied:
                 self.lm_head.weight = self.tok_emb.weight  # weight tying (Press & Wolf 2017), as GPT-2
+        elif head == "classes":
+            if n_classes < 2:
+                raise ConfigError(f"a classifier needs at least 2 classes, got {n_classes}", field="labels")
+            self.class_head = nn.Linear(cfg.d_model, n_classes, bias=True)
         else:
             self.score_head = nn.Linear(cfg.d_model, 1, bias=True)
         if cfg.flavour == "llama":
@@ -355,10 +360,13 @@ class Transformer(nn.Module):
         return allowed | diag
 
     def forward(self, idx, *, positions=None, pad_mask=None, cache=None, segments=None) -> torch.Tensor:
-        """Logits (B, T, vocab) for the lm head, or scores (B, T) for the scalar head."""
+        """Logits (B, T, vocab) for the lm head, (B, T, n_classes) for the classes head, or scores
+        (B, T) for the scalar head."""
         h = self.hidden(idx, positions=positions, pad_mask=pad_mask, cache=cache, segments=segments)
         if self.head_kind == "lm":
             return self.lm_head(h)
+        if self.head_kind == "classes":
+            return self.class_head(h)
         return self.score_head(h).squeeze(-1)
 
 
