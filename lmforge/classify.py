@@ -96,7 +96,7 @@ class ClassBatches:
         self.batches_per_epoch = max(1, len(rows) // batch_size)
         self.epoch, self.batch = 0, 0
 
-    def __iter__(self) -> "ClassBatches":
+    def __iter__(self) -> ClassBatches:
         return self
 
     def __next__(self):
@@ -161,7 +161,7 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, bootstrap: in
     rng = np.random.default_rng(seed)
     draws = np.array([both(y_true[i], y_pred[i]) for i in (rng.integers(0, len(y_true), len(y_true)) for _ in range(bootstrap))])
     lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
-    return {"examples": int(len(y_true)), "accuracy": acc, "accuracy_interval": [float(lo[0]), float(hi[0])], "macro_f1": f1, "macro_f1_interval": [float(lo[1]), float(hi[1])]}
+    return {"examples": len(y_true), "accuracy": acc, "accuracy_interval": [float(lo[0]), float(hi[0])], "macro_f1": f1, "macro_f1_interval": [float(lo[1]), float(hi[1])]}
 
 
 def _class_ids(labels: list[str], names: list[str], path: str, field_name: str) -> list[int]:
@@ -190,7 +190,7 @@ def run_classify_train(cfg: ClassifyConfig, out: str | Path) -> dict:
 
     cfg.validate()
     out = Path(out)
-    body, folder, tokenizer = _body(cfg.init)
+    body, _, tokenizer = _body(cfg.init)
     texts, labels = read_labelled(cfg.data.train, cfg.data.text_field, cfg.data.label_field)
     names = sorted(set(labels))
     if len(names) < 2:
