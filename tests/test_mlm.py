@@ -64,7 +64,7 @@ def test_masking_selects_at_least_one_position_and_refuses_a_batch_of_specials()
 
 def test_the_same_data_position_draws_the_same_masks():
     class Loader:
-        epoch, batch, rank = 0, 0, 0
+        epoch, batch, rank, world_size = 0, 0, 0, 1
 
         def __next__(self):
             self.batch += 1
@@ -145,6 +145,40 @@ def test_pretrain_objective_mlm_trains_an_encoder(encoder, counting):
     assert len(evals) == 3 and evals[-1]["eval/loss"] < evals[0]["eval/loss"]
     assert evals[-1]["eval/accuracy"] > evals[-1]["eval/unigram_accuracy"] + 0.3, evals[-1]
     assert len({r["eval/masked_tokens"] for r in evals}) == 1  # the same held-out positions each time
+
+
+def test_two_ranks_mask_as_one_process_with_the_global_batch():
+    special = special_mask(100, [0])
+    ids = torch.randint(1, 99, (8, 32), generator=torch.Generator().manual_seed(0))
+    whole = mask_tokens(ids, MLMConfig(), 99, special, torch.Generator().manual_seed(5))
+    for rank in (0, 1):
+        part = mask_tokens(ids[rank * 4 : rank * 4 + 4], MLMConfig(), 99, special, torch.Generator().manual_seed(5), rank=rank, world_size=2)
+        assert all(torch.equal(a[rank * 4 : rank * 4 + 4], b) for a, b in zip(whole, part))
+
+
+@pytest.mark.slow
+def test_mlm_under_torchrun_matches_one_process(shards, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from .test_train import losses, run_cli
+
+    common = (f"data.shards={shards}", "objective=mlm", "train.steps=20", "train.save_every=0", "train.eval_every=0", "train.log_every=1")
+    p = run_cli("pretrain", ROOT / "recipes" / "tiny.yaml", *common, "train.batch_size=8", "--out", tmp_path / "one")
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "lmforge",
+           "pretrain", str(ROOT / "recipes" / "tiny.yaml"), *common, "train.batch_size=4", "--out", str(tmp_path / "two")]  # fmt: skip
+    p = subprocess.run(cmd, env={**os.environ, "LMFORGE_PROGRESS": "0", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == 20 and [s for s, _ in one] == [s for s, _ in two]
+    # The same masked positions; each rank averages over its own (as BERT and Hugging Face do under
+    # data parallelism), so the loss is the mean of the two halves' means, not the mean over all:
+    # equal at the first step up to that weighting (about 0.003 here), and the runs stay close.
+    assert one[0][1] == pytest.approx(two[0][1], abs=0.01)
+    for (_, a), (_, b) in zip(one, two):
+        assert a == pytest.approx(b, abs=0.05)
 
 
 @pytest.mark.slow

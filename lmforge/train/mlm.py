@@ -12,8 +12,11 @@ The random and unchanged 20% keep the model from learning that only `<|mask|>` p
 the mask never occurs when the encoder is used (BERT's appendix C.2 ablates the split). Special
 tokens (the end-of-text between documents, padding) are never selected nor drawn as replacements.
 
-A batch's masks come from a generator seeded by (seed, epoch, batch, rank) of its data position, so
-a resumed run draws the same masks and under torchrun each rank its own. Held-out evaluation masks
+A batch's masks come from a generator seeded by (seed, epoch, batch) of its data position, drawn
+for the global batch, each rank taking its rows: a resumed run draws the same masks, and N ranks
+under torchrun mask the positions one process with the global batch masks (tested). Each rank
+averages the loss over its own masked positions, as BERT and Hugging Face do under data
+parallelism, so the loss is the mean of the ranks' means (their counts differ a little). Held-out evaluation masks
 the validation windows with a fixed seed: the same positions at every evaluation, so the curve
 compares. It reports the masked tokens' loss and accuracy, and beside them the accuracy of always
 guessing the training split's most frequent token (the unigram guess).
@@ -52,22 +55,27 @@ def special_mask(vocab_size: int, special_ids: list[int]) -> torch.Tensor:
     return special
 
 
-def mask_tokens(ids: torch.Tensor, cfg: MLMConfig, mask_id: int, special: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(ids: torch.Tensor, cfg: MLMConfig, mask_id: int, special: torch.Tensor, generator: torch.Generator, *, rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's corruption of a batch of token ids (B, T): returns (inputs, labels), the labels the
-    original ids at the selected positions and IGNORE elsewhere. At least one position of the
-    batch is selected (a loss over none is undefined)."""
+    original ids at the selected positions and IGNORE elsewhere. The random draws are made for
+    the global batch of world_size * B rows and this rank's rows taken. At least one position of
+    the batch is selected (a loss over none is undefined)."""
+    B, T = ids.shape
+    rows = slice(rank * B, (rank + 1) * B)
+    candidates = (~special).nonzero().squeeze(1)
+    u = torch.rand((world_size * B, T), generator=generator)[rows]
+    how = torch.rand((world_size * B, T), generator=generator)[rows]
+    replacement = candidates[torch.randint(len(candidates), (world_size * B, T), generator=generator)[rows]]
     eligible = ~special[ids]
-    selected = (torch.rand(ids.shape, generator=generator) < cfg.probability) & eligible
+    selected = (u < cfg.probability) & eligible
     if not selected.any():
         if not eligible.any():
             raise InputError("a batch holds only special tokens: nothing to mask", field="data")
         selected.view(-1)[eligible.view(-1).nonzero()[0]] = True
-    how = torch.rand(ids.shape, generator=generator)
     inputs = ids.clone()
     inputs[selected & (how < cfg.mask)] = mask_id
     swap = selected & (how >= cfg.mask) & (how < cfg.mask + cfg.random)
-    candidates = (~special).nonzero().squeeze(1)
-    inputs[swap] = candidates[torch.randint(len(candidates), (int(swap.sum()),), generator=generator)]
+    inputs[swap] = replacement[swap]
     labels = torch.where(selected, ids, torch.full_like(ids, IGNORE))
     return inputs, labels
 
@@ -84,10 +92,10 @@ class MaskedBatches:
         return self
 
     def __next__(self):
-        position = [self.seed, self.loader.epoch, self.loader.batch, self.loader.rank]
+        position = [self.seed, self.loader.epoch, self.loader.batch]
         g = torch.Generator().manual_seed(int(np.random.SeedSequence(position).generate_state(1)[0]))
         x, _ = next(self.loader)
-        return mask_tokens(x, self.cfg, self.mask_id, self.special, g)
+        return mask_tokens(x, self.cfg, self.mask_id, self.special, g, rank=self.loader.rank, world_size=self.loader.world_size)
 
     @property
     def progress(self) -> float:
