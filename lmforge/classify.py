@@ -12,7 +12,10 @@ in-context prompting, is `lmforge eval fewshot`):
 Both are scored on held-out labelled texts by accuracy and macro-F1 (the mean of the classes' F1,
 so a rare class counts as much as a frequent one), each with a 95% bootstrap interval over the
 examples, and report how long they took. Data: JSONL, Parquet or any data PATH with a text field
-and a label field (`text`/`label` by default; TRL's and the datasets' usual names).
+and a label field (`text`/`label` by default; TRL's and the datasets' usual names), or the built-in
+world's two sets, `world:sentiment` (its reviews: rating 4-5 positive, 1-2 negative, the rating
+line removed, 3 left out) and `world:genre` (its documents' 8 genres), each split 80/20 into
+train and test by a hash of the text, from the world next to the model (as `eval fewshot` finds it).
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from .train.loop import OptimConfig, ScheduleConfig, TrainConfig, run_config_tex
 
 @dataclass
 class ClassifyDataConfig:
-    train: str = ""  # labelled texts to train on (a data PATH)
-    val: str = ""  # labelled texts to report accuracy on while training (optional)
+    train: str = "world:sentiment"  # labelled texts to train on: a data PATH, or world:sentiment | world:genre (their train split)
+    val: str = ""  # labelled texts to report accuracy on while training (optional; a world set: its test split)
     text_field: str = "text"
     label_field: str = "label"
     max_len: int = 0  # tokens of a text read (0: the length the body was trained on); the rest is cut
@@ -53,14 +56,48 @@ class ClassifyConfig:
         if not self.init:
             raise ConfigError("give the pretrained model to fine-tune (init=DIR)", field="init")
         if not self.data.train:
-            raise ConfigError("give labelled training texts (data.train=PATH)", field="data.train")
+            raise ConfigError("give labelled training texts (data.train=PATH or a world set)", field="data.train")
         if self.epochs <= 0:
             raise ConfigError(f"must be above 0, got {self.epochs}", field="epochs")
 
 
-def read_labelled(path: str, text_field: str, label_field: str) -> tuple[list[str], list[str]]:
-    """(texts, labels as strings) of every record under `path`."""
+WORLD_SETS = ("world:sentiment", "world:genre")
+
+
+def world_labelled(name: str, world_dir: str | Path, split: str) -> tuple[list[str], list[str]]:
+    """(texts, labels) of a world set's train or test split (see the module's docstring)."""
+    import hashlib
+    import json
+    import re
+
+    texts, labels = [], []
+    with open(Path(world_dir) / "pretrain.jsonl", encoding="utf-8") as f:
+        for line in f:
+            doc = json.loads(line)
+            text, label = doc["text"], doc["genre"]
+            if name == "world:sentiment":
+                m = re.search(r"\nRating: (\d) out of 5", text) if label == "review" else None
+                if m is None or m.group(1) == "3":
+                    continue
+                text, label = text[: m.start()], "positive" if int(m.group(1)) >= 4 else "negative"
+            test = int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % 5 == 0
+            if test == (split == "test"):
+                texts.append(text)
+                labels.append(label)
+    return texts, labels
+
+
+def read_labelled(path: str, text_field: str, label_field: str, *, model: str | None = None, split: str = "train") -> tuple[list[str], list[str]]:
+    """(texts, labels as strings) of every record under `path`, or of a world set (`model`: where
+    to find the world)."""
     from .data.readers import _text_of, iter_records
+
+    if path in WORLD_SETS:
+        from .world.build import find_world
+
+        return world_labelled(path, find_world(model), split)
+    if path.startswith("world:"):
+        raise InputError(f"unknown world set {path!r} (there are {', '.join(WORLD_SETS)})", field="data")
 
     texts, labels = [], []
     for record, loc in iter_records(path):
@@ -191,7 +228,7 @@ def run_classify_train(cfg: ClassifyConfig, out: str | Path) -> dict:
     cfg.validate()
     out = Path(out)
     body, _, tokenizer = _body(cfg.init)
-    texts, labels = read_labelled(cfg.data.train, cfg.data.text_field, cfg.data.label_field)
+    texts, labels = read_labelled(cfg.data.train, cfg.data.text_field, cfg.data.label_field, model=cfg.init)
     names = sorted(set(labels))
     if len(names) < 2:
         raise InputError(f"needs at least 2 classes, found {names}", path=cfg.data.train, field=cfg.data.label_field)
@@ -210,7 +247,7 @@ def run_classify_train(cfg: ClassifyConfig, out: str | Path) -> dict:
     atomic_write_text(out / "config.yaml", run_config_text(cfg, out))
     evaluate = None
     if cfg.data.val:
-        vt, vl = read_labelled(cfg.data.val, cfg.data.text_field, cfg.data.label_field)
+        vt, vl = read_labelled(cfg.data.val, cfg.data.text_field, cfg.data.label_field, model=cfg.init, split="test")
         vrows, vy = encode_texts(tokenizer, vt, max_len), np.array(_class_ids(vl, names, cfg.data.val, cfg.data.label_field))
 
         def evaluate(net):
@@ -230,7 +267,7 @@ def run_classify_eval(model_dir: str, data: str, text_field: str = "text", label
     if getattr(model, "head_kind", "") != "classes":
         raise InputError("not a classifier (train one with lmforge classify train)", path=folder, field="model")
     tokenizer = Tokenizer.load(folder)
-    texts, labels = read_labelled(data, text_field, label_field)
+    texts, labels = read_labelled(data, text_field, label_field, model=model_dir, split="test")
     y = np.array(_class_ids(labels, model.labels, data, label_field))
     t0 = time.perf_counter()
     pred = predict(model, encode_texts(tokenizer, texts, model.trained_seq_len or model.cfg.max_seq_len), tokenizer.pad_id)
@@ -247,11 +284,11 @@ def run_probe(model_dir: str, train_data: str, test_data: str, text_field: str =
     model.eval()
     if pooling == "cls" and model.cfg.causal:
         raise ConfigError("a causal model's first token sees only itself; use mean or last", field="pooling")
-    texts, labels = read_labelled(train_data, text_field, label_field)
+    texts, labels = read_labelled(train_data, text_field, label_field, model=model_dir)
     names = sorted(set(labels))
     if len(names) < 2:
         raise InputError(f"needs at least 2 classes, found {names}", path=train_data, field=label_field)
-    test_texts, test_labels = read_labelled(test_data, text_field, label_field)
+    test_texts, test_labels = read_labelled(test_data, text_field, label_field, model=model_dir, split="test")
     y_test = np.array(_class_ids(test_labels, names, test_data, label_field))
     t0 = time.perf_counter()
     cfg = EmbedConfig(pooling=pooling)  # type: ignore[arg-type]

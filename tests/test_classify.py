@@ -109,3 +109,28 @@ def test_bad_classify_input_exits_2_naming_the_file_and_field(cli, data, bodies,
     other.write_text('{"text": "snow", "label": "snowy"}\n')
     assert_clean_failure(cli("classify", "probe", "--model", bodies / "encoder", "--train", data / "train.jsonl", "--test", other), str(other), "snowy")
     assert not (tmp_path / "x" / "model.safetensors").exists()
+
+
+def test_the_worlds_sets_split_by_text_and_serve_every_command(cli, chain, tmp_path):
+    """world:sentiment and world:genre, from the world next to the model: disjoint train and test
+    splits, sentiment without its rating line; a probe and a head run on them."""
+    from lmforge.classify import world_labelled
+
+    world = chain / "base" / "world"
+    train_texts, train_labels = world_labelled("world:sentiment", world, "train")
+    test_texts, test_labels = world_labelled("world:sentiment", world, "test")
+    assert set(train_labels) == set(test_labels) == {"negative", "positive"}
+    assert not set(train_texts) & set(test_texts) and not any("Rating:" in t for t in train_texts + test_texts)
+    g_train, g_labels = world_labelled("world:genre", world, "train")
+    g_test, _ = world_labelled("world:genre", world, "test")
+    assert len(set(g_labels)) >= 5 and 0.1 < len(g_test) / (len(g_train) + len(g_test)) < 0.3
+    base = chain / "base"
+    code, stdout, err = cli("classify", "probe", "--model", base, "--train", "world:genre", "--test", "world:genre", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["examples"] == len(g_test)
+    code, _, err = cli("classify", "train", f"init={base}", "epochs=1", "--out", tmp_path / "clf")  # world:sentiment by default
+    assert code == 0, err
+    code, stdout, err = cli("classify", "eval", "--model", tmp_path / "clf", "--data", "world:sentiment", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["examples"] == len(test_texts)
+    assert_clean_failure(cli("classify", "eval", "--model", tmp_path / "clf", "--data", "world:topic"), "world:topic", "world:sentiment")

@@ -133,7 +133,8 @@ def add_classify(sub, fmt) -> None:
     csub = cp.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = csub.add_parser(
         "train", help="fine-tune a pretrained model with a classes head", formatter_class=fmt,
-        description="Keys: init (the pretrained model), data.{train,val,text_field,label_field,max_len}, pooling (auto|mean|cls|last; "
+        description="Keys: init (the pretrained model), data.{train,val,text_field,label_field,max_len} (data.train: a data PATH, or "
+        "world:sentiment (the default) | world:genre from the world next to the model), pooling (auto|mean|cls|last; "
         "auto: mean for an encoder, last for a GPT), epochs, train.{batch_size,optim.*,schedule.*,seed,...}.",
     )
     stage_args(p, example="init=runs/encoder data.train=train.jsonl")
@@ -142,10 +143,10 @@ def add_classify(sub, fmt) -> None:
         p = csub.add_parser(name, help=helptext, formatter_class=fmt, description=helptext[0].upper() + helptext[1:] + ": accuracy and macro-F1 with 95% bootstrap intervals, and time.")
         p.add_argument("--model", required=True, metavar="DIR", help="the classifier" if name == "eval" else "the frozen model (an encoder, a GPT or an imported BERT)")
         if name == "eval":
-            p.add_argument("--data", required=True, metavar="PATH", help=f"labelled texts: {DATA_HELP}")
+            p.add_argument("--data", required=True, metavar="PATH", help=f"labelled texts: {DATA_HELP}; or world:sentiment | world:genre (the test split)")
         else:
-            p.add_argument("--train", required=True, metavar="PATH", help="labelled texts to fit on")
-            p.add_argument("--test", required=True, metavar="PATH", help="labelled texts to score on")
+            p.add_argument("--train", required=True, metavar="PATH", help="labelled texts to fit on (a world set: its train split)")
+            p.add_argument("--test", required=True, metavar="PATH", help="labelled texts to score on (a world set: its test split)")
             p.add_argument("--pooling", choices=["mean", "cls", "last"], default="mean", help="how a text's token states become one vector")
             p.add_argument("--seed", type=int, default=0, metavar="S", help="the regression's seed")
         p.add_argument("--text-field", default="text", metavar="NAME", help="the records' text field")
