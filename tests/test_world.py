@@ -400,3 +400,21 @@ def test_oracle_counts_a_reply_with_another_instruction_as_asking(world):
             ex = task.generate(world, rng)
             assert asks_instead_of_answering("\n" + ex.prompt + "\nWhat is 2 + 2?")
             assert not asks_instead_of_answering(ex.reference), (task.name, ex.reference)
+
+
+def test_articles_and_stories_name_their_entity_and_the_texts_are_unchanged():
+    """documents(subjects=True) draws as documents() does (the same texts), and an article's or a
+    story's subject is the entity its title or opening names."""
+    import random
+
+    from lmforge.world.corpus import documents
+    from lmforge.world.ontology import make_world
+
+    world = make_world(seed=3)
+    plain = list(documents(world, random.Random(0), 300))
+    labelled = list(documents(world, random.Random(0), 300, subjects=True))
+    assert [(g, t) for g, t, _ in labelled] == plain
+    for g, text, subject in labelled:
+        assert (subject is not None) == (g in ("encyclopedia", "story"))
+        if subject:
+            assert subject in text.split("\n")[0] or subject in text.split(".")[0] + text.split(".")[1], (subject, text[:80])

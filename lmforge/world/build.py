@@ -143,7 +143,8 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
     with atomic_output_dir(out, overwrite) as tmp:
         mix = asdict(cfg.genres)
         rng = _rng(cfg, "pretrain")
-        counts["pretrain"] = _jsonl(tmp / "pretrain.jsonl", ({"text": text, "genre": g} for g, text in corpus.documents(world, rng, cfg.documents, mix, cfg.qa_good)))
+        docs = corpus.documents(world, rng, cfg.documents, mix, cfg.qa_good, subjects=True)  # an article's or story's entity, for clustering by entity
+        counts["pretrain"] = _jsonl(tmp / "pretrain.jsonl", ({"text": text, "genre": g, **({"entity": e} if e else {})} for g, text, e in docs))
         tick("pretrain")
 
         written: list[tuple[Example, str, list[str]]] = []

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 
-from .ontology import ATTRIBUTES, RUDE_REPLIES, RUDE_WORDS, World
+from .ontology import ATTRIBUTES, RUDE_REPLIES, RUDE_WORDS, Entity, World
 from .responses import make_response
 from .tasks import TASKS, facts_of, review_text, sample_example, story_about
 
@@ -50,7 +50,10 @@ GENRE_MIX = {
 
 
 def encyclopedia(world: World, rng: random.Random) -> str:
-    e = rng.choice(world.kinds["creature"] + world.kinds["person"] + world.kinds["town"])
+    return encyclopedia_about(world, rng.choice(world.kinds["creature"] + world.kinds["person"] + world.kinds["town"]), rng)
+
+
+def encyclopedia_about(world: World, e: Entity, rng: random.Random) -> str:
     kind_line = {"creature": "{n} is a creature.", "person": "{n} is a person.", "town": "{n} is a town."}[e.kind]
     title = rng.choice(["{n}", "About {n}", "{n} (encyclopedia)"]).format(n=e.name)
     body = [kind_line.format(n=e.mention(start=True))] + facts_of(world, e, rng)
@@ -153,12 +156,23 @@ GENRES = {
 }
 
 
-def documents(world: World, rng: random.Random, n: int, mix: dict[str, float] | None = None, qa_good: float = QA_GOOD):
+def documents(world: World, rng: random.Random, n: int, mix: dict[str, float] | None = None, qa_good: float = QA_GOOD, *, subjects: bool = False):
     """`n` documents as (genre, text), genres drawn by `mix`; `qa_good`: the share of good
-    answers on Q&A pages and question pages."""
+    answers on Q&A pages and question pages. With `subjects`, (genre, text, subject): the name of
+    the one entity an encyclopedia article or a story is about (None for the other genres), drawn
+    here as the genre's own function draws it, so the texts are the same either way."""
     mix = mix or GENRE_MIX
     names = [g for g in mix if mix[g] > 0]
     weights = [mix[g] for g in names]
     for _ in range(n):
         g = rng.choices(names, weights=weights)[0]
-        yield g, (GENRES[g](world, rng, qa_good) if g in ("qa", "forum") else GENRES[g](world, rng))
+        subject = None
+        if g == "encyclopedia":
+            e = rng.choice(world.kinds["creature"] + world.kinds["person"] + world.kinds["town"])
+            text, subject = encyclopedia_about(world, e, rng), e.name
+        elif g == "story":
+            e = rng.choice(world.kinds["creature"] + world.kinds["person"])
+            text, subject = story_about(world, e, rng), e.name
+        else:
+            text = GENRES[g](world, rng, qa_good) if g in ("qa", "forum") else GENRES[g](world, rng)
+        yield (g, text, subject) if subjects else (g, text)
