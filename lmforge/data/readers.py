@@ -266,6 +266,22 @@ def _text_of(record: dict, loc: Location, field: str) -> str:
     return value
 
 
+def read_texts(path: str | os.PathLike, text_field: str = "text", label_field: str = "") -> tuple[list[str], list[str] | None]:
+    """Every record's text, and with `label_field` its label as a string (present and a single
+    value on every record), for the commands that take labelled texts (cluster, classify)."""
+    texts, labels = [], []
+    for record, loc in iter_records(path):
+        texts.append(_text_of(record, loc, text_field))
+        if label_field:
+            value = record.get(label_field)
+            if value is None or isinstance(value, (dict, list)):
+                raise loc.error(f"missing or not a single value (record has: {', '.join(map(str, record))})", field=label_field)
+            labels.append(str(value))
+    if not texts:
+        raise InputError("no records", path=path)
+    return texts, (labels if label_field else None)
+
+
 def iter_text_pieces(
     path: str | os.PathLike,
     *,
