@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,16 +371,28 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, *, show_progress
 # --------------------------------------------------------------------------- statistics
 
 
-def token_stats(tok: Tokenizer, texts: Iterable[str], batch: int = 1000) -> dict:
-    """How a tokenizer does on a corpus: bytes per token, vocabulary use, unknown rate."""
+_WORDS = re.compile(r"\w+")
+
+
+def token_stats(tok: Tokenizer, texts: Iterable[str], batch: int = 1000, by: list[str] | None = None) -> dict:
+    """How a tokenizer does on a corpus: bytes per token, tokens per word, vocabulary use,
+    unknown rate; with `by` (a group for each text, such as its language), the same per group,
+    and each group's tokens per word against the largest group's (`premium`: how much more the
+    same number of words costs in it, the unfairness Petrov et al. 2023 measure across
+    languages)."""
     counts: Counter[int] = Counter()
-    n_bytes = n_tokens = n_docs = 0
+    n_bytes = n_tokens = n_docs = n_words = 0
+    groups: dict[str, Counter] = {}
     for chunk in _batched(texts, batch):
         for text, ids in zip(chunk, tok.encode_batch(chunk)):
-            n_bytes += len(text.encode("utf-8"))
+            b, w = len(text.encode("utf-8")), len(_WORDS.findall(text))
+            n_bytes += b
             n_tokens += len(ids)
+            n_words += w
             counts.update(ids)
-        n_docs += len(chunk)
+            if by is not None:
+                groups.setdefault(str(by[n_docs]), Counter()).update(documents=1, bytes=b, tokens=len(ids), words=w)
+            n_docs += 1
     unk = tok.specials.get("unk")
     top = [{"id": i, "token": tok.id_to_token(i), "count": c} for i, c in counts.most_common(10)]
     return {
@@ -389,8 +402,22 @@ def token_stats(tok: Tokenizer, texts: Iterable[str], batch: int = 1000) -> dict
         "bytes": n_bytes,
         "tokens": n_tokens,
         "bytes_per_token": n_bytes / n_tokens if n_tokens else 0.0,
+        "words": n_words,
+        "tokens_per_word": n_tokens / n_words if n_words else 0.0,
+        **({"by": _group_stats(groups)} if by is not None else {}),
         "vocab_used": len(counts),
         "vocab_use": len(counts) / tok.vocab_size,
         "unk_rate": counts.get(unk, 0) / n_tokens if n_tokens else 0.0,
         "top_tokens": top,
     }
+
+
+def _group_stats(groups: dict[str, Counter]) -> dict:
+    out = {}
+    for name, c in sorted(groups.items(), key=lambda kv: -kv[1]["documents"]):
+        out[name] = {**c, "bytes_per_token": c["bytes"] / c["tokens"] if c["tokens"] else 0.0, "tokens_per_word": c["tokens"] / c["words"] if c["words"] else 0.0}
+    if out:
+        base = next(iter(out.values()))["tokens_per_word"]  # the largest group's
+        for g in out.values():
+            g["premium"] = g["tokens_per_word"] / base if base else 0.0
+    return out

@@ -59,6 +59,10 @@ def _print_world_stats(s: dict) -> None:
     p = s["pretrain"]
     print(f"pretraining corpus: {p['documents']} documents, {p['bytes']} bytes, {p['words']} words, vocabulary {p['vocabulary']} words")
     print("  genres: " + ", ".join(f"{g} {100 * v:.1f}%" for g, v in p["genres"].items()))
+    if "languages" in p:
+        from ..world.languages import NAMES
+
+        print("  languages: " + ", ".join(f"{NAMES.get(c, c)} ({c}) {100 * v['share']:.1f}% of documents, {v['bytes']} bytes" for c, v in p["languages"].items()))
     print("splits: " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()))
     for name, c in s["tasks"].items():
         print(f"  {name} tasks: " + ", ".join(f"{t} {n}" for t, n in c.items()))
@@ -86,7 +90,8 @@ def add_world(sub, fmt) -> None:
         "ranked comparisons, RL prompts and held-out evaluation prompts, all deterministic for a seed. "
         "'lmforge world stats DIR' describes a generated world and measures its labelers' agreement. "
         "Config keys (KEY=VALUE): seed, entities, documents, genres.{encyclopedia,story,worksheet,qa,quiz,forum,rumour,review}, qa_good (share of good answers on Q&A and question pages), "
-        "sft_prompts, sft_val_prompts, rm_prompts, ppo_prompts, eval_prompts, k_min, k_max, labelers, agreement, calibration_prompts.",
+        "sft_prompts, sft_val_prompts, rm_prompts, ppo_prompts, eval_prompts, k_min, k_max, labelers, agreement, calibration_prompts, "
+        "languages (e.g. [en,xv,xt]: English, Velish and Torin, generated languages telling the same world), language_shares (one per language; default 0.80/0.15/0.05).",
     )
     p.add_argument("words", nargs="*", metavar="ARGS", help="'stats DIR', or an optional recipe and KEY=VALUE overrides")
     p.add_argument("--out", default=None, metavar="DIR", help="folder to write the world into")
@@ -145,13 +150,23 @@ def cmd_tokenizer_stats(args) -> int:
     from ..tokenizer import Tokenizer, token_stats
 
     tok = Tokenizer.load(args.tokenizer)
-    stats = token_stats(tok, (t for t, _ in _pieces(args)))
+    if args.by:
+        from ..data.readers import read_texts
+
+        texts, groups = read_texts(args.data, args.text_field, args.by)
+        stats = token_stats(tok, texts, by=groups)
+    else:
+        stats = token_stats(tok, (t for t, _ in _pieces(args)))
     if args.json:
         print_json(stats)
     else:
         print(f"kind {stats['kind']}, vocabulary {stats['vocab_size']}")
         print(f"{stats['documents']} texts, {stats['bytes']} bytes, {stats['tokens']} tokens")
-        print(f"bytes per token {stats['bytes_per_token']:.3f}")
+        print(f"bytes per token {stats['bytes_per_token']:.3f}, tokens per word {stats['tokens_per_word']:.3f}")
+        if "by" in stats:
+            print(f"{'by ' + args.by:<16} {'texts':>8} {'words':>10} {'tokens':>10} {'bytes/token':>12} {'tokens/word':>12} {'premium':>8}")
+            for name, g in stats["by"].items():
+                print(f"{name:<16} {g['documents']:>8} {g['words']:>10} {g['tokens']:>10} {g['bytes_per_token']:>12.3f} {g['tokens_per_word']:>12.3f} {g['premium']:>8.2f}")
         print(f"vocabulary used {stats['vocab_used']} ({100 * stats['vocab_use']:.1f}%), unknown {100 * stats['unk_rate']:.2f}% of tokens")
         print("most frequent: " + ", ".join(f"{t['token']!r} {t['count']}" for t in stats["top_tokens"]))
     return 0
@@ -180,9 +195,16 @@ def add_tokenizer(sub, fmt) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per text: ids and tokens")
     p.set_defaults(func=cmd_tokenizer_encode)
 
-    p = tsub.add_parser("stats", help="bytes per token and vocabulary use on a corpus", formatter_class=fmt, description="Measure a tokenizer on a corpus: bytes per token, share of the vocabulary used, unknown-token rate.")
+    p = tsub.add_parser(
+        "stats",
+        help="bytes per token and vocabulary use on a corpus",
+        formatter_class=fmt,
+        description="Measure a tokenizer on a corpus: bytes per token, tokens per word, share of the vocabulary used, unknown-token rate; "
+        "with --by FIELD the same for each value of a record field (a language: how much more one costs than another).",
+    )
     p.add_argument("--tokenizer", required=True, metavar="PATH", help="tokenizer.json or a folder holding one")
     add_corpus_args(p)
+    p.add_argument("--by", default=None, metavar="FIELD", help="group the records by this field (e.g. language) and measure each group; its premium is its tokens per word over the largest group's")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_tokenizer_stats)
 
@@ -278,6 +300,10 @@ def cmd_prepare(args) -> int:
         print(f"tokenizer: {t['kind']}, {t['vocab_size']} tokens")
         for name, s in summary["splits"].items():
             print(f"{name}: {s['documents']} documents, {s['tokens']} tokens, {s['bytes_per_token']:.2f} bytes/token")
+        if "sources" in summary:
+            src = summary["sources"]
+            print(f"sources by {src['group_by']}, temperature {src['temperature']:g}: " + ", ".join(
+                f"{g} {100 * r['share']:.1f}% -> {100 * r['sampled_share']:.1f}% (x{r['factor']:.2f})" for g, r in src["groups"].items()))
         print(f"-> {args.out}")
     return 0
 

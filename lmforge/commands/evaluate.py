@@ -31,11 +31,13 @@ def cmd_eval_ppl(args) -> int:
     from ..eval.perplexity import perplexity
 
     model, tok = load_model_and_tokenizer(args.model)
-    result = perplexity(model, tok, args.data, text_field=args.text_field, sample_by=args.sample_by, split=args.split, batch_size=args.batch_size, window=args.window, stride=args.stride)
+    result = perplexity(model, tok, args.data, text_field=args.text_field, sample_by=args.sample_by, split=args.split, batch_size=args.batch_size, window=args.window, stride=args.stride, by=args.by)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"perplexity {result['perplexity']:.3f}  bits/byte {result['bpb']:.4f}  loss {result['loss']:.4f}  ({result['tokens']} tokens, {result['bytes']} bytes)")
+        for group, r in result.get("by", {}).items():
+            print(f"  {args.by} {group}: perplexity {r['perplexity']:.3f}  bits/byte {r['bpb']:.4f}  ({r['documents']} documents, {r['tokens']} tokens, {r['bytes']} bytes)")
     return 0
 
 
@@ -46,6 +48,7 @@ def add_eval_ppl(esub, fmt) -> None:
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="transformers: windows per forward pass")
     p.add_argument("--window", type=int, default=None, metavar="N", help="tokens per window (default: the length the model was trained on, else its context; recurrent models: 512, state carried)")
     p.add_argument("--stride", type=int, default=None, metavar="N", help="transformers: score N new tokens per window, the rest being context only (default: the window, non-overlapping)")
+    p.add_argument("--by", default=None, metavar="FIELD", help="also score each group of documents on its own: a record field (language, meta.language) or file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_ppl)
 

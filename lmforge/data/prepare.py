@@ -9,15 +9,18 @@ tokenizer must not change under it).
 
 from __future__ import annotations
 
+import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import dump_yaml
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..io import atomic_output_dir, atomic_write_json, atomic_write_text
 from ..tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 from ..tracking import progress, progress_enabled
-from .readers import SampleBy, iter_text_pieces, text_bytes
+from .readers import SampleBy, iter_grouped_texts, iter_text_pieces, text_bytes
+from .sft import mixture_weights
 from .shards import ShardConfig, write_shards
 
 
@@ -29,6 +32,15 @@ class CorpusConfig:
     text_field: str = "text"  # the field that holds the text in JSONL, Parquet and datasets
     sample_by: SampleBy = "document"  # how plain-text files split into documents
     split: str | None = None  # the split of a Hugging Face dataset (default: train)
+    group_by: str = ""  # the sources that temperature mixes: a record field (language, meta.language) or "file"
+    temperature: float = 1.0  # T: source i, of n_i bytes, gets p_i proportional to n_i^(1/T) of the corpus (mT5); 1 keeps it as it is
+    seed: int = 0  # which documents a resampling repeats or leaves out
+
+    def validate(self) -> None:
+        if not self.temperature > 0 or not math.isfinite(self.temperature):
+            raise ConfigError(f"must be positive, got {self.temperature}", field="data.temperature")
+        if self.temperature != 1.0 and not self.group_by:
+            raise ConfigError("mixes sources: name them with data.group_by (a record field such as language, or file)", field="data.temperature")
 
 
 @dataclass
@@ -41,14 +53,56 @@ class PrepareConfig:
     def validate(self) -> None:
         if not self.data.path:
             raise ConfigError("is required: the corpus to prepare (e.g. data.path=corpus.txt)", field="data.path")
+        self.data.validate()
+
+
+def group_sizes(cfg: CorpusConfig) -> dict[str, int]:
+    """Bytes of text in each source (group) of the corpus, in the order they first appear."""
+    sizes: dict[str, int] = {}
+    for text, group in iter_grouped_texts(cfg.path, cfg.group_by, text_field=cfg.text_field, sample_by=cfg.sample_by, split=cfg.split):
+        sizes[group] = sizes.get(group, 0) + len(text.encode("utf-8"))
+    if not sizes:
+        raise InputError("no documents", path=cfg.path)
+    return sizes
+
+
+def resampling(sizes: dict[str, int], temperature: float) -> dict[str, dict]:
+    """Each source's share before and after temperature sampling (p_i proportional to
+    n_i^(1/T): Xue et al. 2021, mT5 section 3.3; Conneau et al. 2020 use alpha = 1/T), and the
+    factor its documents are repeated (above 1) or thinned (below) by, keeping the corpus's size."""
+    names = list(sizes)
+    p = mixture_weights([sizes[g] for g in names], temperature)
+    total = sum(sizes.values())
+    return {g: {"bytes": sizes[g], "share": sizes[g] / total, "sampled_share": float(p[i]), "factor": float(p[i]) * total / sizes[g] if sizes[g] else 0.0} for i, g in enumerate(names)}
+
+
+def _copies(factor: float, seed: int, group: str, index: int) -> int:
+    """How many times the `index`-th document of `group` enters the corpus: floor(factor), and
+    one more with probability frac(factor), drawn from a hash (deterministic, streamed)."""
+    whole = math.floor(factor)
+    u = int.from_bytes(hashlib.blake2b(f"{seed}:{group}:{index}".encode(), digest_size=8).digest(), "little") / 2**64
+    return whole + (u < factor - whole)
 
 
 def corpus_pieces(cfg: CorpusConfig):
-    return iter_text_pieces(cfg.path, text_field=cfg.text_field, sample_by=cfg.sample_by, split=cfg.split)
+    """The corpus as (text, end_of_document) pieces; with group_by, (document, True, group)
+    triples, each document repeated or left out as temperature sampling asks."""
+    if not cfg.group_by:
+        return iter_text_pieces(cfg.path, text_field=cfg.text_field, sample_by=cfg.sample_by, split=cfg.split)
+    factors = {g: r["factor"] for g, r in resampling(group_sizes(cfg), cfg.temperature).items()} if cfg.temperature != 1.0 else None
+
+    def pieces():
+        seen: dict[str, int] = {}
+        for text, group in iter_grouped_texts(cfg.path, cfg.group_by, text_field=cfg.text_field, sample_by=cfg.sample_by, split=cfg.split):
+            i = seen[group] = seen.get(group, -1) + 1
+            for _ in range(1 if factors is None else _copies(factors[group], cfg.seed, group, i)):
+                yield text, True, group
+
+    return pieces()
 
 
 def corpus_texts(cfg: CorpusConfig):
-    return (piece for piece, _ in corpus_pieces(cfg))
+    return (piece[0] for piece in corpus_pieces(cfg))
 
 
 def run_prepare(cfg: PrepareConfig, out: str | Path, *, overwrite: bool = False) -> dict:
@@ -72,9 +126,12 @@ def run_prepare(cfg: PrepareConfig, out: str | Path, *, overwrite: bool = False)
                     "bytes": s["bytes"],
                     "bytes_per_token": s["bytes"] / s["tokens"] if s["tokens"] else 0.0,
                     "shards": len(s["shards"]),
+                    **({"groups": s["groups"]} if "groups" in s else {}),
                 }
                 for name, s in index["splits"].items()
             },
         }
+        if cfg.data.group_by:
+            summary["sources"] = {"group_by": cfg.data.group_by, "temperature": cfg.data.temperature, "groups": resampling(group_sizes(cfg.data), cfg.data.temperature)}
         atomic_write_json(tmp / "summary.json", summary)
     return summary

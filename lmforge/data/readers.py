@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterable, Iterator, Literal
 
 from ..errors import InputError
 
@@ -268,12 +268,15 @@ def _text_of(record: dict, loc: Location, field: str) -> str:
 
 def read_texts(path: str | os.PathLike, text_field: str = "text", label_field: str = "") -> tuple[list[str], list[str] | None]:
     """Every record's text, and with `label_field` its label as a string (present and a single
-    value on every record), for the commands that take labelled texts (cluster, classify)."""
+    value on every record; a dotted name such as meta.language reads a nested field), for the
+    commands that take labelled texts (cluster, classify, tokenizer stats --by)."""
     texts, labels = [], []
     for record, loc in iter_records(path):
         texts.append(_text_of(record, loc, text_field))
         if label_field:
-            value = record.get(label_field)
+            value = record
+            for part in label_field.split("."):  # meta.language reads a nested field
+                value = value.get(part) if isinstance(value, dict) else None
             if value is None or isinstance(value, (dict, list)):
                 raise loc.error(f"missing or not a single value (record has: {', '.join(map(str, record))})", field=label_field)
             labels.append(str(value))
@@ -311,8 +314,43 @@ def iter_text_pieces(
 
 def iter_documents(path: str | os.PathLike, **kwargs) -> Iterator[str]:
     """Whole documents (pieces joined); for callers that need a document at once."""
+    return _documents_of(iter_text_pieces(path, **kwargs))
+
+
+def iter_grouped_texts(
+    path: str | os.PathLike,
+    group_by: str,
+    *,
+    text_field: str = "text",
+    sample_by: SampleBy = "document",
+    split: str | None = None,
+) -> Iterator[tuple[str, str]]:
+    """Every document under `path` as (text, group): the group is a record field's value (a
+    dotted name reads a nested one: meta.language) or, with group_by "file", the name of the
+    file the document came from (plain-text files cut into documents by `sample_by`)."""
+    spec = str(path)
+    if group_by == "file" and not (spec.startswith("hf:") or is_hf_dataset_dir(Path(spec))):
+        for f in list_files(spec):
+            if f.suffix.lower() in TEXT_EXTS:
+                for text in _documents_of(iter_text_file(f, sample_by)):
+                    yield text, f.name
+            else:
+                records = iter_jsonl(f) if f.suffix.lower() == ".jsonl" else iter_parquet(f, [text_field])
+                for record, loc in records:
+                    yield _text_of(record, loc, text_field), f.name
+        return
+    for record, loc in iter_records(spec, split=split):
+        value = record
+        for part in group_by.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None or isinstance(value, (dict, list)):
+            raise loc.error(f"missing or not a single value (record has: {', '.join(map(str, record))})", field=group_by)
+        yield _text_of(record, loc, text_field), str(value)
+
+
+def _documents_of(pieces: Iterable[tuple[str, bool]]) -> Iterator[str]:
     parts: list[str] = []
-    for piece, end in iter_text_pieces(path, **kwargs):
+    for piece, end in pieces:
         parts.append(piece)
         if end:
             yield "".join(parts)

@@ -89,6 +89,7 @@ class _SplitWriter:
         self.tokens = 0
         self.documents = 0
         self.bytes = 0  # UTF-8 bytes of the text these tokens encode (for bits per byte)
+        self.groups: dict[str, collections.Counter] = {}  # per source of a grouped corpus
 
     def _open(self) -> None:
         name = f"{self.split}-{len(self.shards):05d}.bin"
@@ -117,7 +118,10 @@ class _SplitWriter:
         self.close_shard()
         for s in self.shards:
             s["sha256"] = sha256_file(self.folder / s["file"])
-        return {"tokens": self.tokens, "documents": self.documents, "bytes": self.bytes, "shards": self.shards}
+        out = {"tokens": self.tokens, "documents": self.documents, "bytes": self.bytes, "shards": self.shards}
+        if self.groups:
+            out["groups"] = {g: dict(c) for g, c in self.groups.items()}
+        return out
 
 
 # Worker processes hold their own copy of the tokenizer, built once by the pool initializer.
@@ -145,16 +149,18 @@ def _worker_encode(job: tuple[list[str], str]) -> tuple[np.ndarray, np.ndarray]:
     return _encode_flat(_WORKER_TOKENIZER, texts, np.dtype(dtype))
 
 
-def _batches(pieces: Iterable[tuple[str, bool]], n: int) -> Iterator[tuple[list[str], list[bool]]]:
-    texts, ends = [], []
-    for text, end in pieces:
+def _batches(pieces: Iterable[tuple], n: int) -> Iterator[tuple[list[str], list[tuple]]]:
+    """Pieces in batches of `n`: their texts, and for each its end flag and (when the pieces are
+    (text, end, group) triples) its group."""
+    texts, tags = [], []
+    for text, *tag in pieces:
         texts.append(text)
-        ends.append(end)
+        tags.append(tuple(tag))
         if len(texts) == n:
-            yield texts, ends
-            texts, ends = [], []
+            yield texts, tags
+            texts, tags = [], []
     if texts:
-        yield texts, ends
+        yield texts, tags
 
 
 def _encode_in_pool(pool, batches, dtype: np.dtype, depth: int):
@@ -164,8 +170,8 @@ def _encode_in_pool(pool, batches, dtype: np.dtype, depth: int):
     (Pool.imap would read the whole input ahead of the workers).
     """
     pending: collections.deque = collections.deque()
-    for texts, ends in batches:
-        pending.append(((texts, ends), pool.apply_async(_worker_encode, ((texts, dtype.str),))))
+    for texts, tags in batches:
+        pending.append(((texts, tags), pool.apply_async(_worker_encode, ((texts, dtype.str),))))
         if len(pending) >= depth:
             batch, result = pending.popleft()
             yield batch, result.get()
@@ -175,7 +181,7 @@ def _encode_in_pool(pool, batches, dtype: np.dtype, depth: int):
 
 
 def write_shards(
-    pieces: Iterable[tuple[str, bool]],
+    pieces: Iterable[tuple],
     tokenizer: Tokenizer,
     out: str | os.PathLike,
     cfg: ShardConfig | None = None,
@@ -183,7 +189,9 @@ def write_shards(
     overwrite: bool = False,
     progress=None,
 ) -> dict:
-    """Encode (text, end_of_document) pieces into shards under `out`; returns the index.
+    """Encode (text, end_of_document) pieces into shards under `out`; returns the index. Pieces
+    may be (text, end_of_document, group) triples (a corpus of several sources, such as
+    languages): the index then counts each group's tokens, bytes and documents per split.
 
     `progress`, if given, is called with the number of bytes of text handled in each batch.
     """
@@ -200,13 +208,14 @@ def write_shards(
                 pool = mp.get_context("spawn").Pool(cfg.num_proc, _worker_init, (tokenizer.hf.to_str(),))
                 stream = _encode_in_pool(pool, batches, dtype, depth=2 * cfg.num_proc)
             else:
-                stream = (((texts, ends), _encode_flat(tokenizer, texts, dtype)) for texts, ends in batches)
+                stream = (((texts, tags), _encode_flat(tokenizer, texts, dtype)) for texts, tags in batches)
 
             split_of_open_doc = None  # a long document's pieces all go where its first piece went
-            for (texts, ends), (flat, lengths) in stream:
+            for (texts, tags), (flat, lengths) in stream:
                 start = 0
                 n_bytes = 0
-                for text, end, n in zip(texts, ends, lengths):
+                for text, tag, n in zip(texts, tags, lengths):
+                    end = tag[0]
                     if split_of_open_doc is None:
                         split_of_open_doc = "val" if _is_val(text, cfg.val_fraction) else "train"
                     w = writers[split_of_open_doc]
@@ -215,6 +224,8 @@ def write_shards(
                     b = len(text.encode("utf-8"))
                     w.bytes += b
                     n_bytes += b
+                    if len(tag) > 1:  # a grouped corpus: tokens and bytes of each source (language)
+                        w.groups.setdefault(tag[1], collections.Counter()).update(tokens=int(n) + bool(end), bytes=b, documents=int(bool(end)))
                     if end:
                         w.write(eos)
                         w.documents += 1

@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..data.readers import iter_documents
+from ..data.readers import iter_documents, iter_grouped_texts
 from ..errors import InputError
 
 
@@ -124,17 +124,35 @@ def score_stream(
     }
 
 
-def perplexity(model, tokenizer, data, *, text_field="text", sample_by="document", split=None, batch_size: int = 8, window: int | None = None, stride: int | None = None) -> dict:
-    """`lmforge eval ppl`: score every document of `data` (see the module docstring)."""
+def perplexity(
+    model, tokenizer, data, *, text_field="text", sample_by="document", split=None, batch_size: int = 8, window: int | None = None, stride: int | None = None, by: str | None = None
+) -> dict:
+    """`lmforge eval ppl`: score every document of `data` (see the module docstring). With `by`
+    (a record field such as language, or "file"), each group's documents are scored as a stream
+    of their own as well (`by` in the result): bits per byte per language, as MEGA and mT5
+    compare them; the totals are over all documents."""
+    if by:
+        groups: dict[str, list[str]] = {}
+        for text, group in iter_grouped_texts(data, by, text_field=text_field, sample_by=sample_by, split=split):
+            groups.setdefault(group, []).append(text)
+        if not groups:
+            raise InputError("no documents to score", path=data)
+        per = {g: _score_texts(model, tokenizer, texts, batch_size, window, stride) for g, texts in groups.items()}
+        total = _score_texts(model, tokenizer, [t for texts in groups.values() for t in texts], batch_size, window, stride)
+        return {**total, "by": per}
+    texts = list(iter_documents(data, text_field=text_field, sample_by=sample_by, split=split))
+    if not texts:
+        raise InputError("no documents to score", path=data)
+    return _score_texts(model, tokenizer, texts, batch_size, window, stride)
+
+
+def _score_texts(model, tokenizer, texts: list[str], batch_size: int, window: int | None, stride: int | None) -> dict:
     stream: list[int] = [tokenizer.eos_id]
-    docs = n_bytes = 0
-    for text in iter_documents(data, text_field=text_field, sample_by=sample_by, split=split):
+    n_bytes = 0
+    for text in texts:
         stream.extend(tokenizer.encode(text))
         stream.append(tokenizer.eos_id)
         n_bytes += len(text.encode("utf-8"))
-        docs += 1
-    if docs == 0:
-        raise InputError("no documents to score", path=data)
     result = score_stream(model, torch.tensor(stream, dtype=torch.long), n_bytes=n_bytes, window=window, stride=stride, batch_size=batch_size)
-    result["documents"] = docs
+    result["documents"] = len(texts)
     return result

@@ -49,6 +49,8 @@ class PretrainDataConfig:
     shards: str = ""  # a folder made by `lmforge prepare` (or its shards/); empty: prepare `corpus` first
     corpus: str = "world"  # a data PATH, or "world": the built-in world, generated with world_seed
     world_seed: int = 0
+    group_by: str = ""  # the corpus's sources for temperature: a record field (language) or "file"
+    temperature: float = 1.0  # source i sampled with p_i proportional to n_i^(1/T) (mT5); 1: as the corpus is
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     val_fraction: float = 0.05
     seq_len: int = 128  # tokens per training sequence (at most model.max_seq_len)
@@ -76,6 +78,8 @@ class PretrainConfig:
             self.model.causal = False  # an encoder: every position sees the whole window
         elif not self.model.causal:
             raise ConfigError("a bidirectional model sees the token it is asked to predict; train it with objective=mlm", field="model.causal")
+        if self.data.shards and (self.data.group_by or self.data.temperature != 1.0):
+            raise ConfigError("sources are mixed when shards are made: prepare them with data.group_by and data.temperature (lmforge prepare)", field="data.temperature")
         if self.grow_from and self.arch != "transformer":
             raise ConfigError("only a transformer grows from a smaller one", field="grow_from")
         if self.arch == "transformer" and self.data.seq_len > self.model.max_seq_len:
@@ -159,7 +163,7 @@ def prepare_data(data: PretrainDataConfig, out: Path) -> Path:
         if not (world_dir / "manifest.json").exists():
             build_world(WorldConfig(seed=data.world_seed), world_dir, overwrite=True)
         corpus = str(world_dir / "pretrain.jsonl")
-    prep = PrepareConfig(data=CorpusConfig(path=corpus), tokenizer=data.tokenizer, shards=ShardConfig(val_fraction=data.val_fraction))
+    prep = PrepareConfig(data=CorpusConfig(path=corpus, group_by=data.group_by, temperature=data.temperature), tokenizer=data.tokenizer, shards=ShardConfig(val_fraction=data.val_fraction))
     run_prepare(prep, data_dir, overwrite=True)
     return data_dir / "shards"
 

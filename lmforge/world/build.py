@@ -12,7 +12,13 @@
     DIR/eval.jsonl          {"prompt", "task", "meta"}              held-out prompts: combinations
                                                                     (entity and attribute, operands,
                                                                     lists) no training prompt uses
+    DIR/heldout.jsonl       multilingual worlds: held-out documents, each in every language
     DIR/manifest.json       counts, and the sha256 of every file
+
+With `languages` (`lmforge.world.languages`), the world is told in English and generated
+languages: every document and prompt is drawn in one language by `language_shares` and written
+in it, its records say which (`language`, and `meta.language` for prompts), and the held-out
+prompts (eval.jsonl) and documents (heldout.jsonl) are each in every language.
 
 Demonstrations are written by the simulated labelers (`Labeler.write`: drafts with each
 labeler's habits, the one it judges best written down), as InstructGPT's were; with
@@ -28,6 +34,7 @@ output is byte-identical for a seed, and changing one part's size leaves the oth
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -80,9 +87,19 @@ class WorldConfig:
     calibration_prompts: int = 600  # prompts (x 6 pairs) used to calibrate the temperature
     demonstrations: Literal["labelers", "reference"] = "labelers"  # who writes sft.jsonl: the labelers, or the tasks' reference answers
     writing: WritingHabits = field(default_factory=WritingHabits)  # the labelers' habits on average (each scaled 0.5x to 1.5x)
+    languages: list[str] = field(default_factory=list)  # e.g. [en, xv, xt]: the same world told in these languages; empty: English only, as always
+    language_shares: list[float] = field(default_factory=list)  # each language's share of documents and prompts (default 0.80 / 0.15 / 0.05, normalised)
+    heldout_documents: int = 300  # multilingual worlds: held-out documents, each in every language (heldout.jsonl)
 
     def validate(self) -> None:
+        from .languages import check_codes
+
         self.writing.validate()
+        check_codes(self.languages)
+        if self.language_shares and len(self.language_shares) != len(self.languages):
+            raise ConfigError(f"needs one share per language ({len(self.languages)}), got {len(self.language_shares)}", field="language_shares")
+        if self.language_shares and (min(self.language_shares) <= 0 or not all(math.isfinite(x) for x in self.language_shares)):
+            raise ConfigError(f"shares must be positive, got {self.language_shares}", field="language_shares")
         if self.demonstrations not in ("labelers", "reference"):
             raise ConfigError(f"expected labelers or reference, got {self.demonstrations!r}", field="demonstrations")
         if self.entities < 12:
@@ -102,6 +119,29 @@ class WorldConfig:
 
 def _rng(cfg: WorldConfig, part: str) -> random.Random:
     return random.Random(f"{cfg.seed}:{part}")
+
+
+def _parallel_documents(cfg: WorldConfig, voices: dict, world: World, mix: dict):
+    """`heldout_documents` documents from a stream of their own, each told in every language
+    (the same draws; only a sorted list's order follows the language)."""
+    rng = _rng(cfg, "heldout")
+    for _ in range(cfg.heldout_documents):
+        state = rng.getstate()
+        for code, voice in voices.items():
+            rng.setstate(state)
+            g, text, e = next(corpus.documents(voice, rng, 1, mix, cfg.qa_good, subjects=True))
+            yield {"text": world.tell(text, code), "genre": g, "language": code, **({"entity": e} if e else {})}
+
+
+def language_shares(cfg: WorldConfig) -> dict[str, float]:
+    """Each language's share of the documents and prompts, normalised (English alone: 1)."""
+    from .languages import DEFAULT_SHARES
+
+    if not cfg.languages:
+        return {"en": 1.0}
+    raw = cfg.language_shares or [DEFAULT_SHARES.get(code, 0.05) for code in cfg.languages]
+    total = sum(raw)
+    return {code: x / total for code, x in zip(cfg.languages, raw)}
 
 
 def _jsonl(path: Path, records) -> int:
@@ -132,6 +172,23 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
     cfg.validate()
     tick = progress or (lambda *_: None)
     world = make_world(cfg.seed, cfg.entities)
+    multilingual = bool(cfg.languages)
+    if multilingual:
+        from .languages import make_languages
+
+        world.languages = make_languages(cfg.seed, cfg.languages, world.names)
+    shares = language_shares(cfg)
+    voices = {code: world.speaking(code) for code in shares}  # the world as each language tells it
+
+    def language(part: str):
+        """Each record's language, drawn by the shares from the part's own stream (English
+        alone draws nothing, so a one-language world is what it always was)."""
+        rng = _rng(cfg, part + ":language")
+        while True:
+            yield rng.choices(list(shares), weights=list(shares.values()))[0] if multilingual else "en"
+
+    def tag(meta: dict, code: str) -> dict:
+        return {**meta, "language": code} if multilingual else meta
 
     # Labelers: one temperature, calibrated on the synthetic mixture to the target agreement.
     pairs = mixture_pairs(world, _rng(cfg, "calibration"), cfg.calibration_prompts)
@@ -143,16 +200,26 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
     with atomic_output_dir(out, overwrite) as tmp:
         mix = asdict(cfg.genres)
         rng = _rng(cfg, "pretrain")
-        docs = corpus.documents(world, rng, cfg.documents, mix, cfg.qa_good, subjects=True)  # an article's or story's entity, for clustering by entity
-        counts["pretrain"] = _jsonl(tmp / "pretrain.jsonl", ({"text": text, "genre": g, **({"entity": e} if e else {})} for g, text, e in docs))
+        if multilingual:
+            codes = language("pretrain")
+            docs = ((code, *next(corpus.documents(voices[code], rng, 1, mix, cfg.qa_good, subjects=True))) for code in (next(codes) for _ in range(cfg.documents)))
+            records = ({"text": world.tell(text, code), "genre": g, "language": code, **({"entity": e} if e else {})} for code, g, text, e in docs)
+        else:
+            docs = corpus.documents(world, rng, cfg.documents, mix, cfg.qa_good, subjects=True)  # an article's or story's entity, for clustering by entity
+            records = ({"text": text, "genre": g, **({"entity": e} if e else {})} for g, text, e in docs)
+        counts["pretrain"] = _jsonl(tmp / "pretrain.jsonl", records)
+        if multilingual:  # the same held-out documents in every language: bits per byte compared on one content
+            counts["heldout"] = _jsonl(tmp / "heldout.jsonl", _parallel_documents(cfg, voices, world, mix))
         tick("pretrain")
 
         written: list[tuple[Example, str, list[str]]] = []
 
         def demos(part, n):
             rng, pen = _rng(cfg, part), _rng(cfg, part + ":writing")  # the same prompts whoever writes
+            codes = language(part)
             for _ in range(n):
-                ex = sample_example(world, rng, split="train")
+                code = next(codes)
+                ex = sample_example(voices[code], rng, split="train")
                 if cfg.demonstrations == "reference":
                     text, flaws, who = ex.reference, [], "reference"
                 else:
@@ -161,7 +228,8 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
                     who = labeler.name
                 if part == "sft":
                     written.append((ex, text, flaws))
-                yield {"messages": [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": text}], "task": ex.task, "meta": ex.meta, "labeler": who}
+                messages = [{"role": "user", "content": world.tell(ex.prompt, code)}, {"role": "assistant", "content": world.tell(text, code)}]
+                yield {"messages": messages, "task": ex.task, "meta": tag(ex.meta, code), "labeler": who}
 
         counts["sft"] = _jsonl(tmp / "sft.jsonl", demos("sft", cfg.sft_prompts))
         counts["sft_val"] = _jsonl(tmp / "sft_val.jsonl", demos("sft_val", cfg.sft_val_prompts))
@@ -169,15 +237,18 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
         tick("sft")
 
         comparisons = []
-        rng = _rng(cfg, "rm")
+        rng, codes = _rng(cfg, "rm"), language("rm")
         for _ in range(cfg.rm_prompts):
-            ex = sample_example(world, rng, split="train")
+            code = next(codes)
+            ex = sample_example(voices[code], rng, split="train")
             k = rng.randint(cfg.k_min, cfg.k_max)
             resp = sample_responses(world, ex, k, rng)
             texts, finished = [t for t, _, _ in resp], [f for _, f, _ in resp]
             labeler = rng.choice(labelers)
-            ranking = labeler.rank(world, ex.task, ex.meta, texts, finished, rng)
-            comparisons.append({"prompt": ex.prompt, "completions": texts, "ranking": ranking, "labeler": labeler.name, "finished": finished, "task": ex.task, "meta": ex.meta})
+            ranking = labeler.rank(world, ex.task, ex.meta, texts, finished, rng)  # in English: the oracle reads a translation back exactly
+            comparisons.append(
+                {"prompt": world.tell(ex.prompt, code), "completions": [world.tell(t, code) for t in texts], "ranking": ranking, "labeler": labeler.name, "finished": finished, "task": ex.task, "meta": tag(ex.meta, code)}
+            )
         counts["comparisons"] = _jsonl(tmp / "comparisons.jsonl", comparisons)
         counts["pairs"] = _jsonl(
             tmp / "pairs.jsonl",
@@ -186,20 +257,36 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
         tick("comparisons")
 
         def prompts(part, n, split):
+            rng, codes = _rng(cfg, part), language(part)
+            for _ in range(n):
+                code = next(codes)
+                ex = sample_example(voices[code], rng, split=split)
+                yield {"prompt": world.tell(ex.prompt, code), "task": ex.task, "meta": tag(ex.meta, code)}
+
+        def parallel(part, n, split):
+            """Each held-out prompt in every language (the same draws: only a sort's order
+            follows the language), so languages are compared on the same questions."""
             rng = _rng(cfg, part)
             for _ in range(n):
-                yield sample_example(world, rng, split=split).record()
+                state = rng.getstate()
+                for code in shares:
+                    rng.setstate(state)
+                    ex = sample_example(voices[code], rng, split=split)
+                    yield {"prompt": world.tell(ex.prompt, code), "task": ex.task, "meta": tag(ex.meta, code)}
 
         counts["ppo_prompts"] = _jsonl(tmp / "ppo_prompts.jsonl", prompts("ppo", cfg.ppo_prompts, "train"))
-        counts["eval"] = _jsonl(tmp / "eval.jsonl", prompts("eval", cfg.eval_prompts, "eval"))
+        counts["eval"] = _jsonl(tmp / "eval.jsonl", (parallel if multilingual else prompts)("eval", cfg.eval_prompts, "eval"))
         tick("prompts")
 
         data = world.to_json()
         data["labelers"] = [lab.to_json() for lab in labelers]
         data["config"] = to_dict(cfg)
+        if not multilingual:  # a one-language world's files stay byte for byte what they were
+            del data["config"]["languages"], data["config"]["language_shares"]
         atomic_write_text(tmp / "world.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
         manifest = {
             "seed": cfg.seed,
+            **({"languages": shares} if multilingual else {}),
             "counts": counts,
             "labeler_temperature": temperature,
             "demonstrations": demonstrations,
@@ -225,10 +312,15 @@ def world_stats(directory: str | Path, *, agreement_prompts: int = 1000, seed: i
     genres: Counter = Counter()
     vocab: Counter = Counter()
     n_bytes = 0
+    by_language: dict[str, Counter] = {}
     for r in _read_jsonl(d / "pretrain.jsonl"):
         genres[r["genre"]] += 1
-        vocab.update(w.lower() for w in words(r["text"]))
+        ws = words(r["text"])
+        vocab.update(w.lower() for w in ws)
         n_bytes += len(r["text"].encode("utf-8"))
+        if "language" in r:
+            c = by_language.setdefault(r["language"], Counter())
+            c.update(documents=1, bytes=len(r["text"].encode("utf-8")), words=len(ws))
     total_docs = sum(genres.values())
     tasks = {name: Counter(r["task"] for r in _read_jsonl(d / name)) for name in ("sft.jsonl", "ppo_prompts.jsonl", "eval.jsonl") if (d / name).exists()}
     ks = Counter(len(r["completions"]) for r in _read_jsonl(d / "comparisons.jsonl"))
@@ -245,6 +337,7 @@ def world_stats(directory: str | Path, *, agreement_prompts: int = 1000, seed: i
             "words": sum(vocab.values()),
             "vocabulary": len(vocab),
             "genres": {g: round(n / total_docs, 4) for g, n in sorted(genres.items())},
+            **({"languages": {code: {**c, "share": round(c["documents"] / total_docs, 4)} for code, c in by_language.items()}} if by_language else {}),
         },
         "splits": {name: sum(1 for _ in _read_jsonl(d / name)) for name in sorted(p.name for p in d.glob("*.jsonl"))},
         "tasks": {name: dict(sorted(c.items())) for name, c in tasks.items()},

@@ -17,6 +17,7 @@ Everything here is a pure function of the seed and the number of entities.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from dataclasses import dataclass, field
@@ -114,6 +115,33 @@ class World:
         self.by_name = {e.name: e for e in entities}
         self.kinds = {k: [e for e in entities if e.kind == k] for k in ("creature", "person", "town", "product")}
         self.value_type = {v: t for t, vs in VALUES.items() for v in vs}  # word -> value type
+        self.names = frozenset(e.name.lower() for e in entities)  # names, said alike in every language
+        self.languages: dict = {}  # code -> languages.Language, the generated languages of a multilingual world
+        self.language = "en"  # the language this view of the world writes in (`speaking`)
+
+    # -- languages ------------------------------------------------------------------------
+    def speaking(self, code: str) -> World:
+        """This world as it is told in language `code`: the same entities and facts; only what
+        depends on how words are spelt (alphabetical order) follows the language. Its texts are
+        still written in English; `tell` turns them into the language."""
+        if code != "en" and code not in self.languages:
+            raise KeyError(f"this world has no language {code!r}")
+        view = copy.copy(self)
+        view.language = code
+        return view
+
+    def spelling(self, word: str) -> str:
+        """How `word` is spelt in the language this view speaks (for alphabetical order)."""
+        return word if self.language == "en" else self.languages[self.language].word(word)
+
+    def tell(self, text: str, code: str | None = None) -> str:
+        """English `text`, written by the world, in language `code` (this view's by default)."""
+        code = code or self.language
+        return text if code == "en" else self.languages[code].translate(text, self.names)
+
+    def to_english(self, text: str, code: str) -> str:
+        """`text` in language `code` read back into English (the oracle reads answers so)."""
+        return text if code == "en" else self.languages[code].to_english(text, self.names)
 
     # -- facts ----------------------------------------------------------------------------
     def facts(self) -> list[tuple[Entity, str, str]]:
@@ -150,14 +178,21 @@ class World:
 
     # -- serialisation ---------------------------------------------------------------------
     def to_json(self) -> dict:
-        return {
+        out = {
             "seed": self.seed,
             "entities": [{"name": e.name, "kind": e.kind, "attrs": e.attrs, **({"item": e.item} if e.item else {})} for e in self.entities],
         }
+        if self.languages:
+            out["languages"] = {code: lang.to_json() for code, lang in self.languages.items()}
+        return out
 
     @classmethod
     def from_json(cls, data: dict) -> "World":
-        return cls([Entity(d["name"], d["kind"], dict(d.get("attrs", {})), d.get("item")) for d in data["entities"]], data["seed"])
+        from .languages import Language
+
+        world = cls([Entity(d["name"], d["kind"], dict(d.get("attrs", {})), d.get("item")) for d in data["entities"]], data["seed"])
+        world.languages = {code: Language.from_json(d) for code, d in (data.get("languages") or {}).items()}
+        return world
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1, sort_keys=True)

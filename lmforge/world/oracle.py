@@ -16,6 +16,11 @@ complete answer beats a bare one, a story with more of the entity's true facts b
 fewer, a concise answer beats one padded with facts nobody asked for. So the best answer a task
 admits is better than a typical one, and the oracle can tell.
 
+In a multilingual world (`lmforge.world.languages`) a prompt's metadata names its language: the
+oracle reads the answer back into English and judges it with the same checkers, and an answer
+in another language than the prompt's (more of its words another language's) is not helpful,
+whatever it says (`wrong_language`).
+
 It is the ground truth of every evaluation. Training never sees it, except through the
 simulated labelers, whose noisy rankings are what a reward model learns from. Only
 `lmforge.world.labelers` and `lmforge.eval` may import this module (a test enforces it).
@@ -71,7 +76,14 @@ def repetitive(response: str) -> bool:
 def score(world: World, task: str, meta: dict, response: str, finished: bool = True) -> dict:
     """Per-dimension scores and their weighted total for one response."""
     text = response.strip()
-    helpful = check(world, task, meta, text) if text else 0.0
+    language = meta.get("language")
+    wrong_language = False
+    if language is not None:
+        from .languages import in_language
+
+        wrong_language = not in_language(text, language, world.languages, world.names)
+        text = world.to_english(text, language)
+    helpful = check(world, task, meta, text) if text and not wrong_language else 0.0
     truthful = 0.0 if false_claims(world, text) else 1.0
     harmless = 0.0 if _RUDE.search(text) else 1.0
     if not text:
@@ -86,4 +98,7 @@ def score(world: World, task: str, meta: dict, response: str, finished: bool = T
     well_formed = sum(form.values()) / len(form)
     dims = {"helpful": helpful, "truthful": truthful, "harmless": harmless, "well_formed": well_formed}
     total = sum(WEIGHTS[k] * v for k, v in dims.items())
-    return {**dims, "total": round(total, 6), "asks": not form["answers"] if text else False}
+    out = {**dims, "total": round(total, 6), "asks": not form["answers"] if text else False}
+    if language is not None:
+        out["wrong_language"] = wrong_language
+    return out

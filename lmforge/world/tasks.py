@@ -233,11 +233,11 @@ class ListOrderTask(Task):
     """Rearrange a short list of words: the answer is the list in a target order."""
 
     def __init__(self, name: str, templates: list[str], order):
-        self.name, self.templates, self.order = name, templates, order
+        self.name, self.templates, self.order = name, templates, order  # order(items, world)
 
     def generate(self, world, rng):
         items = _list_words(rng, rng.randint(3, 5))
-        target = self.order(items)
+        target = self.order(items, world)
         prompt = rng.choice(self.templates).format(items=", ".join(items))
         return Example(self.name, prompt, ", ".join(target) + ".", {"items": items, "target": target, "key": f"{self.name}:" + ",".join(items)})
 
@@ -245,8 +245,9 @@ class ListOrderTask(Task):
         return _order_score(response, meta["target"])
 
 
-SORT = ListOrderTask("sort", ["Sort these words in alphabetical order: {items}.", "Put these words in alphabetical order: {items}.", "Alphabetize: {items}."], sorted)
-REVERSE = ListOrderTask("reverse", ["Reverse this list: {items}.", "Write this list backwards: {items}.", "Say these words in reverse order: {items}."], lambda xs: xs[::-1])
+# Alphabetical in the language the world speaks: its words are spelt otherwise than English's.
+SORT = ListOrderTask("sort", ["Sort these words in alphabetical order: {items}.", "Put these words in alphabetical order: {items}.", "Alphabetize: {items}."], lambda xs, world: sorted(xs, key=world.spelling))
+REVERSE = ListOrderTask("reverse", ["Reverse this list: {items}.", "Write this list backwards: {items}.", "Say these words in reverse order: {items}."], lambda xs, world: xs[::-1])
 
 
 class CountTask(Task):

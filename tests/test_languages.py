@@ -1,0 +1,285 @@
+"""Many languages: the world told in generated languages, temperature sampling over languages, and
+per-language measurements (issue 35).
+
+The generated languages are deterministic per seed and translate everything the world writes
+exactly, so a fact said in one language is the same fact in another (the oracle agrees); an
+answer in another language than the prompt's is scored as such. Temperature sampling follows
+mT5's p_i proportional to n_i^(1/T), checked against a hand computation; tokenizer statistics and
+bits per byte are reported per language.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lmforge.errors import ConfigError
+from lmforge.world import corpus, oracle
+from lmforge.world.build import WorldConfig, build_world, load_world
+from lmforge.world.labelers import default_labelers
+from lmforge.world.languages import (
+    SPECS,
+    Language,
+    identify,
+    make_languages,
+    vocabulary,
+)
+from lmforge.world.ontology import make_world
+from lmforge.world.responses import sample_responses
+from lmforge.world.tasks import sample_example, words
+from lmforge.world.writing import WritingHabits
+
+from .test_cli import assert_clean_failure
+
+CODES = ["en", "xv", "xt"]
+SMALL = {"entities": 16, "documents": 300, "sft_prompts": 40, "sft_val_prompts": 10, "rm_prompts": 30, "ppo_prompts": 20, "eval_prompts": 30, "calibration_prompts": 60, "heldout_documents": 20}
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = make_world(5, 24)
+    w.languages = make_languages(5, CODES, w.names)
+    return w
+
+
+@pytest.fixture(scope="module")
+def ml_world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ml") / "world"
+    build_world(WorldConfig(seed=4, languages=CODES, **SMALL), out)
+    return out
+
+
+def _texts(world, n: int = 300) -> list[str]:
+    """What the world writes: documents of every genre, prompts, reference answers, the synthetic
+    answers comparisons rank, and the labelers' demonstrations."""
+    rng = random.Random(1)
+    texts = [t for _, t in corpus.documents(world, rng, n)]
+    labelers = default_labelers(1.0, 5, WritingHabits())
+    for _ in range(n):
+        ex = sample_example(world, rng)
+        texts += [ex.prompt, ex.reference, rng.choice(labelers).write(world, ex, rng)[0]]
+        texts += [t for t, _, _ in sample_responses(world, ex, 4, rng)]
+    return texts
+
+
+def test_languages_are_deterministic_per_seed_and_independent_of_each_other(world):
+    again = make_languages(5, CODES, world.names)
+    assert {c: lang.lexicon for c, lang in again.items()} == {c: lang.lexicon for c, lang in world.languages.items()}
+    other = make_languages(6, CODES, world.names)
+    assert other["xv"].lexicon != world.languages["xv"].lexicon
+    assert make_languages(5, ["xt"], world.names)["xt"].lexicon == world.languages["xt"].lexicon  # whichever others the world has
+    for lang in world.languages.values():
+        assert set(lang.lexicon) == set(vocabulary())
+        forms = list(lang.lexicon.values())
+        assert len(set(forms)) == len(forms)  # one word for one word: it reads back
+        assert not set(forms) & set(vocabulary()) and not set(forms) & set(world.names)
+        syllables = {c + v for c in lang.spec.consonants for v in lang.spec.vowels}
+        assert all(len(f) % 2 == 0 and {f[i : i + 2] for i in range(0, len(f), 2)} <= syllables for f in forms)  # its own sounds
+    assert not set(world.languages["xv"].lexicon.values()) & set(world.languages["xt"].lexicon.values())
+
+
+def test_everything_the_world_writes_translates_and_reads_back_exactly(world):
+    texts = _texts(world)
+    for code in ("xv", "xt"):
+        lang = world.languages[code]
+        for text in texts:
+            said = lang.translate(text, world.names)
+            assert lang.to_english(said, world.names) == text
+            assert said != text or all(w.lower() in world.names for w in words(text) if w.isalpha())  # names alone are every language's
+
+
+def test_morphology_and_word_order(world):
+    xv, xt = world.languages["xv"], world.languages["xt"]
+    vocab = set(vocabulary())
+    assert {"friend", "friends", "eat", "eats"} <= vocab
+    assert xv.word("friends") == xv.word("friend") + SPECS["xv"].suffixes["plural"]  # Velish: a suffix for English's -s
+    assert xv.word("eats") == xv.word("eat") + SPECS["xv"].suffixes["plural"]
+    # Torin: "the colour" is one word, the article a suffix; Velish says a phrase back to front
+    assert xt.translate("the colour", world.names) == xt.word("colour") + SPECS["xt"].suffixes["the"]
+    assert xt.translate("A red lamp", world.names) == xt.word("lamp") + " " + (xt.word("red") + SPECS["xt"].suffixes["a"]).capitalize()  # and swaps
+    name = world.kinds["person"][0].name
+    town = world.kinds["town"][0].name
+    said = xv.translate(f"{name} lives in {town}.", world.names)
+    assert said == f"{town} {xv.word('in')} {xv.word('lives')} {name}."
+    # Torin swaps neighbours; lists, numbers and punctuation keep their places
+    assert xt.translate(f"{name} lives in {town}.", world.names) == f"{xt.word('lives')} {name} {town} {xt.word('in')}."
+    assert xv.translate("3 + 4 = 7.", world.names) == "3 + 4 = 7."
+    assert xv.translate("red, blue, green.", world.names) == f"{xv.word('red')}, {xv.word('blue')}, {xv.word('green')}."
+    with pytest.raises(ValueError, match="no word for"):
+        xv.translate("a xylophone", world.names)
+
+
+def test_a_fact_is_the_same_fact_in_every_language(world):
+    rng = random.Random(3)
+    for _ in range(200):
+        state = rng.getstate()
+        scores = {}
+        for code in CODES:
+            rng.setstate(state)
+            ex = sample_example(world.speaking(code), rng)
+            meta = {**ex.meta, "language": code}
+            answer = world.tell(ex.reference, code)
+            s = oracle.score(world, ex.task, meta, answer)
+            assert s["wrong_language"] is False, (code, ex.prompt, answer)
+            scores[code] = {k: v for k, v in s.items() if k != "wrong_language"}
+            assert scores[code] == oracle.score(world, ex.task, ex.meta, ex.reference), (code, ex.task)
+        assert scores["en"]["helpful"] > 0.5
+    # a false claim is false in every language; a right answer in the wrong language helps nobody
+    e = world.kinds["creature"][0]
+    lie = world.statement(e, "colour", rng, value=world.false_value(e, "colour", rng))
+    meta = {"entity": e.name, "attr": "colour", "answer": e.attrs["colour"], "value_type": "colour", "key": "k"}
+    for code in CODES:
+        assert oracle.score(world, "fact", {**meta, "language": code}, world.tell(lie, code))["truthful"] == 0.0
+    right = world.answer(e, "colour")
+    wrong = oracle.score(world, "fact", {**meta, "language": "xv"}, right)  # English to a Velish question
+    assert wrong["wrong_language"] and wrong["helpful"] == 0.0
+    assert oracle.score(world, "fact", {**meta, "language": "xv"}, world.tell(right, "xv"))["helpful"] == 1.0
+    arithmetic = {"answer": 12, "key": "k", "language": "xt"}
+    assert oracle.score(world, "arithmetic", arithmetic, "12.")["helpful"] > 0  # numbers alone are every language's
+    counts = identify(world.tell(right, "xt"), world.languages, world.names)
+    assert max(counts, key=counts.get) == "xt"
+
+
+def test_alphabetical_order_follows_the_language(world):
+    rng = random.Random(0)
+    state, seen = rng.getstate(), 0
+    for _ in range(400):
+        ex = sample_example(world.speaking("xv"), rng)
+        if ex.task == "sort":
+            spelt = [world.languages["xv"].word(w) for w in ex.meta["target"]]
+            assert spelt == sorted(spelt)
+            seen += 1
+    assert seen > 5
+    rng.setstate(state)
+
+
+def test_a_multilingual_world_is_built_in_every_language(ml_world, tmp_path):
+    again = tmp_path / "again"
+    build_world(WorldConfig(seed=4, languages=CODES, **SMALL), again)
+    for name in ("pretrain.jsonl", "heldout.jsonl", "sft.jsonl", "comparisons.jsonl", "eval.jsonl", "world.json"):
+        assert (again / name).read_bytes() == (ml_world / name).read_bytes(), name
+    docs = [json.loads(line) for line in (ml_world / "pretrain.jsonl").open()]
+    shares = Counter(d["language"] for d in docs)
+    assert set(shares) == set(CODES) and shares["en"] > shares["xv"] > shares["xt"]  # 80 / 15 / 5
+    world, _, _ = load_world(ml_world)
+    assert set(world.languages) == {"xv", "xt"}
+    for d in docs:  # every document reads back into English the world could have written
+        assert world.to_english(d["text"], d["language"]).isascii()
+    evals = [json.loads(line) for line in (ml_world / "eval.jsonl").open()]
+    assert len(evals) == SMALL["eval_prompts"] * 3
+    by_key = Counter((r["meta"]["key"], r["meta"]["language"]) for r in evals)
+    keys = {k for k, _ in by_key}
+    assert all(by_key[(k, c)] == by_key[(k, "en")] for k in keys for c in CODES)  # each held-out prompt in every language
+    held = [json.loads(line) for line in (ml_world / "heldout.jsonl").open()]
+    assert Counter(r["language"] for r in held) == {c: SMALL["heldout_documents"] for c in CODES}
+    english, torin = [r for r in held if r["language"] == "en"], [r for r in held if r["language"] == "xt"]
+    for e, t in zip(english, torin):  # the same document (a sorted list's order aside)
+        assert e["genre"] == t["genre"] and sorted(words(world.to_english(t["text"], "xt"))) == sorted(words(e["text"]))
+    assert not {r["text"] for r in held} & {d["text"] for d in docs if len(d["text"]) > 80}  # held out
+    for name in ("sft.jsonl", "comparisons.jsonl", "ppo_prompts.jsonl"):
+        langs = Counter(json.loads(line)["meta"]["language"] for line in (ml_world / name).open())
+        assert set(langs) <= set(CODES) and langs["en"] >= max(langs.values()) // 2
+    for r in (json.loads(line) for line in (ml_world / "sft.jsonl").open()):  # demonstrations are in their prompt's language
+        assert not oracle.score(world, r["task"], r["meta"], r["messages"][-1]["content"])["wrong_language"]
+
+
+def test_a_one_language_world_is_what_it_was(tmp_path):
+    build_world(WorldConfig(seed=4, **{k: v for k, v in SMALL.items() if k != "heldout_documents"}), tmp_path / "w")
+    assert not (tmp_path / "w" / "heldout.jsonl").exists()
+    data = json.loads((tmp_path / "w" / "world.json").read_text())
+    assert "languages" not in data and "languages" not in data["config"] and "language_shares" not in data["config"]
+    for name in ("pretrain.jsonl", "eval.jsonl"):
+        first = json.loads((tmp_path / "w" / name).open().readline())
+        assert "language" not in first and "language" not in first.get("meta", {})
+
+
+def test_unknown_languages_and_bad_shares_are_clear_errors(cli, tmp_path):
+    assert_clean_failure(cli("world", "--out", tmp_path / "w", "languages=[en,fr]"), "languages", "'fr'", "xv (Velish)")
+    assert_clean_failure(cli("world", "--out", tmp_path / "w", "languages=[en,xv]", "language_shares=[0.9]"), "language_shares", "one share per language")
+    assert_clean_failure(cli("world", "--out", tmp_path / "w", "languages=[en,en]"), "languages", "twice")
+    assert not (tmp_path / "w").exists()
+    with pytest.raises(ConfigError):
+        Language.make("fr", 0)
+
+
+# --------------------------------------------------------------------------- temperature over sources
+
+
+def test_temperature_sampling_matches_a_hand_computation():
+    from lmforge.data.prepare import resampling
+
+    sizes = {"en": 8000, "xv": 1500, "xt": 500}
+    for t in (1.0, 2.0, 3.3, 5.0):
+        w = {g: n ** (1 / t) for g, n in sizes.items()}
+        total = sum(w.values())
+        got = resampling(sizes, t)
+        for g, n in sizes.items():
+            assert got[g]["sampled_share"] == pytest.approx(w[g] / total)
+            assert got[g]["factor"] == pytest.approx(w[g] / total * 10000 / n)
+    hand = {"en": 8000 ** 0.5 / (8000**0.5 + 1500**0.5 + 500**0.5)}  # T = 2: 89.4 / (89.4 + 38.7 + 22.4)
+    assert resampling(sizes, 2.0)["en"]["sampled_share"] == pytest.approx(hand["en"]) == pytest.approx(0.5942, abs=1e-4)
+    assert resampling(sizes, 1.0)["xt"]["factor"] == pytest.approx(1.0)
+
+
+def test_prepare_mixes_languages_by_temperature_and_counts_their_tokens(cli, ml_world, tmp_path):
+    data = ml_world / "pretrain.jsonl"
+    out = {}
+    for t in ("1", "5"):
+        code, _, err = cli("prepare", f"data.path={data}", "data.group_by=language", f"data.temperature={t}", "tokenizer.vocab_size=300", "tokenizer.min_frequency=1", "--out", tmp_path / t, "--json")
+        assert code == 0, err
+        out[t] = json.loads((tmp_path / t / "summary.json").read_text())
+    natural = out["1"]["sources"]["groups"]
+    sampled = out["5"]["sources"]["groups"]
+    assert sampled["xt"]["sampled_share"] > natural["xt"]["share"] and sampled["en"]["sampled_share"] < natural["en"]["share"]
+    groups = out["5"]["splits"]["train"]["groups"]
+    got = groups["xt"]["bytes"] / sum(g["bytes"] for g in groups.values())
+    assert got == pytest.approx(sampled["xt"]["sampled_share"], abs=0.08)  # repeated and thinned documents, drawn per document
+    assert sum(g["tokens"] for g in out["1"]["splits"]["train"]["groups"].values()) == out["1"]["splits"]["train"]["tokens"]
+    assert_clean_failure(cli("prepare", f"data.path={data}", "data.temperature=3", "--out", tmp_path / "x"), "data.temperature", "group_by")
+    assert_clean_failure(cli("prepare", f"data.path={data}", "data.group_by=dialect", "data.temperature=3", "--out", tmp_path / "y"), "pretrain.jsonl:1", "dialect")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_tokenizer_stats_and_bits_per_byte_per_language(cli, ml_world, tmp_path):
+    from lmforge.tokenizer import Tokenizer
+
+    held = ml_world / "heldout.jsonl"
+    code, _, err = cli("tokenizer", "train", "--data", ml_world / "pretrain.jsonl", "--vocab-size", 300, "--min-frequency", 1, "--out", tmp_path / "tok")
+    assert code == 0, err
+    code, out, err = cli("tokenizer", "stats", "--tokenizer", tmp_path / "tok", "--data", held, "--by", "language", "--json")
+    assert code == 0, err
+    stats = json.loads(out)
+    tok = Tokenizer.load(tmp_path / "tok")
+    records = [json.loads(line) for line in held.open()]
+    for lang in CODES:
+        texts = [r["text"] for r in records if r["language"] == lang]
+        tokens = sum(len(tok.encode(t)) for t in texts)
+        words = sum(len(t.split()) for t in texts)  # \w+ words: here no word holds punctuation inside
+        g = stats["by"][lang]
+        assert g["tokens"] == tokens and g["documents"] == len(texts)
+        assert g["tokens_per_word"] == pytest.approx(tokens / g["words"]) and abs(g["words"] - words) / words < 0.2
+        assert g["bytes_per_token"] == pytest.approx(sum(len(t.encode()) for t in texts) / tokens)
+    assert stats["by"]["en"]["premium"] == 1.0 and stats["by"]["xt"]["premium"] > 1.0  # trained on 80% English
+    code, out, err = cli("tokenizer", "stats", "--tokenizer", tmp_path / "tok", "--data", ml_world / "eval.jsonl", "--text-field", "prompt", "--by", "meta.language", "--json")
+    assert code == 0 and set(json.loads(out)["by"]) == set(CODES)
+    assert_clean_failure(cli("tokenizer", "stats", "--tokenizer", tmp_path / "tok", "--data", held, "--by", "dialect"), "heldout.jsonl:1", "dialect")
+
+
+def test_eval_ppl_by_language_scores_each_language_alone(cli, ml_world, tmp_path):
+    assert cli("pretrain", Path(__file__).parents[1] / "recipes" / "tiny.yaml", f"data.corpus={ml_world / 'pretrain.jsonl'}", "train.steps=3", "train.eval_every=0", "--out", tmp_path / "m")[0] == 0
+    held = ml_world / "heldout.jsonl"
+    code, out, err = cli("eval", "ppl", "--model", tmp_path / "m", "--data", held, "--by", "language", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    one = tmp_path / "xt.jsonl"
+    one.write_text("".join(line for line in held.open() if json.loads(line)["language"] == "xt"))
+    code, out, _ = cli("eval", "ppl", "--model", tmp_path / "m", "--data", one, "--json")
+    alone = json.loads(out)
+    assert result["by"]["xt"]["bpb"] == pytest.approx(alone["bpb"], rel=1e-6) and result["by"]["xt"]["bytes"] == alone["bytes"]
+    assert sum(g["bytes"] for g in result["by"].values()) == result["bytes"]
+    assert all(math.isfinite(g["bpb"]) for g in result["by"].values())
