@@ -192,7 +192,7 @@ def test_a_one_language_world_is_what_it_was(tmp_path):
     build_world(WorldConfig(seed=4, **{k: v for k, v in SMALL.items() if k != "heldout_documents"}), tmp_path / "w")
     assert not (tmp_path / "w" / "heldout.jsonl").exists()
     data = json.loads((tmp_path / "w" / "world.json").read_text())
-    assert "languages" not in data and "languages" not in data["config"] and "language_shares" not in data["config"]
+    assert "languages" not in data and not {"languages", "language_shares", "heldout_documents"} & set(data["config"])
     for name in ("pretrain.jsonl", "eval.jsonl"):
         first = json.loads((tmp_path / "w" / name).open().readline())
         assert "language" not in first and "language" not in first.get("meta", {})
@@ -270,15 +270,41 @@ def test_tokenizer_stats_and_bits_per_byte_per_language(cli, ml_world, tmp_path)
     assert_clean_failure(cli("tokenizer", "stats", "--tokenizer", tmp_path / "tok", "--data", held, "--by", "dialect"), "heldout.jsonl:1", "dialect")
 
 
-def test_eval_ppl_by_language_scores_each_language_alone(cli, ml_world, tmp_path):
-    assert cli("pretrain", Path(__file__).parents[1] / "recipes" / "tiny.yaml", f"data.corpus={ml_world / 'pretrain.jsonl'}", "train.steps=3", "train.eval_every=0", "--out", tmp_path / "m")[0] == 0
+@pytest.fixture(scope="module")
+def ml_model(ml_world, tmp_path_factory):
+    from lmforge.cli import main
+
+    out = tmp_path_factory.mktemp("mlm") / "base"
+    assert main(["pretrain", str(Path(__file__).parents[1] / "recipes" / "tiny.yaml"), f"data.corpus={ml_world / 'pretrain.jsonl'}", "model.max_seq_len=160", "data.seq_len=128", "train.steps=3", "train.eval_every=0", "--out", str(out)]) == 0
+    return out
+
+
+def test_sft_mixes_languages_by_temperature_and_eval_reports_each_language(cli, ml_world, ml_model, tmp_path):
+    code, _, err = cli("sft", f"init={ml_model}", f"data.train=[{ml_world / 'sft.jsonl'},{ml_world / 'sft_en.jsonl'}]", "data.group_by=meta.language", "data.temperature=5", "epochs=1", "train.batch_size=4", "--out", tmp_path / "sft")
+    assert code == 0, err
+    groups = json.loads((tmp_path / "sft" / "data_stats.json").read_text())["groups"]["groups"]
+    n = {g: r["examples"] for g, r in groups.items()}
+    records = [json.loads(line) for name in ("sft.jsonl", "sft_en.jsonl") for line in (ml_world / name).open()]
+    assert n == dict(Counter(r["meta"]["language"] for r in records))  # one dataset per language, across both files
+    w = {g: k ** (1 / 5) for g, k in n.items()}
+    assert all(groups[g]["sampled_share"] == pytest.approx(w[g] / sum(w.values())) for g in n)
+    code, out, err = cli("eval", "policy", "--model", f"sft={tmp_path / 'sft'}", "--model", f"base={ml_model}", "--baseline", "base", "--prompts", ml_world / "eval.jsonl", "--limit", 12, "--max-new-tokens", 8, "--json")
+    assert code == 0, err
+    table = json.loads(out)["by_language"]
+    assert set(table["sft"]) == set(CODES) and all(r["prompts"] == 4 for r in table["sft"].values())  # parallel: 4 prompts each
+    row = table["sft"]["xt"]
+    assert 0 <= row["task_accuracy"] <= 1 and len(row["task_accuracy_ci"]) == 2 and 0 <= row["wrong_language"] <= 1 and "win_rate_vs_base" in row
+    assert_clean_failure(cli("sft", f"init={ml_model}", f"data.train=[{ml_world / 'sft.jsonl'}]", "data.group_by=dialect", "--out", tmp_path / "bad"), "sft.jsonl:1", "dialect")
+
+
+def test_eval_ppl_by_language_scores_each_language_alone(cli, ml_world, ml_model, tmp_path):
     held = ml_world / "heldout.jsonl"
-    code, out, err = cli("eval", "ppl", "--model", tmp_path / "m", "--data", held, "--by", "language", "--json")
+    code, out, err = cli("eval", "ppl", "--model", ml_model, "--data", held, "--by", "language", "--json")
     assert code == 0, err
     result = json.loads(out)
     one = tmp_path / "xt.jsonl"
     one.write_text("".join(line for line in held.open() if json.loads(line)["language"] == "xt"))
-    code, out, _ = cli("eval", "ppl", "--model", tmp_path / "m", "--data", one, "--json")
+    code, out, _ = cli("eval", "ppl", "--model", ml_model, "--data", one, "--json")
     alone = json.loads(out)
     assert result["by"]["xt"]["bpb"] == pytest.approx(alone["bpb"], rel=1e-6) and result["by"]["xt"]["bytes"] == alone["bytes"]
     assert sum(g["bytes"] for g in result["by"].values()) == result["bytes"]

@@ -26,8 +26,12 @@ def cmd_sft(args) -> int:
 
     cfg = load_config(SFTConfig, args.recipe, args.overrides)
     result = run_sft(cfg, args.out)
-    for path, s in result.pop("data").items():
+    data = result.pop("data")
+    mix = data.pop("groups", None)
+    for path, s in data.items():
         print(f"{path}: {s['examples']} examples, {s['answer_tokens']} answer tokens of {s['tokens']}; {s['truncated']} truncated, {s['skipped']} skipped", file=sys.stderr)
+    if mix:
+        print(f"mixed by {mix['group_by']} at temperature {mix['temperature']:g}: " + ", ".join(f"{g} {r['examples']} examples, {100 * r['share']:.1f}% -> {100 * r['sampled_share']:.1f}%" for g, r in mix["groups"].items()), file=sys.stderr)
     selection = result.pop("selection", None)
     if selection is not None and not args.json:
         for t in selection["trials"]:

@@ -159,6 +159,10 @@ def cmd_eval_policy(args) -> int:
         for name, r in result["models"].items():
             ci = r.get(f"win_rate_vs_{args.baseline}_ci") if args.baseline else None
             print(name.ljust(width) + "  " + "  ".join(f"{r[k]:.3f}".rjust(len(k)) for k in keys) + (f"  win rate 95% interval [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+        if "by_language" in result:
+            print("task accuracy by language [95% interval]; share of answers in another language than the prompt's")
+            for name, rows in result["by_language"].items():
+                print(name.ljust(width) + "  " + "  ".join(f"{lang} {r['task_accuracy']:.3f} [{r['task_accuracy_ci'][0]:.2f}, {r['task_accuracy_ci'][1]:.2f}] ({r['wrong_language']:.2f})" for lang, r in rows.items()))
     return 0
 
 

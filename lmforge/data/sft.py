@@ -45,6 +45,7 @@ class Example:
     ids: np.ndarray  # int32 token ids
     mask: np.ndarray  # int8, 1 where the model learns the token
     where: str  # "file:line", for messages about it
+    group: str = ""  # the record's source (its language, ...) when the data is grouped for mixing
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -91,10 +92,12 @@ def read_examples(
     long: Literal["truncate", "skip", "error"] = "truncate",
     system: str = "",
     split: str | None = None,
+    group_by: str = "",
 ) -> tuple[list[Example], dict]:
     """The examples of one dataset and what reading them did: {"examples", "truncated",
     "skipped", "tokens", "answer_tokens"}. `system` is added to conversations that have no
-    system message."""
+    system message; with `group_by` (a field, dotted for a nested one: meta.language) each
+    example records its group."""
     if long not in LONG:
         raise ConfigError(f"must be one of {', '.join(LONG)}, got {long!r}", field="long")
     examples: list[Example] = []
@@ -118,7 +121,15 @@ def read_examples(
                 continue
             ids, mask = ids[:max_len], mask[:max_len]
             stats["truncated"] += 1
-        examples.append(Example(np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=np.int8), f"{loc.path}:{loc.line}"))
+        group = ""
+        if group_by:
+            value = record
+            for part in group_by.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if value is None or isinstance(value, (dict, list)):
+                raise loc.error(f"missing or not a single value (record has: {', '.join(map(str, record))})", field=group_by)
+            group = str(value)
+        examples.append(Example(np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=np.int8), f"{loc.path}:{loc.line}", group))
         stats["examples"] += 1
         stats["tokens"] += len(ids)
         stats["answer_tokens"] += int(sum(mask))

@@ -210,6 +210,45 @@ def by_task(items, per_answer: dict[str, list[dict]], *, baseline: str | None = 
     return out
 
 
+def _mean_interval(x: list[float], *, bootstrap: int = 1000, seed: int = 0) -> list[float]:
+    """A 95% bootstrap interval of a mean over prompts."""
+    a = np.asarray(x, dtype=float)
+    means = a[np.random.default_rng(seed).integers(0, len(a), size=(bootstrap, len(a)))].mean(1)
+    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+
+
+def by_language(items, per_answer: dict[str, list[dict]], *, baseline: str | None = None) -> dict:
+    """For prompts of a multilingual world (meta.language): {name: {language: {prompts,
+    task_accuracy (+ 95% interval), oracle_score, wrong_language, by_task: {task: accuracy}
+    [, win_rate_vs_<baseline> (+ interval)]}}}, the per-language table MEGA reports; {} when
+    no prompt names a language."""
+    langs = [(getattr(it, "meta", None) or {}).get("language") if getattr(it, "task", None) else None for it in items]
+    if not any(langs):
+        return {}
+    tasks = [getattr(it, "task", None) for it in items]
+    out = {}
+    for name, scores in per_answer.items():
+        rows = {}
+        for lang in dict.fromkeys(code for code in langs if code):
+            idx = [i for i, code in enumerate(langs) if code == lang]
+            acc = [float(scores[i]["helpful"] >= 1.0) for i in idx]
+            row = {
+                "prompts": len(idx),
+                "task_accuracy": float(np.mean(acc)),
+                "task_accuracy_ci": _mean_interval(acc),
+                "oracle_score": float(np.mean([scores[i]["total"] for i in idx])),
+                "wrong_language": float(np.mean([bool(scores[i].get("wrong_language")) for i in idx])),
+                "by_task": {t: float(np.mean([scores[i]["helpful"] >= 1.0 for i in idx if tasks[i] == t])) for t in sorted({tasks[i] for i in idx})},
+            }
+            if baseline is not None:
+                mine, base = [scores[i]["total"] for i in idx], [per_answer[baseline][i]["total"] for i in idx]
+                row["win_rate_vs_" + baseline] = win_rate(mine, base)
+                row[f"win_rate_vs_{baseline}_ci"] = win_rate_interval(mine, base)
+            rows[lang] = row
+        out[name] = rows
+    return out
+
+
 def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | None = None, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, shots: dict[str, int] | None = None, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> dict:
     """Every model answers the same held-out prompts; the oracle's metrics for each, and each
     one's win rate against `baseline` (a key of `models`)."""
@@ -217,7 +256,11 @@ def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | Non
         raise InputError(f"the baseline {baseline!r} is not one of the models ({', '.join(models)})", field="baseline")
     world_dir, items, answers = answer_prompts(models, prompts, limit=limit, max_new_tokens=max_new_tokens, world=world, shots=shots, temperature=temperature, top_p=top_p, seed=seed)
     results, per_answer = score_answers(world_dir, items, answers, baseline=baseline)
-    return {"prompts": len(items), "models": results, "by_task": by_task(items, per_answer, baseline=baseline)}
+    out = {"prompts": len(items), "models": results, "by_task": by_task(items, per_answer, baseline=baseline)}
+    languages = by_language(items, per_answer, baseline=baseline)
+    if languages:
+        out["by_language"] = languages
+    return out
 
 
 def best_of_n_answers(policy: str | Path, reward_model: str | Path, items, ns: list[int], *, max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 64) -> dict:

@@ -34,7 +34,7 @@ from typing import Callable, Literal
 import torch
 import torch.nn.functional as F
 
-from ..data.sft import Example, SFTLoader, make_batch, read_examples
+from ..data.sft import Example, SFTLoader, make_batch, mixture_weights, read_examples
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_text
 from ..models import load_model, model_config_json
@@ -50,6 +50,7 @@ class SFTDataConfig:
     train: list[str] = field(default_factory=lambda: ["world"])  # data PATHs, mixed by temperature; "world": the world's sft.jsonl
     val: str = "world"  # held-out demonstrations; "world": the world's sft_val.jsonl; "": none
     temperature: float = 1.0  # mixture temperature T: dataset i drawn with p_i proportional to n_i^(1/T)
+    group_by: str = ""  # mix by a record field instead of by file (language, meta.language): each value a dataset
     system: str = ""  # a system prompt for conversations that have none
     seq_len: int = 0  # tokens per row and at most per example (0: the length the base model was trained on)
     long: Literal["truncate", "skip", "error"] = "truncate"  # an example longer than seq_len
@@ -206,9 +207,17 @@ def _train_sft(cfg: SFTConfig, out: Path, *, keep_best_every: float = 0.0) -> di
         paths.append(p)
     datasets, stats = [], {}
     for p in paths:
-        examples, s = read_examples(p, tokenizer, max_len=seq_len + 1, long=d.long, system=d.system)
+        examples, s = read_examples(p, tokenizer, max_len=seq_len + 1, long=d.long, system=d.system, group_by=d.group_by)
         datasets.append(examples)
         stats[p] = s
+    if d.group_by:  # one dataset per group across the files, mixed by temperature (mT5's, over languages)
+        groups: dict[str, list] = {}
+        for ex in (ex for examples in datasets for ex in examples):
+            groups.setdefault(ex.group, []).append(ex)
+        datasets = list(groups.values())
+        p_mix = mixture_weights([len(x) for x in datasets], d.temperature)
+        total = sum(len(x) for x in datasets)
+        stats["groups"] = {"group_by": d.group_by, "temperature": d.temperature, "groups": {g: {"examples": len(x), "share": len(x) / total, "sampled_share": float(q)} for (g, x), q in zip(groups.items(), p_mix)}}
     val = None
     if d.val:
         vpath = str((world or _world_dir(cfg, out)) / "sft_val.jsonl") if d.val == "world" else d.val

@@ -13,6 +13,9 @@
                                                                     (entity and attribute, operands,
                                                                     lists) no training prompt uses
     DIR/heldout.jsonl       multilingual worlds: held-out documents, each in every language
+    DIR/sft_{en,translated,multilingual,en_prompts}.jsonl
+                            multilingual worlds: demonstrations for mT0's four instruction-tuning
+                            settings (English only, translate-train, native, English instructions)
     DIR/manifest.json       counts, and the sha256 of every file
 
 With `languages` (`lmforge.world.languages`), the world is told in English and generated
@@ -33,6 +36,7 @@ output is byte-identical for a seed, and changing one part's size leaves the oth
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -214,9 +218,11 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
 
         written: list[tuple[Example, str, list[str]]] = []
 
-        def demos(part, n):
+        def written_demos(part, n, codes=None):
+            """(example, text, flaws, writer, language) for `n` prompts of `part`, each drawn in
+            its language (by the shares, or from `codes`) and written by a labeler in English."""
             rng, pen = _rng(cfg, part), _rng(cfg, part + ":writing")  # the same prompts whoever writes
-            codes = language(part)
+            codes = codes or language(part)
             for _ in range(n):
                 code = next(codes)
                 ex = sample_example(voices[code], rng, split="train")
@@ -226,14 +232,42 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
                     labeler = pen.choice(labelers)
                     text, flaws, _ = labeler.write(world, ex, pen)
                     who = labeler.name
+                yield ex, text, flaws, who, code
+
+        def demo(ex, text, who, code, instruction=None):
+            """The chat record, said in `code`; with `instruction`, the prompt's instruction in
+            that language and its data (and the answer) in `code`."""
+            prompt = world.tell(ex.prompt, code) if instruction is None else ex.prompt_in(instruction, code, world.tell)
+            messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": world.tell(text, code)}]
+            return {"messages": messages, "task": ex.task, "meta": tag(ex.meta, code), "labeler": who}
+
+        def demos(part, n):
+            for ex, text, flaws, who, code in written_demos(part, n):
                 if part == "sft":
                     written.append((ex, text, flaws))
-                messages = [{"role": "user", "content": world.tell(ex.prompt, code)}, {"role": "assistant", "content": world.tell(text, code)}]
-                yield {"messages": messages, "task": ex.task, "meta": tag(ex.meta, code), "labeler": who}
+                yield demo(ex, text, who, code)
 
         counts["sft"] = _jsonl(tmp / "sft.jsonl", demos("sft", cfg.sft_prompts))
         counts["sft_val"] = _jsonl(tmp / "sft_val.jsonl", demos("sft_val", cfg.sft_val_prompts))
         demonstrations = demonstration_quality(world, written)
+        if multilingual:
+            # mT0's instruction-tuning settings (Muennighoff et al. 2023), the same number of
+            # demonstrations each: English only; the English ones translated, each into a language
+            # drawn uniformly (translate-train: a sorted list keeps its English order, as a
+            # translation would); native prompts in every language; and those same prompts with
+            # their instruction in English and their data and answer in the language (xP3's).
+            def uniform(part):
+                rng = _rng(cfg, part + ":language")
+                while True:
+                    yield rng.choice(list(shares))
+
+            english = list(written_demos("sft_en", cfg.sft_prompts, itertools.repeat("en")))
+            counts["sft_en"] = _jsonl(tmp / "sft_en.jsonl", (demo(ex, text, who, code) for ex, text, _, who, code in english))
+            to = uniform("sft_translated")
+            counts["sft_translated"] = _jsonl(tmp / "sft_translated.jsonl", (demo(ex, text, who, next(to)) for ex, text, _, who, _ in english))
+            native = list(written_demos("sft_multilingual", cfg.sft_prompts, uniform("sft_multilingual")))
+            counts["sft_multilingual"] = _jsonl(tmp / "sft_multilingual.jsonl", (demo(ex, text, who, code) for ex, text, _, who, code in native))
+            counts["sft_en_prompts"] = _jsonl(tmp / "sft_en_prompts.jsonl", (demo(ex, text, who, code, instruction="en") for ex, text, _, who, code in native))
         tick("sft")
 
         comparisons = []
@@ -282,7 +316,8 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
         data["labelers"] = [lab.to_json() for lab in labelers]
         data["config"] = to_dict(cfg)
         if not multilingual:  # a one-language world's files stay byte for byte what they were
-            del data["config"]["languages"], data["config"]["language_shares"]
+            for key in ("languages", "language_shares", "heldout_documents"):
+                del data["config"][key]
         atomic_write_text(tmp / "world.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
         manifest = {
             "seed": cfg.seed,
@@ -370,7 +405,7 @@ def _demonstration_stats(d: Path, world: World, cfg: dict) -> dict:
 def find_world(model_path: str | Path | None) -> Path:
     """The world a model was trained on, for the stages and evaluations that follow it: its run
     directory's world/ (pretrain), the world beside the shards it was trained on (compare:
-    DIR/world, DIR/data/shards), or, for a fine-tuned model (config.yaml with `init:`), the
+    DIR/world, DIR/data/shards), the world whose pretrain.jsonl was its corpus, or, for a fine-tuned model (config.yaml with `init:`), the
     world of the model it started from."""
     if model_path is None:
         raise InputError("give --world DIR (the world directory to take the task from)", field="world")
@@ -380,9 +415,13 @@ def find_world(model_path: str | Path | None) -> Path:
         seen.append(run.resolve())
         cfg = _read_run_config(run)
         candidates = [run / "world"]
-        shards = (cfg.get("data") or {}).get("shards") if isinstance(cfg.get("data"), dict) else None
+        data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+        shards = data.get("shards")
         if shards:
             candidates += [Path(shards).parent / "world", Path(shards).parent.parent / "world"]
+        corpus = data.get("corpus")
+        if isinstance(corpus, str) and corpus != "world":  # pretrained on a world's pretrain.jsonl
+            candidates.append(Path(corpus).parent)
         for d in candidates:
             if (d / "world.json").exists():
                 return d

@@ -141,7 +141,13 @@ class World:
 
     def to_english(self, text: str, code: str) -> str:
         """`text` in language `code` read back into English (the oracle reads answers so)."""
-        return text if code == "en" else self.languages[code].to_english(text, self.names)
+        if code == "en":
+            return text
+        if code not in self.languages:
+            from ..errors import InputError
+
+            raise InputError(f"a prompt is in language {code!r}, which this world does not have (languages: {', '.join(['en', *self.languages])}); give the world the prompts come from", field="meta.language")
+        return self.languages[code].to_english(text, self.names)
 
     # -- facts ----------------------------------------------------------------------------
     def facts(self) -> list[tuple[Entity, str, str]]:

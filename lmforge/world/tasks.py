@@ -25,7 +25,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from .ontology import ATTRIBUTES, VALUES, Entity, World
+from .ontology import ATTRIBUTES, QUESTIONS, VALUES, Entity, World
 
 EVAL_SHARE = 0.15  # share of combinations kept for held-out evaluation
 # A right answer that is not complete: the bare value of a fact, the bare result of a sum or a
@@ -39,9 +39,30 @@ class Example:
     prompt: str
     reference: str
     meta: dict = field(default_factory=dict)
+    # the instruction template and what fills it (the prompt is template.format(**slots)): a
+    # multilingual world can give the instruction in one language and the data in another
+    template: str = field(default="", repr=False)
+    slots: dict = field(default_factory=dict, repr=False)
 
     def record(self) -> dict:
         return {"prompt": self.prompt, "task": self.task, "meta": self.meta}
+
+    def prompt_in(self, instruction: str, data: str, tell) -> str:
+        """The prompt with its instruction in one language and its data in another: `tell(text,
+        code)` says English text in a language (mT0's "English prompts, multilingual data")."""
+        if not self.template or instruction == data:
+            return tell(self.prompt, data)
+        template = self.template if instruction == "en" else _translate_template(self.template, instruction, tell)
+        return template.format(**{k: tell(str(v), data) for k, v in self.slots.items()})
+
+
+def _translate_template(template: str, code: str, tell) -> str:
+    parts = re.split(r"(\{\w+\})", template)
+    return "".join(p if re.fullmatch(r"\{\w+\}", p) else tell(p, code) for p in parts)
+
+
+def _ask(template: str, **slots) -> tuple[str, str, dict]:
+    return template.format(**slots), template, slots
 
 
 def _share(key: str) -> float:
@@ -165,11 +186,14 @@ class FactTask(Task):
         e = rng.choice(world.kinds["creature"] + world.kinds["person"] + world.kinds["town"])
         attr = rng.choice(list(ATTRIBUTES[e.kind]))
         vt = ATTRIBUTES[e.kind][attr]
+        prompt, template, slots = _ask(rng.choice(QUESTIONS[(e.kind, attr)]), s_in=e.mention())  # world.question's draw
         return Example(
             self.name,
-            world.question(e, attr, rng),
+            prompt,
             world.answer(e, attr),
             {"entity": e.name, "attr": attr, "answer": e.attrs[attr], "value_type": vt, "key": f"fact:{e.name}:{attr}"},
+            template,
+            slots,
         )
 
     def keys(self, world):
@@ -200,7 +224,8 @@ class ArithmeticTask(Task):
             if op == "-" and b > a:
                 a, b = b, a
         c = {"+": a + b, "-": a - b, "*": a * b}[op]
-        return Example(self.name, rng.choice(self.templates).format(a=a, op=op, b=b), f"{a} {op} {b} = {c}.", {"answer": c, "key": f"arith:{a}{op}{b}"})
+        prompt, template, slots = _ask(rng.choice(self.templates), a=a, op=op, b=b)
+        return Example(self.name, prompt, f"{a} {op} {b} = {c}.", {"answer": c, "key": f"arith:{a}{op}{b}"}, template, slots)
 
     def check(self, world, meta, response):
         m = re.search(r"=\s*(-?\d+)", response)
@@ -238,8 +263,8 @@ class ListOrderTask(Task):
     def generate(self, world, rng):
         items = _list_words(rng, rng.randint(3, 5))
         target = self.order(items, world)
-        prompt = rng.choice(self.templates).format(items=", ".join(items))
-        return Example(self.name, prompt, ", ".join(target) + ".", {"items": items, "target": target, "key": f"{self.name}:" + ",".join(items)})
+        prompt, template, slots = _ask(rng.choice(self.templates), items=", ".join(items))
+        return Example(self.name, prompt, ", ".join(target) + ".", {"items": items, "target": target, "key": f"{self.name}:" + ",".join(items)}, template, slots)
 
     def check(self, world, meta, response):
         return _order_score(response, meta["target"])
@@ -257,7 +282,8 @@ class CountTask(Task):
     def generate(self, world, rng):
         items = _list_words(rng, rng.randint(2, 7))
         n = len(items)
-        return Example(self.name, rng.choice(self.templates).format(items=", ".join(items)), f"There are {n} words.", {"answer": n, "key": "count:" + ",".join(items)})
+        prompt, template, slots = _ask(rng.choice(self.templates), items=", ".join(items))
+        return Example(self.name, prompt, f"There are {n} words.", {"answer": n, "key": "count:" + ",".join(items)}, template, slots)
 
     def check(self, world, meta, response):
         nums = numbers(response)
@@ -287,7 +313,8 @@ class GrammarTask(Task):
         toks[i] = _BREAK[toks[i]]
         bad = " ".join(toks)
         bad = bad[0].lower() + bad[1:] if rng.random() < 0.5 else bad  # and sometimes no capital
-        return Example(self.name, rng.choice(self.templates).format(bad=bad), good, {"answer": good, "key": f"grammar:{good}"})
+        prompt, template, slots = _ask(rng.choice(self.templates), bad=bad)
+        return Example(self.name, prompt, good, {"answer": good, "key": f"grammar:{good}"}, template, slots)
 
     def check(self, world, meta, response):
         target = meta["answer"].rstrip(".")
@@ -307,7 +334,8 @@ class SentimentTask(Task):
         positive = rng.random() < 0.5
         product, body = review_text(world, rng, positive)
         label = "Positive" if positive else "Negative"
-        return Example(self.name, rng.choice(self.templates).format(review=body), f"{label}.", {"answer": label.lower(), "key": f"sent:{body}"})
+        prompt, template, slots = _ask(rng.choice(self.templates), review=body)
+        return Example(self.name, prompt, f"{label}.", {"answer": label.lower(), "key": f"sent:{body}"}, template, slots)
 
     def check(self, world, meta, response):
         said = {w.lower() for w in words(response)}
@@ -323,7 +351,8 @@ class StoryTask(Task):
 
     def generate(self, world, rng):
         e = rng.choice(world.kinds["creature"] + world.kinds["person"])
-        return Example(self.name, rng.choice(self.templates).format(s=e.mention()), story_about(world, e, rng), {"entity": e.name, "key": f"story:{e.name}"})
+        prompt, template, slots = _ask(rng.choice(self.templates), s=e.mention())
+        return Example(self.name, prompt, story_about(world, e, rng), {"entity": e.name, "key": f"story:{e.name}"}, template, slots)
 
     def keys(self, world):
         return [f"story:{e.name}" for e in world.kinds["creature"] + world.kinds["person"]]
