@@ -47,7 +47,7 @@ CHAT_TEMPLATE_NAME = "lmforge"  # what config.json's "chat_template" says: lmfor
 
 @dataclass
 class SFTDataConfig:
-    train: list[str] = field(default_factory=lambda: ["world"])  # data PATHs, mixed by temperature; "world": the world's sft.jsonl
+    train: list[str] = field(default_factory=lambda: ["world"])  # data PATHs, mixed by temperature; "world": the world's sft.jsonl ("world:NAME": its NAME.jsonl)
     val: str = "world"  # held-out demonstrations; "world": the world's sft_val.jsonl; "": none
     temperature: float = 1.0  # mixture temperature T: dataset i drawn with p_i proportional to n_i^(1/T)
     group_by: str = ""  # mix by a record field instead of by file (language, meta.language): each value a dataset
@@ -201,9 +201,9 @@ def _train_sft(cfg: SFTConfig, out: Path, *, keep_best_every: float = 0.0) -> di
     world = None
     paths = []
     for p in d.train:
-        if p == "world":
+        if p == "world" or p.startswith("world:"):  # world:sft_en is the world's sft_en.jsonl
             world = world or _world_dir(cfg, out)
-            p = str(world / "sft.jsonl")
+            p = str(world / ((p.partition(":")[2] or "sft") + ".jsonl"))
         paths.append(p)
     datasets, stats = [], {}
     for p in paths:

@@ -31,6 +31,7 @@ The lexicon covers the words of every string the world's generators are written 
 from __future__ import annotations
 
 import ast
+import hashlib
 import random
 import re
 from dataclasses import dataclass, field
@@ -148,7 +149,11 @@ class Language:
         lexicon: dict[str, str] = {}
         plural = spec.suffixes.get("plural")
         known = set(vocab)
-        words = sorted(vocab, key=lambda w: (_singular(w, known) is not None, w))  # singulars first
+        # Bare words first, then the -s words built on them; within each, an order set by each
+        # word's own hash, so that a word added to the world's writing takes a form only from the
+        # words after it whose form it happens to want (almost never), not from everything after
+        # it in the alphabet.
+        words = sorted(vocab, key=lambda w: (_singular(w, known) is not None, hashlib.blake2b(f"{seed}:{code}:{w}".encode(), digest_size=8).digest()))
         for w in words:
             stem = _singular(w, known) if plural else None
             if stem is not None and stem in lexicon and lexicon[stem] + plural not in taken:
