@@ -70,6 +70,8 @@ class DataSection:
     corpus: str = "world"  # the pretraining corpus: a data PATH, or "world" (the world's pretrain.jsonl)
     tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig(kind="bpe", vocab_size=2048))
     val_fraction: float = 0.05
+    group_by: str = ""  # the corpus's sources for temperature sampling (language, for a multilingual world)
+    temperature: float = 1.0  # source i sampled with p_i proportional to n_i^(1/T) (mT5); 1: as the corpus is
 
 
 @dataclass
@@ -334,7 +336,8 @@ class Run:
 
         d = self.cfg.data
         corpus = str(self.world / "pretrain.jsonl") if d.corpus == "world" else d.corpus
-        run_prepare(PrepareConfig(data=CorpusConfig(path=corpus), tokenizer=d.tokenizer, shards=ShardConfig(val_fraction=d.val_fraction)), self.path("tokenizer"), overwrite=True)
+        source = CorpusConfig(path=corpus, group_by=d.group_by, temperature=d.temperature, seed=self.cfg.seed)
+        run_prepare(PrepareConfig(data=source, tokenizer=d.tokenizer, shards=ShardConfig(val_fraction=d.val_fraction)), self.path("tokenizer"), overwrite=True)
 
     def _pretrain(self, c: PretrainConfig, out: Path) -> None:
         from .train.pretrain import run_pretrain

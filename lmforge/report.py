@@ -113,6 +113,7 @@ def build_results(run) -> dict:
         "greedy": ev.get("greedy", {}),
         "sft": ev.get("sft", {}).get("chosen", {}),
         "by_task": ev.get("by_task", {}),  # an eval stage from before the split has none
+        **({"by_language": ev["by_language"]} if "by_language" in ev else {}),
         "lm": ev["lm"],
         "rm": ev["rm"],
         "arena": {name: {k: r[k] for k in ("rating", "ci_low", "ci_high", "win_rate", "battles")} for name, r in ev["arena"]["ratings"].items()},
@@ -277,6 +278,33 @@ def _by_task(by_task: dict) -> list[str]:
     return lines
 
 
+def _by_language(by_language: dict, lm: dict) -> list[str]:
+    """The "By language" section of a multilingual world's run (MEGA's table, Ahuja et al. 2023):
+    each model's task accuracy in each language with its 95% interval, the share of its answers in
+    another language than the prompt's, the win rates against SFT, and the base models' bits per
+    byte on the same held-out documents in each language."""
+    if not by_language:
+        return []
+    from .world.languages import NAMES as LANGUAGE_NAMES  # noqa: N811
+
+    names = [n for n in NAMES if n in by_language]
+    langs = list(by_language[names[0]])
+    lines = ["", "## By language", "", "Task accuracy on the same held-out prompts in each language [95% interval]; in brackets after it, the share of answers in another language.", "",
+             "| model | " + " | ".join(f"{LANGUAGE_NAMES.get(c, c)} ({c})" for c in langs) + " |", "|---|" + "---|" * len(langs)]  # fmt: skip
+    for n in names:
+        cells = [f"{r['task_accuracy']:.3f} [{r['task_accuracy_ci'][0]:.2f}, {r['task_accuracy_ci'][1]:.2f}] ({r['wrong_language']:.2f})" for r in (by_language[n][c] for c in langs)]
+        lines.append(f"| {NAMES.get(n, n)} | " + " | ".join(cells) + " |")
+    wins = [n for n in names if n != "sft" and "win_rate_vs_sft" in by_language[n][langs[0]]]
+    if wins:
+        lines += ["", "Win rate against SFT in each language:", "", "| model | " + " | ".join(langs) + " |", "|---|" + "---:|" * len(langs)]
+        lines += [f"| {NAMES.get(n, n)} | " + " | ".join(_f(by_language[n][c]["win_rate_vs_sft"]) for c in langs) + " |" for n in wins]
+    bpb = {f: lm[f]["bpb_by_language"] for f in ("gpt", "gpt_large") if "bpb_by_language" in lm.get(f, {})}
+    if bpb:
+        lines += ["", "Bits per byte on the held-out documents, each in every language:", "", "| model | " + " | ".join(langs) + " |", "|---|" + "---:|" * len(langs)]
+        lines += [f"| {'base' if f == 'gpt' else 'larger base'} | " + " | ".join(f"{v[c]:.4f}" if c in v else "-" for c in langs) + " |" for f, v in bpb.items()]
+    return lines
+
+
 def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
     cfg = run.cfg
     m, g = results["models"], results.get("greedy", {})
@@ -334,6 +362,7 @@ def _markdown(run, results: dict, ev: dict, plots: dict[str, str]) -> str:
     if "win_rates" in plots:
         lines += ["", f"![win rates]({plots['win_rates']})"]
     lines += _by_task(results.get("by_task", {}))
+    lines += _by_language(results.get("by_language", {}), results.get("lm", {}))
     lines += ["", "## Arena", "", "Every pair of models on every prompt, judged by the simulated labelers in turn; Bradley-Terry ratings on the Elo scale with 95% bootstrap intervals.", "", "| model | rating | 95% interval | win rate |", "|---|---:|---|---:|"]
     for name, r in sorted(results["arena"].items(), key=lambda kv: -kv[1]["rating"]):
         lines.append(f"| {NAMES.get(name, name)} | {r['rating']:.0f} | [{r['ci_low']:.0f}, {r['ci_high']:.0f}] | {r['win_rate']:.3f} |")

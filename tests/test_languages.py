@@ -188,8 +188,23 @@ def test_a_multilingual_world_is_built_in_every_language(ml_world, tmp_path):
         assert not oracle.score(world, r["task"], r["meta"], r["messages"][-1]["content"])["wrong_language"]
 
 
+# The files of this one-language world as the code wrote them before languages existed (835b038).
+# They change only when the world's generator is changed on purpose; then update them with it.
+BEFORE = {
+    "comparisons.jsonl": "e4f2cf0e477fa5397709b8abd61f302c2daf8f1e2a260bc1c3ba366ca299dfed",
+    "eval.jsonl": "2b14c6a2973d6ac4fdcd5215a46d99626e54749ca71b6ffc313ad71d2afbabda",
+    "pairs.jsonl": "c5b93c45e65b83fb95fa76ddce5a05fbeb418804dfc8c39f6f3d81bd57333c66",
+    "ppo_prompts.jsonl": "c7f720ec5f4a198f802414b1dd8a489c51c66e3fce286d69528e85297eb8a699",
+    "pretrain.jsonl": "1ceaa3de8a6abbfbf1da6a8afb5bac23b130a66f59396f4e4450dab6f5624a81",
+    "sft.jsonl": "8d1db2eab525525e9602ae136b4fdb9c2010d4c8a98b379a649cdbadee934787",
+    "sft_val.jsonl": "a977075147b47ef0b71bfb32374c6f9f33bec57f13c32905434cccc3a280928f",
+    "world.json": "7b8f5c6a14a0a55af5346dfb79acf89d7d7ee594b0df18a1858b2490d0317db6",
+}
+
+
 def test_a_one_language_world_is_what_it_was(tmp_path):
-    build_world(WorldConfig(seed=4, **{k: v for k, v in SMALL.items() if k != "heldout_documents"}), tmp_path / "w")
+    manifest = build_world(WorldConfig(seed=4, **{k: v for k, v in SMALL.items() if k != "heldout_documents"}), tmp_path / "w")
+    assert manifest["files"] == BEFORE  # byte for byte
     assert not (tmp_path / "w" / "heldout.jsonl").exists()
     data = json.loads((tmp_path / "w" / "world.json").read_text())
     assert "languages" not in data and not {"languages", "language_shares", "heldout_documents"} & set(data["config"])
@@ -309,3 +324,16 @@ def test_eval_ppl_by_language_scores_each_language_alone(cli, ml_world, ml_model
     assert result["by"]["xt"]["bpb"] == pytest.approx(alone["bpb"], rel=1e-6) and result["by"]["xt"]["bytes"] == alone["bytes"]
     assert sum(g["bytes"] for g in result["by"].values()) == result["bytes"]
     assert all(math.isfinite(g["bpb"]) for g in result["by"].values())
+
+
+def test_a_multilingual_runs_report_has_the_table_by_language():
+    from lmforge.report import _by_language
+
+    row = lambda acc, wrong, win=None: {"task_accuracy": acc, "task_accuracy_ci": [acc - 0.05, acc + 0.05], "wrong_language": wrong, **({"win_rate_vs_sft": win} if win is not None else {})}  # noqa: E731
+    table = {"base": {c: row(0.1, 0.3, 0.2) for c in CODES}, "sft": {"en": row(0.6, 0.0), "xv": row(0.4, 0.1), "xt": row(0.3, 0.2)}, "ppo": {c: row(0.5, 0.0, 0.55) for c in CODES}}
+    lm = {"gpt": {"bpb": 0.3, "bpb_by_language": {"en": 0.25, "xv": 0.4, "xt": 0.5}}}
+    text = "\n".join(_by_language(table, lm))
+    assert "## By language" in text and "Torin (xt)" in text and "Velish (xv)" in text
+    assert "| best SFT | 0.600 [0.55, 0.65] (0.00) | 0.400 [0.35, 0.45] (0.10) | 0.300 [0.25, 0.35] (0.20) |" in text
+    assert "| PPO | 0.550 | 0.550 | 0.550 |" in text and "| base | 0.2500 | 0.4000 | 0.5000 |" in text
+    assert _by_language({}, lm) == []

@@ -26,7 +26,7 @@ def evaluate_run(run, ecfg, *, base_models: bool = True) -> dict:
     without `base_models`, only the chat models (SFT, best-of-n, PPO, DPO), no arena and no
     bits per byte (`lmforge study rlhf-gain`'s points)."""
     from .arena import arena_of_answers
-    from .policy import answer_prompts, best_of_n_answers, by_task, score_answers, win_rate
+    from .policy import answer_prompts, best_of_n_answers, by_language, by_task, score_answers, win_rate
 
     world = run.world
     models = {"sft": str(run.path("sft")), "ppo": str(run.path("ppo")), "dpo": str(run.path("dpo"))}
@@ -64,11 +64,13 @@ def evaluate_run(run, ecfg, *, base_models: bool = True) -> dict:
     examples = []
     for i, item in enumerate(items[:20]):
         examples.append({"prompt": item.prompt, "task": item.task, **{name: {"answer": answers[name][0][i], "oracle": per_answer[name][i]["total"]} for name in answers}})
+    languages = by_language(items, per_answer, baseline="sft")  # a multilingual world's: MEGA's table
     return {
         "prompts": len(items),
         "models": metrics,
         "greedy": greedy,
         "by_task": by_task(items, per_answer, baseline="sft"),
+        **({"by_language": languages} if languages else {}),
         "arena": arena,
         "rm": _rm(run, world),
         "lm": _lm(run) if base_models else {},
@@ -105,7 +107,18 @@ def _lm(run) -> dict:
     params = {}
     for row in table["models"]:
         params.setdefault(row["family"], row.get("params"))
-    return {family: {"bpb": row["bpb"], "perplexity": row["perplexity"], "name": row["name"], "params": params.get(family)} for family, row in table["best"].items()}
+    out = {family: {"bpb": row["bpb"], "perplexity": row["perplexity"], "name": row["name"], "params": params.get(family)} for family, row in table["best"].items()}
+    heldout = run.world / "heldout.jsonl"
+    if heldout.exists():  # a multilingual world: the same held-out documents in every language
+        from ..models import load_model
+        from ..tokenizer import Tokenizer
+        from .perplexity import perplexity
+
+        for family, stage in (("gpt", "pretrain"), ("gpt_large", "pretrain_large")):
+            model, folder = load_model(run.path(stage))
+            r = perplexity(model.eval(), Tokenizer.load(folder), heldout, by="language")
+            out.setdefault(family, {})["bpb_by_language"] = {lang: g["bpb"] for lang, g in r["by"].items()}
+    return out
 
 
 def _read(path: Path) -> dict:

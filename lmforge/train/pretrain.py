@@ -22,6 +22,8 @@ one loop. Running it again on the same DIR resumes.
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -247,7 +249,15 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
         token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.float64)
         evaluate = lambda model: evaluate_lm(model, val, cfg.data.seq_len, cfg.train.batch_size, token_bytes, cfg.data.eval_batches)  # noqa: E731
     model_config = {**model_config_json(model), "trained_seq_len": cfg.data.seq_len, "untrained_tokens": untrained_tokens(train_shards, tokenizer.vocab_size)}
-    return train(model, objective, batches, cfg.train, out, model_config=model_config, tokenizer=tokenizer, evaluate=evaluate, log_config={"config": dump_yaml(cfg)})
+    result = train(model, objective, batches, cfg.train, out, model_config=model_config, tokenizer=tokenizer, evaluate=evaluate, log_config={"config": dump_yaml(cfg)})
+    groups = train_shards.index["splits"]["train"].get("groups")
+    if groups and isinstance(result, dict):  # a corpus of several sources (languages): the tokens each gave
+        seen = cfg.train.steps * cfg.train.batch_size * cfg.data.seq_len
+        total = sum(g["tokens"] for g in groups.values())
+        result["tokens_seen"] = {name: round(seen * g["tokens"] / total) for name, g in groups.items()}
+        if rank == 0:
+            atomic_write_text(out / "tokens_seen.json", json.dumps({"tokens": seen, "by_source": result["tokens_seen"]}, indent=1) + "\n")
+    return result
 
 
 def _run_mlm(cfg: PretrainConfig, out: Path, shard_dir: Path, tokenizer: Tokenizer, train_shards: TokenShards, loader: BatchLoader, model: Transformer) -> dict:
