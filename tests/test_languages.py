@@ -337,3 +337,21 @@ def test_a_multilingual_runs_report_has_the_table_by_language():
     assert "| best SFT | 0.600 [0.55, 0.65] (0.00) | 0.400 [0.35, 0.45] (0.10) | 0.300 [0.25, 0.35] (0.20) |" in text
     assert "| PPO | 0.550 | 0.550 | 0.550 |" in text and "| base | 0.2500 | 0.4000 | 0.5000 |" in text
     assert _by_language({}, lm) == []
+
+
+def test_few_shot_prefixes_are_in_the_prompts_language(ml_world, ml_model):
+    from lmforge.eval.fewshot import _demo_of, _read_jsonl
+    from lmforge.eval.policy import fewshot_prompt_ids
+    from lmforge.sample import read_prompts
+    from lmforge.tokenizer import Tokenizer
+
+    tok = Tokenizer.load(ml_model)
+    pool = [_demo_of(r, loc) for r, loc in _read_jsonl(ml_world / "sft.jsonl")]
+    items = read_prompts(str(ml_world / "eval.jsonl"), 6)
+    ids = fewshot_prompt_ids(tok, items, pool, 2, room=8, context=4096, seed=0)
+    for item, prompt in zip(items, ids):
+        text = tok.decode(prompt)
+        lang = item.meta["language"]
+        demos = [d for d in pool if d.prompt in text]
+        available = sum(d.meta["language"] == lang for d in pool)
+        assert len(demos) == min(2, available) >= 1 and all(d.meta["language"] == lang for d in demos), (lang, [d.meta["language"] for d in demos])

@@ -266,6 +266,17 @@ def _text_of(record: dict, loc: Location, field: str) -> str:
     return value
 
 
+def field_value(record: dict, loc: Location, name: str) -> str:
+    """A record's single value of field `name` as a string (a dotted name reads a nested field:
+    meta.language); an error naming the file, line and field when it is missing or not one value."""
+    value = record
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None or isinstance(value, (dict, list)):
+        raise loc.error(f"missing or not a single value (record has: {', '.join(map(str, record))})", field=name)
+    return str(value)
+
+
 def read_texts(path: str | os.PathLike, text_field: str = "text", label_field: str = "") -> tuple[list[str], list[str] | None]:
     """Every record's text, and with `label_field` its label as a string (present and a single
     value on every record; a dotted name such as meta.language reads a nested field), for the
@@ -274,12 +285,7 @@ def read_texts(path: str | os.PathLike, text_field: str = "text", label_field: s
     for record, loc in iter_records(path):
         texts.append(_text_of(record, loc, text_field))
         if label_field:
-            value = record
-            for part in label_field.split("."):  # meta.language reads a nested field
-                value = value.get(part) if isinstance(value, dict) else None
-            if value is None or isinstance(value, (dict, list)):
-                raise loc.error(f"missing or not a single value (record has: {', '.join(map(str, record))})", field=label_field)
-            labels.append(str(value))
+            labels.append(field_value(record, loc, label_field))
     if not texts:
         raise InputError("no records", path=path)
     return texts, (labels if label_field else None)
@@ -340,12 +346,7 @@ def iter_grouped_texts(
                     yield _text_of(record, loc, text_field), f.name
         return
     for record, loc in iter_records(spec, split=split):
-        value = record
-        for part in group_by.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is None or isinstance(value, (dict, list)):
-            raise loc.error(f"missing or not a single value (record has: {', '.join(map(str, record))})", field=group_by)
-        yield _text_of(record, loc, text_field), str(value)
+        yield _text_of(record, loc, text_field), field_value(record, loc, group_by)
 
 
 def _documents_of(pieces: Iterable[tuple[str, bool]]) -> Iterator[str]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from .chat import Rendered, render, render_plain
-from .readers import Location
+from .readers import Location, field_value
 from .schemas import detect_schema, iter_validated
 
 LONG = ("truncate", "skip", "error")
@@ -121,14 +121,7 @@ def read_examples(
                 continue
             ids, mask = ids[:max_len], mask[:max_len]
             stats["truncated"] += 1
-        group = ""
-        if group_by:
-            value = record
-            for part in group_by.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            if value is None or isinstance(value, (dict, list)):
-                raise loc.error(f"missing or not a single value (record has: {', '.join(map(str, record))})", field=group_by)
-            group = str(value)
+        group = field_value(record, loc, group_by) if group_by else ""
         examples.append(Example(np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=np.int8), f"{loc.path}:{loc.line}", group))
         stats["examples"] += 1
         stats["tokens"] += len(ids)

@@ -107,16 +107,29 @@ def fewshot_prompt_ids(tok, items, pool, shots: int, *, room: int, context: int,
     task: InstructGPT's "GPT-3 (prompted)" baseline, a prefix that puts the model in an
     instruction-following mode rather than demonstrations of each prompt's own task (those would
     hand it the answer's template). Demonstrations are dropped from the end where they and `room`
-    answer tokens do not fit `context`."""
+    answer tokens do not fit `context`. A prompt that names its language (a multilingual world's)
+    gets its prefix drawn from the demonstrations in that language, as MEGA prompts in-language
+    (Ahuja et al. 2023): an English prefix before a Torin question asks for an English answer."""
     import random
 
     from .fewshot import encode, render
 
     prefix = random.Random(seed).sample(pool, min(shots, len(pool)))
+    in_language: dict[str, list] = {}
+
+    def prefix_of(p) -> list:
+        lang = (getattr(p, "meta", None) or {}).get("language")
+        if lang is None:
+            return prefix
+        if lang not in in_language:
+            same = [d for d in pool if (d.meta or {}).get("language") == lang]
+            in_language[lang] = random.Random(f"{seed}:{lang}").sample(same, min(shots, len(same))) if same else prefix
+        return in_language[lang]
+
     out = []
     for p in items:
         text = p.prompt if isinstance(p.prompt, str) else p.prompt[0]["content"]
-        demos = list(prefix)
+        demos = list(prefix_of(p))
         ids = encode(tok, "qa", render("qa", text, demos))
         while demos and len(ids) + room > context:
             demos = demos[:-1]

@@ -51,7 +51,14 @@ from ..config import to_dict
 from ..errors import ConfigError, InputError
 from ..io import atomic_output_dir, atomic_write_text, sha256_file
 from . import corpus
-from .labelers import Labeler, calibrate_temperature, default_labelers, demonstration_quality, measure_agreement, mixture_pairs
+from .labelers import (
+    Labeler,
+    calibrate_temperature,
+    default_labelers,
+    demonstration_quality,
+    measure_agreement,
+    mixture_pairs,
+)
 from .ontology import World, make_world
 from .responses import sample_responses
 from .tasks import TASK_MIX, Example, sample_example, words
@@ -171,6 +178,122 @@ def load_world(directory: str | Path) -> tuple[World, list[Labeler], dict]:
     return world, labelers, data.get("config", {})
 
 
+class _Writer:
+    """What `build_world` writes each record with: the world, its labelers, and each language's
+    voice; every part draws from its own streams seeded by (seed, part)."""
+
+    def __init__(self, cfg: WorldConfig, world: World, labelers: list[Labeler]):
+        self.cfg, self.world, self.labelers = cfg, world, labelers
+        self.multilingual = bool(cfg.languages)
+        self.shares = language_shares(cfg)
+        self.voices = {code: world.speaking(code) for code in self.shares}  # the world as each language tells it
+
+    def language(self, part: str):
+        """Each record's language, drawn by the shares from the part's own stream (English
+        alone draws nothing, so a one-language world is what it always was)."""
+        rng = _rng(self.cfg, part + ":language")
+        while True:
+            yield rng.choices(list(self.shares), weights=list(self.shares.values()))[0] if self.multilingual else "en"
+
+    def uniform(self, part: str):
+        """Languages drawn uniformly, from the part's own stream."""
+        rng = _rng(self.cfg, part + ":language")
+        while True:
+            yield rng.choice(list(self.shares))
+
+    def tag(self, meta: dict, code: str) -> dict:
+        return {**meta, "language": code} if self.multilingual else meta
+
+    def written_demos(self, part: str, n: int, codes=None):
+        """(example, text, flaws, writer, language) for `n` prompts of `part`, each drawn in
+        its language (by the shares, or from `codes`) and written by a labeler in English."""
+        cfg = self.cfg
+        rng, pen = _rng(cfg, part), _rng(cfg, part + ":writing")  # the same prompts whoever writes
+        codes = codes or self.language(part)
+        for _ in range(n):
+            code = next(codes)
+            ex = sample_example(self.voices[code], rng, split="train")
+            if cfg.demonstrations == "reference":
+                text, flaws, who = ex.reference, [], "reference"
+            else:
+                labeler = pen.choice(self.labelers)
+                text, flaws, _ = labeler.write(self.world, ex, pen)
+                who = labeler.name
+            yield ex, text, flaws, who, code
+
+    def demo(self, ex: Example, text: str, who: str, code: str, instruction: str | None = None) -> dict:
+        """The chat record, said in `code`; with `instruction`, the prompt's instruction in that
+        language and its data (and the answer) in `code`."""
+        tell = self.world.tell
+        prompt = tell(ex.prompt, code) if instruction is None else ex.prompt_in(instruction, code, tell)
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": tell(text, code)}]
+        return {"messages": messages, "task": ex.task, "meta": self.tag(ex.meta, code), "labeler": who}
+
+    def instruction_settings(self, tmp: Path) -> dict[str, int]:
+        """mT0's instruction-tuning settings (Muennighoff et al. 2023), the same number of
+        demonstrations each: English only; the English ones translated, each into a language drawn
+        uniformly (translate-train: a sorted list keeps its English order, as a translation would);
+        native prompts in every language; and those same prompts with their instruction in English
+        and their data and answer in the language (xP3's)."""
+        n, counts = self.cfg.sft_prompts, {}
+        english = list(self.written_demos("sft_en", n, itertools.repeat("en")))
+        counts["sft_en"] = _jsonl(tmp / "sft_en.jsonl", (self.demo(ex, text, who, code) for ex, text, _, who, code in english))
+        to = self.uniform("sft_translated")
+        counts["sft_translated"] = _jsonl(tmp / "sft_translated.jsonl", (self.demo(ex, text, who, next(to)) for ex, text, _, who, _ in english))
+        native = list(self.written_demos("sft_multilingual", n, self.uniform("sft_multilingual")))
+        counts["sft_multilingual"] = _jsonl(tmp / "sft_multilingual.jsonl", (self.demo(ex, text, who, code) for ex, text, _, who, code in native))
+        counts["sft_en_prompts"] = _jsonl(tmp / "sft_en_prompts.jsonl", (self.demo(ex, text, who, code, instruction="en") for ex, text, _, who, code in native))
+        return counts
+
+    def comparisons(self) -> list[dict]:
+        """K synthetic answers to each RM prompt, ranked by a labeler (in English: the oracle reads
+        a translation back exactly), said in the prompt's language."""
+        cfg, world, tell = self.cfg, self.world, self.world.tell
+        out = []
+        rng, codes = _rng(cfg, "rm"), self.language("rm")
+        for _ in range(cfg.rm_prompts):
+            code = next(codes)
+            ex = sample_example(self.voices[code], rng, split="train")
+            k = rng.randint(cfg.k_min, cfg.k_max)
+            resp = sample_responses(world, ex, k, rng)
+            texts, finished = [t for t, _, _ in resp], [f for _, f, _ in resp]
+            labeler = rng.choice(self.labelers)
+            ranking = labeler.rank(world, ex.task, ex.meta, texts, finished, rng)
+            out.append({"prompt": tell(ex.prompt, code), "completions": [tell(t, code) for t in texts], "ranking": ranking, "labeler": labeler.name, "finished": finished, "task": ex.task, "meta": self.tag(ex.meta, code)})
+        return out
+
+    def prompts(self, part: str, n: int, split: str):
+        rng, codes = _rng(self.cfg, part), self.language(part)
+        for _ in range(n):
+            code = next(codes)
+            ex = sample_example(self.voices[code], rng, split=split)
+            yield {"prompt": self.world.tell(ex.prompt, code), "task": ex.task, "meta": self.tag(ex.meta, code)}
+
+    def parallel(self, part: str, n: int, split: str):
+        """Each held-out prompt in every language (the same draws: only a sort's order follows
+        the language), so languages are compared on the same questions."""
+        rng = _rng(self.cfg, part)
+        for _ in range(n):
+            state = rng.getstate()
+            for code in self.shares:
+                rng.setstate(state)
+                ex = sample_example(self.voices[code], rng, split=split)
+                yield {"prompt": self.world.tell(ex.prompt, code), "task": ex.task, "meta": self.tag(ex.meta, code)}
+
+    def documents(self, mix: dict):
+        """The pretraining corpus's records, each in its language."""
+        cfg, rng = self.cfg, _rng(self.cfg, "pretrain")
+        if not self.multilingual:
+            for g, text, e in corpus.documents(self.world, rng, cfg.documents, mix, cfg.qa_good, subjects=True):  # an article's or story's entity, for clustering by entity
+                yield {"text": text, "genre": g, **({"entity": e} if e else {})}
+            return
+        codes = self.language("pretrain")
+        for _ in range(cfg.documents):
+            code = next(codes)
+            g, text, e = next(corpus.documents(self.voices[code], rng, 1, mix, cfg.qa_good, subjects=True))
+            yield {"text": self.world.tell(text, code), "genre": g, "language": code, **({"entity": e} if e else {})}
+
+
 def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, progress=None) -> dict:
     """Generate everything into `out`; returns the manifest."""
     cfg.validate()
@@ -181,108 +304,38 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
         from .languages import make_languages
 
         world.languages = make_languages(cfg.seed, cfg.languages, world.names)
-    shares = language_shares(cfg)
-    voices = {code: world.speaking(code) for code in shares}  # the world as each language tells it
-
-    def language(part: str):
-        """Each record's language, drawn by the shares from the part's own stream (English
-        alone draws nothing, so a one-language world is what it always was)."""
-        rng = _rng(cfg, part + ":language")
-        while True:
-            yield rng.choices(list(shares), weights=list(shares.values()))[0] if multilingual else "en"
-
-    def tag(meta: dict, code: str) -> dict:
-        return {**meta, "language": code} if multilingual else meta
 
     # Labelers: one temperature, calibrated on the synthetic mixture to the target agreement.
     pairs = mixture_pairs(world, _rng(cfg, "calibration"), cfg.calibration_prompts)
     temperature = calibrate_temperature(np.array([a - b for a, b, *_ in pairs]), cfg.agreement)
     labelers = default_labelers(temperature, cfg.labelers, cfg.writing)
+    writer = _Writer(cfg, world, labelers)
     tick("labelers")
 
     counts = {}
     with atomic_output_dir(out, overwrite) as tmp:
         mix = asdict(cfg.genres)
-        rng = _rng(cfg, "pretrain")
-        if multilingual:
-            codes = language("pretrain")
-            docs = ((code, *next(corpus.documents(voices[code], rng, 1, mix, cfg.qa_good, subjects=True))) for code in (next(codes) for _ in range(cfg.documents)))
-            records = ({"text": world.tell(text, code), "genre": g, "language": code, **({"entity": e} if e else {})} for code, g, text, e in docs)
-        else:
-            docs = corpus.documents(world, rng, cfg.documents, mix, cfg.qa_good, subjects=True)  # an article's or story's entity, for clustering by entity
-            records = ({"text": text, "genre": g, **({"entity": e} if e else {})} for g, text, e in docs)
-        counts["pretrain"] = _jsonl(tmp / "pretrain.jsonl", records)
+        counts["pretrain"] = _jsonl(tmp / "pretrain.jsonl", writer.documents(mix))
         if multilingual:  # the same held-out documents in every language: bits per byte compared on one content
-            counts["heldout"] = _jsonl(tmp / "heldout.jsonl", _parallel_documents(cfg, voices, world, mix))
+            counts["heldout"] = _jsonl(tmp / "heldout.jsonl", _parallel_documents(cfg, writer.voices, world, mix))
         tick("pretrain")
 
         written: list[tuple[Example, str, list[str]]] = []
 
-        def written_demos(part, n, codes=None):
-            """(example, text, flaws, writer, language) for `n` prompts of `part`, each drawn in
-            its language (by the shares, or from `codes`) and written by a labeler in English."""
-            rng, pen = _rng(cfg, part), _rng(cfg, part + ":writing")  # the same prompts whoever writes
-            codes = codes or language(part)
-            for _ in range(n):
-                code = next(codes)
-                ex = sample_example(voices[code], rng, split="train")
-                if cfg.demonstrations == "reference":
-                    text, flaws, who = ex.reference, [], "reference"
-                else:
-                    labeler = pen.choice(labelers)
-                    text, flaws, _ = labeler.write(world, ex, pen)
-                    who = labeler.name
-                yield ex, text, flaws, who, code
-
-        def demo(ex, text, who, code, instruction=None):
-            """The chat record, said in `code`; with `instruction`, the prompt's instruction in
-            that language and its data (and the answer) in `code`."""
-            prompt = world.tell(ex.prompt, code) if instruction is None else ex.prompt_in(instruction, code, world.tell)
-            messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": world.tell(text, code)}]
-            return {"messages": messages, "task": ex.task, "meta": tag(ex.meta, code), "labeler": who}
-
         def demos(part, n):
-            for ex, text, flaws, who, code in written_demos(part, n):
+            for ex, text, flaws, who, code in writer.written_demos(part, n):
                 if part == "sft":
                     written.append((ex, text, flaws))
-                yield demo(ex, text, who, code)
+                yield writer.demo(ex, text, who, code)
 
         counts["sft"] = _jsonl(tmp / "sft.jsonl", demos("sft", cfg.sft_prompts))
         counts["sft_val"] = _jsonl(tmp / "sft_val.jsonl", demos("sft_val", cfg.sft_val_prompts))
         demonstrations = demonstration_quality(world, written)
         if multilingual:
-            # mT0's instruction-tuning settings (Muennighoff et al. 2023), the same number of
-            # demonstrations each: English only; the English ones translated, each into a language
-            # drawn uniformly (translate-train: a sorted list keeps its English order, as a
-            # translation would); native prompts in every language; and those same prompts with
-            # their instruction in English and their data and answer in the language (xP3's).
-            def uniform(part):
-                rng = _rng(cfg, part + ":language")
-                while True:
-                    yield rng.choice(list(shares))
-
-            english = list(written_demos("sft_en", cfg.sft_prompts, itertools.repeat("en")))
-            counts["sft_en"] = _jsonl(tmp / "sft_en.jsonl", (demo(ex, text, who, code) for ex, text, _, who, code in english))
-            to = uniform("sft_translated")
-            counts["sft_translated"] = _jsonl(tmp / "sft_translated.jsonl", (demo(ex, text, who, next(to)) for ex, text, _, who, _ in english))
-            native = list(written_demos("sft_multilingual", cfg.sft_prompts, uniform("sft_multilingual")))
-            counts["sft_multilingual"] = _jsonl(tmp / "sft_multilingual.jsonl", (demo(ex, text, who, code) for ex, text, _, who, code in native))
-            counts["sft_en_prompts"] = _jsonl(tmp / "sft_en_prompts.jsonl", (demo(ex, text, who, code, instruction="en") for ex, text, _, who, code in native))
+            counts.update(writer.instruction_settings(tmp))
         tick("sft")
 
-        comparisons = []
-        rng, codes = _rng(cfg, "rm"), language("rm")
-        for _ in range(cfg.rm_prompts):
-            code = next(codes)
-            ex = sample_example(voices[code], rng, split="train")
-            k = rng.randint(cfg.k_min, cfg.k_max)
-            resp = sample_responses(world, ex, k, rng)
-            texts, finished = [t for t, _, _ in resp], [f for _, f, _ in resp]
-            labeler = rng.choice(labelers)
-            ranking = labeler.rank(world, ex.task, ex.meta, texts, finished, rng)  # in English: the oracle reads a translation back exactly
-            comparisons.append(
-                {"prompt": world.tell(ex.prompt, code), "completions": [world.tell(t, code) for t in texts], "ranking": ranking, "labeler": labeler.name, "finished": finished, "task": ex.task, "meta": tag(ex.meta, code)}
-            )
+        comparisons = writer.comparisons()
         counts["comparisons"] = _jsonl(tmp / "comparisons.jsonl", comparisons)
         counts["pairs"] = _jsonl(
             tmp / "pairs.jsonl",
@@ -290,26 +343,8 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
         )
         tick("comparisons")
 
-        def prompts(part, n, split):
-            rng, codes = _rng(cfg, part), language(part)
-            for _ in range(n):
-                code = next(codes)
-                ex = sample_example(voices[code], rng, split=split)
-                yield {"prompt": world.tell(ex.prompt, code), "task": ex.task, "meta": tag(ex.meta, code)}
-
-        def parallel(part, n, split):
-            """Each held-out prompt in every language (the same draws: only a sort's order
-            follows the language), so languages are compared on the same questions."""
-            rng = _rng(cfg, part)
-            for _ in range(n):
-                state = rng.getstate()
-                for code in shares:
-                    rng.setstate(state)
-                    ex = sample_example(voices[code], rng, split=split)
-                    yield {"prompt": world.tell(ex.prompt, code), "task": ex.task, "meta": tag(ex.meta, code)}
-
-        counts["ppo_prompts"] = _jsonl(tmp / "ppo_prompts.jsonl", prompts("ppo", cfg.ppo_prompts, "train"))
-        counts["eval"] = _jsonl(tmp / "eval.jsonl", (parallel if multilingual else prompts)("eval", cfg.eval_prompts, "eval"))
+        counts["ppo_prompts"] = _jsonl(tmp / "ppo_prompts.jsonl", writer.prompts("ppo", cfg.ppo_prompts, "train"))
+        counts["eval"] = _jsonl(tmp / "eval.jsonl", (writer.parallel if multilingual else writer.prompts)("eval", cfg.eval_prompts, "eval"))
         tick("prompts")
 
         data = world.to_json()
@@ -321,7 +356,7 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
         atomic_write_text(tmp / "world.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
         manifest = {
             "seed": cfg.seed,
-            **({"languages": shares} if multilingual else {}),
+            **({"languages": writer.shares} if multilingual else {}),
             "counts": counts,
             "labeler_temperature": temperature,
             "demonstrations": demonstrations,
