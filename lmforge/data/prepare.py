@@ -84,12 +84,16 @@ def _copies(factor: float, seed: int, group: str, index: int) -> int:
     return whole + (u < factor - whole)
 
 
-def corpus_pieces(cfg: CorpusConfig):
+def corpus_pieces(cfg: CorpusConfig, plan: dict[str, dict] | None = None):
     """The corpus as (text, end_of_document) pieces; with group_by, (document, True, group)
-    triples, each document repeated or left out as temperature sampling asks."""
+    triples, each document repeated or left out as temperature sampling asks (`plan`: the
+    corpus's `resampling`, measured here when not given)."""
     if not cfg.group_by:
         return iter_text_pieces(cfg.path, text_field=cfg.text_field, sample_by=cfg.sample_by, split=cfg.split)
-    factors = {g: r["factor"] for g, r in resampling(group_sizes(cfg), cfg.temperature).items()} if cfg.temperature != 1.0 else None
+    factors = None
+    if cfg.temperature != 1.0:
+        plan = plan or resampling(group_sizes(cfg), cfg.temperature)
+        factors = {g: r["factor"] for g, r in plan.items()}
 
     def pieces():
         seen: dict[str, int] = {}
@@ -101,22 +105,23 @@ def corpus_pieces(cfg: CorpusConfig):
     return pieces()
 
 
-def corpus_texts(cfg: CorpusConfig):
-    return (piece[0] for piece in corpus_pieces(cfg))
+def corpus_texts(cfg: CorpusConfig, plan: dict[str, dict] | None = None):
+    return (piece[0] for piece in corpus_pieces(cfg, plan))
 
 
 def run_prepare(cfg: PrepareConfig, out: str | Path, *, overwrite: bool = False) -> dict:
     """Train (or load) the tokenizer and write the shards into `out`; returns a summary."""
     cfg.validate()
+    plan = resampling(group_sizes(cfg.data), cfg.data.temperature) if cfg.data.group_by else None  # one pass over the sources, for every use
     with atomic_output_dir(out, overwrite) as tmp:
         atomic_write_text(tmp / "config.yaml", dump_yaml(cfg))
         if cfg.tokenizer_path:
             tok = Tokenizer.load(cfg.tokenizer_path)
         else:
-            tok = train_tokenizer(corpus_texts(cfg.data), cfg.tokenizer, show_progress=progress_enabled())
+            tok = train_tokenizer(corpus_texts(cfg.data, plan), cfg.tokenizer, show_progress=progress_enabled())
         tok.save(tmp)
         with progress(total=text_bytes(cfg.data.path), desc="encoding", unit="B") as bar:
-            index = write_shards(corpus_pieces(cfg.data), tok, tmp / "shards", cfg.shards, progress=bar.update)
+            index = write_shards(corpus_pieces(cfg.data, plan), tok, tmp / "shards", cfg.shards, progress=bar.update)
         summary = {
             "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size},
             "splits": {
@@ -132,6 +137,6 @@ def run_prepare(cfg: PrepareConfig, out: str | Path, *, overwrite: bool = False)
             },
         }
         if cfg.data.group_by:
-            summary["sources"] = {"group_by": cfg.data.group_by, "temperature": cfg.data.temperature, "groups": resampling(group_sizes(cfg.data), cfg.data.temperature)}
+            summary["sources"] = {"group_by": cfg.data.group_by, "temperature": cfg.data.temperature, "groups": plan}
         atomic_write_json(tmp / "summary.json", summary)
     return summary

@@ -96,8 +96,13 @@ def win_rate(scores: list[float], baseline: list[float]) -> float:
 def win_rate_interval(scores: list[float], baseline: list[float], *, bootstrap: int = 1000, seed: int = 0) -> list[float]:
     """A 95% bootstrap interval of `win_rate` over prompts (ties half)."""
     x = (np.asarray(scores) > np.asarray(baseline)) + 0.5 * (np.asarray(scores) == np.asarray(baseline))
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(bootstrap, len(x)))].mean(1)
+    return mean_interval(x, bootstrap=bootstrap, seed=seed)
+
+
+def mean_interval(x, *, bootstrap: int = 1000, seed: int = 0) -> list[float]:
+    """A 95% bootstrap interval of a mean over prompts."""
+    a = np.asarray(x, dtype=float)
+    means = a[np.random.default_rng(seed).integers(0, len(a), size=(bootstrap, len(a)))].mean(1)
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
@@ -223,13 +228,6 @@ def by_task(items, per_answer: dict[str, list[dict]], *, baseline: str | None = 
     return out
 
 
-def _mean_interval(x: list[float], *, bootstrap: int = 1000, seed: int = 0) -> list[float]:
-    """A 95% bootstrap interval of a mean over prompts."""
-    a = np.asarray(x, dtype=float)
-    means = a[np.random.default_rng(seed).integers(0, len(a), size=(bootstrap, len(a)))].mean(1)
-    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
-
-
 def by_language(items, per_answer: dict[str, list[dict]], *, baseline: str | None = None) -> dict:
     """For prompts of a multilingual world (meta.language): {name: {language: {prompts,
     task_accuracy (+ 95% interval), oracle_score, wrong_language, by_task: {task: accuracy}
@@ -248,7 +246,7 @@ def by_language(items, per_answer: dict[str, list[dict]], *, baseline: str | Non
             row = {
                 "prompts": len(idx),
                 "task_accuracy": float(np.mean(acc)),
-                "task_accuracy_ci": _mean_interval(acc),
+                "task_accuracy_ci": mean_interval(acc),
                 "oracle_score": float(np.mean([scores[i]["total"] for i in idx])),
                 "wrong_language": float(np.mean([bool(scores[i].get("wrong_language")) for i in idx])),
                 "by_task": {t: float(np.mean([scores[i]["helpful"] >= 1.0 for i in idx if tasks[i] == t])) for t in sorted({tasks[i] for i in idx})},
