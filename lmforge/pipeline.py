@@ -386,9 +386,10 @@ class Run:
 
     def stage_samples(self) -> None:
         from .sample import SampleConfig, run_sample
+        from .world.build import is_world, world_file
 
         s = self.cfg.samples
-        prompts = str(self.world / "ppo_prompts.jsonl") if s.prompts == "world" else s.prompts
+        prompts = world_file(self.world, s.prompts, "ppo_prompts.jsonl") if is_world(s.prompts) else s.prompts
         cfg = SampleConfig(k=s.k, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=self.cfg.seed, limit=s.limit or None, long="skip")
         run_sample(self.path("sft"), prompts, self.path("samples") / "samples.jsonl", cfg)
 

@@ -186,6 +186,23 @@ def test_a_multilingual_world_is_built_in_every_language(ml_world, tmp_path):
         assert set(langs) <= set(CODES) and langs["en"] >= max(langs.values()) // 2
     for r in (json.loads(line) for line in (ml_world / "sft.jsonl").open()):  # demonstrations are in their prompt's language
         assert not oracle.score(world, r["task"], r["meta"], r["messages"][-1]["content"])["wrong_language"]
+    for name in ("comparisons", "ppo_prompts"):  # the English preferences alone, for alignment on English only
+        every = [json.loads(line) for line in (ml_world / f"{name}.jsonl").open()]
+        english = [json.loads(line) for line in (ml_world / f"{name}_en.jsonl").open()]
+        assert english == [r for r in every if r["meta"]["language"] == "en"] and english
+
+
+def test_world_names_a_worlds_file_for_any_stage(ml_world, ml_model):
+    from lmforge.errors import InputError
+    from lmforge.train.dpo import _world_comparisons
+    from lmforge.train.ppo import _world_prompts
+
+    assert _world_comparisons("world", str(ml_model)) == str(ml_world / "comparisons.jsonl")
+    assert _world_comparisons("world:comparisons_en", str(ml_model)) == str(ml_world / "comparisons_en.jsonl")
+    assert _world_prompts("world:ppo_prompts_en", str(ml_model), "ppo_prompts.jsonl") == str(ml_world / "ppo_prompts_en.jsonl")
+    assert _world_prompts("mine.jsonl", str(ml_model), "ppo_prompts.jsonl") == "mine.jsonl"
+    with pytest.raises(InputError, match="no nothing.jsonl"):
+        _world_comparisons("world:nothing", str(ml_model))
 
 
 # The files of this one-language world as the code wrote them before languages existed (835b038).
@@ -341,17 +358,22 @@ def test_a_multilingual_runs_report_has_the_table_by_language():
 
 def test_few_shot_prefixes_are_in_the_prompts_language(ml_world, ml_model):
     from lmforge.eval.fewshot import _demo_of, _read_jsonl
-    from lmforge.eval.policy import fewshot_prompt_ids
+    from lmforge.eval.policy import fewshot_prompt_ids, qa_markers
     from lmforge.sample import read_prompts
     from lmforge.tokenizer import Tokenizer
 
     tok = Tokenizer.load(ml_model)
     pool = [_demo_of(r, loc) for r, loc in _read_jsonl(ml_world / "sft.jsonl")]
     items = read_prompts(str(ml_world / "eval.jsonl"), 6)
-    ids = fewshot_prompt_ids(tok, items, pool, 2, room=8, context=4096, seed=0)
+    world = load_world(ml_world)[0]
+    markers = qa_markers(ml_world)
+    assert markers["en"] == ("Q:", "A:") and markers["xt"] == (world.tell("Q:", "xt"), world.tell("A:", "xt")) != markers["en"]
+    ids = fewshot_prompt_ids(tok, items, pool, 2, room=8, context=4096, seed=0, markers=markers)
     for item, prompt in zip(items, ids):
         text = tok.decode(prompt)
         lang = item.meta["language"]
+        q, a = markers[lang]  # the world's own Q&A pages' markers in the prompt's language
+        assert text.removeprefix("<|endoftext|>").startswith(f"{q} ") and text.endswith(f"\n{a}") and text.count(f"\n{a} ") == min(2, sum(d.meta["language"] == lang for d in pool))
         demos = [d for d in pool if d.prompt in text]
         available = sum(d.meta["language"] == lang for d in pool)
         assert len(demos) == min(2, available) >= 1 and all(d.meta["language"] == lang for d in demos), (lang, [d.meta["language"] for d in demos])

@@ -296,12 +296,14 @@ def resolve_format(fmt: str, model, shots: int) -> str:
     return fmt
 
 
-def render(fmt: str, prompt: str, demos: list[Item]) -> str | list[dict]:
-    """The prompt as text (raw, qa) or as chat messages (chat)."""
+def render(fmt: str, prompt: str, demos: list[Item], markers: tuple[str, str] = ("Q:", "A:")) -> str | list[dict]:
+    """The prompt as text (raw, qa) or as chat messages (chat). `markers`: qa's question and
+    answer markers (a multilingual world's Q&A pages say them in their language)."""
     if fmt == "raw":
         return "".join(f"{d.prompt}\n{d.answer}\n\n" for d in demos) + f"{prompt}\n"
     if fmt == "qa":
-        return "".join(f"Q: {d.prompt}\nA: {d.answer}\n\n" for d in demos) + f"Q: {prompt}\nA:"
+        q, a = markers
+        return "".join(f"{q} {d.prompt}\n{a} {d.answer}\n\n" for d in demos) + f"{q} {prompt}\n{a}"
     if fmt == "chat":
         turns = [m for d in demos for m in ({"role": "user", "content": d.prompt}, {"role": "assistant", "content": d.answer})]
         return turns + [{"role": "user", "content": prompt}]

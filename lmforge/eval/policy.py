@@ -106,7 +106,18 @@ def mean_interval(x, *, bootstrap: int = 1000, seed: int = 0) -> list[float]:
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def fewshot_prompt_ids(tok, items, pool, shots: int, *, room: int, context: int, seed: int = 0) -> list[list[int]]:
+def qa_markers(world_dir) -> dict[str, tuple[str, str]]:
+    """The Q/A markers of the world's Q&A pages in each of its languages ({} for a one-language
+    world: English's are the default)."""
+    from ..world.build import load_world
+
+    world = load_world(world_dir)[0]
+    if not world.languages:
+        return {}
+    return {code: (world.tell("Q:", code), world.tell("A:", code)) for code in ["en", *world.languages]}
+
+
+def fewshot_prompt_ids(tok, items, pool, shots: int, *, room: int, context: int, seed: int = 0, markers: dict[str, tuple[str, str]] | None = None) -> list[list[int]]:
     """Base-model prompts behind one fixed prefix of `shots` demonstrations ("Q: ... A: ..."
     pairs, `lmforge.eval.fewshot`'s qa format), drawn once with `seed` from the whole pool, any
     task: InstructGPT's "GPT-3 (prompted)" baseline, a prefix that puts the model in an
@@ -114,7 +125,9 @@ def fewshot_prompt_ids(tok, items, pool, shots: int, *, room: int, context: int,
     hand it the answer's template). Demonstrations are dropped from the end where they and `room`
     answer tokens do not fit `context`. A prompt that names its language (a multilingual world's)
     gets its prefix drawn from the demonstrations in that language, as MEGA prompts in-language
-    (Ahuja et al. 2023): an English prefix before a Torin question asks for an English answer."""
+    (Ahuja et al. 2023): an English prefix before a Torin question asks for an English answer.
+    `markers[language]`: the Q/A markers in that language (the world's own Q&A pages': "Q:" and
+    "A:" are English words too)."""
     import random
 
     from .fewshot import encode, render
@@ -135,10 +148,11 @@ def fewshot_prompt_ids(tok, items, pool, shots: int, *, room: int, context: int,
     for p in items:
         text = p.prompt if isinstance(p.prompt, str) else p.prompt[0]["content"]
         demos = list(prefix_of(p))
-        ids = encode(tok, "qa", render("qa", text, demos))
+        qa = (markers or {}).get((getattr(p, "meta", None) or {}).get("language"), ("Q:", "A:"))
+        ids = encode(tok, "qa", render("qa", text, demos, qa))
         while demos and len(ids) + room > context:
             demos = demos[:-1]
-            ids = encode(tok, "qa", render("qa", text, demos))
+            ids = encode(tok, "qa", render("qa", text, demos, qa))
         out.append(ids)
     return out
 
@@ -153,17 +167,17 @@ def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_
     from ..models import load_model
     from ..sample import prompt_tokens, read_prompts
     from ..tokenizer import Tokenizer
-    from ..world.build import find_world
+    from ..world.build import find_world, is_world, world_file
 
     first = next(iter(models.values()))
     world_dir = Path(world) if world else find_world(first)
-    path = str(world_dir / "eval.jsonl") if prompts == "world" else prompts
+    path = world_file(world_dir, prompts, "eval.jsonl") if is_world(prompts) else prompts
     items = read_prompts(path, limit or None)
     if not items:
         raise InputError("no prompts", path=path)
     if any(p.task is None for p in items):
         raise InputError("the oracle scores prompts of the world's tasks; some prompts have no 'task'", path=path)
-    pool = None
+    pool, markers = None, {}
     answers = {}
     for name, path_ in models.items():
         model, folder = load_model(path_)
@@ -178,8 +192,9 @@ def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_
 
             if pool is None:
                 pool = [_demo_of(r, loc) for r, loc in _read_jsonl(world_dir / "sft.jsonl")]
-            ids = fewshot_prompt_ids(tok, items, pool, k, room=max_new_tokens, context=model.cfg.max_seq_len, seed=seed)
-            strings = ["\nQ:", "\n\n"]  # the next demonstration would begin: the answer is over
+                markers = qa_markers(world_dir)
+            ids = fewshot_prompt_ids(tok, items, pool, k, room=max_new_tokens, context=model.cfg.max_seq_len, seed=seed, markers=markers)
+            strings = sorted({"\n" + q for q, _ in markers.values()} | {"\nQ:", "\n\n"})  # the next demonstration would begin: the answer is over
         else:
             ids = [prompt_tokens(tok, p.prompt, as_chat, p.where, p.field) for p in items]
         stops = chat.stop_ids(tok) if as_chat else [tok.eos_id]

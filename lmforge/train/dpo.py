@@ -66,7 +66,7 @@ LOSSES = ("dpo", "cdpo", "ipo", "hinge", "kto")
 
 @dataclass
 class DPODataConfig:
-    train: list[str] = field(default_factory=lambda: ["world"])  # rankings, preference pairs or (kto) unpaired records; "world": the world's comparisons.jsonl
+    train: list[str] = field(default_factory=lambda: ["world"])  # rankings, preference pairs or (kto) unpaired records; "world": the world's comparisons.jsonl ("world:NAME": its NAME.jsonl)
     val: str = ""  # held-out comparisons; "": val_fraction of the train prompts, split by prompt
     val_fraction: float = 0.05
     pairs: Literal["all", "best_worst"] = "all"  # a ranking of K answers: all its C(K,2) pairs, or only best vs worst
@@ -527,14 +527,15 @@ def evaluate_preferences(model, items: list[PrefItem], cfg: DPOConfig, *, pad_id
 
 
 def _world_comparisons(path: str, init: str) -> str:
-    if path != "world":
-        return path
-    from ..world.build import find_world
+    from ..world.build import find_world, is_world, world_file
 
+    if not is_world(path):
+        return path
     try:
-        return str(find_world(init) / "comparisons.jsonl")
+        world_dir = find_world(init)
     except InputError:
         raise InputError("'world' data needs the world the init model was trained on, and none was found next to it; give a PATH instead", path=init, field="data.train") from None
+    return world_file(world_dir, path, "comparisons.jsonl")
 
 
 def _read(cfg: DPOConfig, tok, chat: bool, seq_len: int) -> tuple[list[PrefItem], list[PrefItem], dict]:

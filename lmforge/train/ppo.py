@@ -57,6 +57,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_text
+from ..world.build import is_world
 from ..models.transformer import Transformer, positions_from_mask
 from .loop import OptimConfig, ScheduleConfig, TrainConfig, pick_device, run_config_text, train
 
@@ -68,7 +69,7 @@ ALGORITHMS = ("ppo", "reinforce", "rloo", "grpo")
 
 @dataclass
 class RolloutConfig:
-    prompts: str = "world"  # prompts (text, messages or the world's {"prompt","task","meta"}); "world": the world's ppo_prompts.jsonl
+    prompts: str = "world"  # prompts (text, messages or the world's {"prompt","task","meta"}); "world": the world's ppo_prompts.jsonl ("world:NAME": its NAME.jsonl)
     limit: int = 0  # the first N prompts only (0: all)
     batch_size: int = 32  # prompts an iteration
     group_size: int = 1  # answers a prompt (rloo and grpo need at least 2)
@@ -571,11 +572,11 @@ def _reward_fn(rm, tokenizer, decode) -> RewardFn:
 
 
 def _world_prompts(spec: str, policy_path: str, name: str) -> str:
-    if spec != "world":
-        return spec
-    from ..world.build import find_world
+    from ..world.build import find_world, is_world, world_file
 
-    return str(find_world(policy_path) / name)
+    if not is_world(spec):
+        return spec
+    return world_file(find_world(policy_path), spec, name)
 
 
 def read_rl_prompts(path: str, tokenizer, as_chat: bool, limit: int, room: int, context: int) -> list[PromptItem]:
@@ -643,8 +644,8 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
         ptx_batches = BatchLoader(TokenShards(cfg.ptx.shards, "train"), cfg.ptx.batch_size, cfg.ptx.seq_len, seed=cfg.seed)
 
     world_dir = find_world_or_none(cfg.policy) if monitor_factory is not None else None
-    monitor = monitor_factory(world_dir) if world_dir is not None and r.prompts == "world" else None
-    eval_monitor = monitor_factory(world_dir) if world_dir is not None and cfg.eval.prompts == "world" else None
+    monitor = monitor_factory(world_dir) if world_dir is not None and is_world(r.prompts) else None
+    eval_monitor = monitor_factory(world_dir) if world_dir is not None and is_world(cfg.eval.prompts) else None
 
     value = None
     if cfg.algorithm == "ppo" and cfg.value == "model":

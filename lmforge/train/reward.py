@@ -40,12 +40,13 @@ from ..io import atomic_write_text
 from ..models import load_model, model_config_json
 from ..models.transformer import AnswerPrior, Transformer
 from ..tokenizer import Tokenizer
+from ..world.build import is_world
 from .loop import OptimConfig, ScheduleConfig, TrainConfig, run_config_text, train
 
 
 @dataclass
 class RMDataConfig:
-    train: list[str] = field(default_factory=lambda: ["world"])  # rankings or preference pairs (files are joined); "world": the world's comparisons.jsonl
+    train: list[str] = field(default_factory=lambda: ["world"])  # rankings or preference pairs (files are joined); "world": the world's comparisons.jsonl ("world:NAME": its NAME.jsonl)
     val: str = ""  # held-out comparisons; "": val_fraction of the train prompts, split by prompt
     val_fraction: float = 0.1
     limit: int = 0  # use only the first N training comparisons (0: all): how accuracy grows with data
@@ -299,13 +300,14 @@ def init_prior(prior: AnswerPrior, data: list[Encoded], batch_size: int, pad_id:
 # --------------------------------------------------------------------------- the stage
 
 
-def _world_file(cfg: RMConfig, name: str) -> str:
-    from ..world.build import find_world
+def _world_file(cfg: RMConfig, name: str, spec: str = "world") -> str:
+    from ..world.build import find_world, world_file
 
     try:
-        return str(find_world(cfg.init) / name)
+        world_dir = find_world(cfg.init)
     except InputError:
         raise InputError("'world' data needs the world the init model was trained on, and none was found next to it; give a PATH instead", path=cfg.init, field="data") from None
+    return world_file(world_dir, spec, name)
 
 
 def _normalize_answers(cfg: RMConfig) -> tuple[list, list[str]]:
@@ -359,7 +361,7 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
 
     comparisons, stats = [], {}
     for path in d.train:
-        found, s = read_comparisons(_world_file(cfg, "comparisons.jsonl") if path == "world" else path)
+        found, s = read_comparisons(_world_file(cfg, "comparisons.jsonl", path) if is_world(path) else path)
         comparisons += found
         stats = {k: stats.get(k, 0) + v for k, v in s.items()}
     if d.val:

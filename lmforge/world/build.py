@@ -16,6 +16,9 @@
     DIR/sft_{en,translated,multilingual,en_prompts}.jsonl
                             multilingual worlds: demonstrations for mT0's four instruction-tuning
                             settings (English only, translate-train, native, English instructions)
+    DIR/{comparisons,ppo_prompts}_en.jsonl
+                            multilingual worlds: the English records alone (alignment on English
+                            preferences, evaluated in every language)
     DIR/manifest.json       counts, and the sha256 of every file
 
 With `languages` (`lmforge.world.languages`), the world is told in English and generated
@@ -343,7 +346,12 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
         )
         tick("comparisons")
 
-        counts["ppo_prompts"] = _jsonl(tmp / "ppo_prompts.jsonl", writer.prompts("ppo", cfg.ppo_prompts, "train"))
+        ppo_prompts = list(writer.prompts("ppo", cfg.ppo_prompts, "train"))
+        counts["ppo_prompts"] = _jsonl(tmp / "ppo_prompts.jsonl", ppo_prompts)
+        if multilingual:  # preferences gathered in English only, as most RLHF data is
+            english = lambda records: (r for r in records if r["meta"]["language"] == "en")  # noqa: E731
+            counts["comparisons_en"] = _jsonl(tmp / "comparisons_en.jsonl", english(comparisons))
+            counts["ppo_prompts_en"] = _jsonl(tmp / "ppo_prompts_en.jsonl", english(ppo_prompts))
         counts["eval"] = _jsonl(tmp / "eval.jsonl", (writer.parallel if multilingual else writer.prompts)("eval", cfg.eval_prompts, "eval"))
         tick("prompts")
 
@@ -435,6 +443,21 @@ def _demonstration_stats(d: Path, world: World, cfg: dict) -> dict:
     if now is not None:
         out.setdefault("oracle_score", {})["written"] = round(now, 4)
     return out
+
+
+def is_world(spec: str) -> bool:
+    """A data setting that names the built-in world: "world" (the stage's own file) or "world:NAME"."""
+    return spec == "world" or spec.startswith("world:")
+
+
+def world_file(world_dir: Path, spec: str, default: str) -> str:
+    """The file a "world" / "world:NAME" setting names: `default` in the world's directory, or its
+    NAME.jsonl (world:comparisons_en is a multilingual world's English comparisons)."""
+    name = spec.partition(":")[2]
+    path = world_dir / (f"{name}.jsonl" if name else default)
+    if not path.exists():
+        raise InputError(f"the world has no {path.name} ({spec!r}; a multilingual world's files need `languages`)", path=world_dir)
+    return str(path)
 
 
 def find_world(model_path: str | Path | None) -> Path:
