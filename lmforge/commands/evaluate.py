@@ -146,7 +146,7 @@ def cmd_eval_policy(args) -> int:
     from ..eval.policy import evaluate_models
 
     models = named_models(args.model)
-    result = evaluate_models(models, args.prompts, baseline=args.baseline, limit=args.limit, max_new_tokens=args.max_new_tokens, world=args.world, shots=_shots(args.shots, models), temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    result = evaluate_models(models, args.prompts, baseline=args.baseline, limit=args.limit, max_new_tokens=args.max_new_tokens, world=args.world, shots=_shots(args.shots, models), temperature=args.temperature, top_p=args.top_p, seed=args.seed, device=args.device)
     if args.json:
         print_json(result)
     else:
@@ -178,6 +178,7 @@ def add_eval_policy(esub, fmt) -> None:
     _held_out_args(p, "a model to evaluate (repeat for several)")
     p.add_argument("--baseline", default=None, metavar="NAME", help="the model the others' win rates are against (a NAME of --model)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seeds the few-shot prefix and sampled answers")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="torch device the models answer on (cpu, cuda)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_policy)
 

@@ -157,7 +157,7 @@ def fewshot_prompt_ids(tok, items, pool, shots: int, *, room: int, context: int,
     return out
 
 
-def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, shots: dict[str, int] | None = None, seed: int = 0, temperature: float = 0.0, top_p: float = 1.0):
+def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, shots: dict[str, int] | None = None, seed: int = 0, temperature: float = 0.0, top_p: float = 1.0, device: str = "cpu"):
     """Every model's greedy answers to the same held-out prompts: (world_dir, prompt records,
     {name: (texts, finished)}). `prompts`: a file of evaluation records, or "world" (the world's
     eval.jsonl, found next to the first model). `shots[name]` > 0 asks that base model few-shot,
@@ -180,7 +180,7 @@ def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_
     pool, markers = None, {}
     answers = {}
     for name, path_ in models.items():
-        model, folder = load_model(path_)
+        model, folder = load_model(path_, device)
         tok = Tokenizer.load(folder)
         as_chat = getattr(model, "chat_template", None) is not None
         k = (shots or {}).get(name, 0)
@@ -275,12 +275,12 @@ def by_language(items, per_answer: dict[str, list[dict]], *, baseline: str | Non
     return out
 
 
-def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | None = None, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, shots: dict[str, int] | None = None, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> dict:
+def evaluate_models(models: dict[str, str], prompts: str, *, baseline: str | None = None, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, shots: dict[str, int] | None = None, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, device: str = "cpu") -> dict:
     """Every model answers the same held-out prompts; the oracle's metrics for each, and each
     one's win rate against `baseline` (a key of `models`)."""
     if baseline is not None and baseline not in models:
         raise InputError(f"the baseline {baseline!r} is not one of the models ({', '.join(models)})", field="baseline")
-    world_dir, items, answers = answer_prompts(models, prompts, limit=limit, max_new_tokens=max_new_tokens, world=world, shots=shots, temperature=temperature, top_p=top_p, seed=seed)
+    world_dir, items, answers = answer_prompts(models, prompts, limit=limit, max_new_tokens=max_new_tokens, world=world, shots=shots, temperature=temperature, top_p=top_p, seed=seed, device=device)
     results, per_answer = score_answers(world_dir, items, answers, baseline=baseline)
     out = {"prompts": len(items), "models": results, "by_task": by_task(items, per_answer, baseline=baseline)}
     languages = by_language(items, per_answer, baseline=baseline)
