@@ -374,12 +374,14 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, *, show_progress
 _WORDS = re.compile(r"\w+")
 
 
-def token_stats(tok: Tokenizer, texts: Iterable[str], batch: int = 1000, by: list[str] | None = None) -> dict:
+def token_stats(tok: Tokenizer, texts: Iterable[str], batch: int = 1000, by: list[str] | None = None, reference: str | None = None) -> dict:
     """How a tokenizer does on a corpus: bytes per token, tokens per word, vocabulary use,
     unknown rate; with `by` (a group for each text, such as its language), the same per group,
-    and each group's tokens per word against the largest group's (`premium`: how much more the
-    same number of words costs in it, the unfairness Petrov et al. 2023 measure across
-    languages)."""
+    and each group's tokens per word against the `reference` group's (default: the one with the
+    most texts) - `premium`: how much more the same number of words costs in it, the unfairness
+    Petrov et al. 2023 measure across languages. Words are runs of letters and digits, so for a
+    script written without spaces (Japanese, Chinese, Thai) tokens per word means little: compare
+    bytes per token there."""
     counts: Counter[int] = Counter()
     n_bytes = n_tokens = n_docs = n_words = 0
     groups: dict[str, Counter] = {}
@@ -404,7 +406,7 @@ def token_stats(tok: Tokenizer, texts: Iterable[str], batch: int = 1000, by: lis
         "bytes_per_token": n_bytes / n_tokens if n_tokens else 0.0,
         "words": n_words,
         "tokens_per_word": n_tokens / n_words if n_words else 0.0,
-        **({"by": _group_stats(groups)} if by is not None else {}),
+        **({"by": _group_stats(groups, reference)} if by is not None else {}),
         "vocab_used": len(counts),
         "vocab_use": len(counts) / tok.vocab_size,
         "unk_rate": counts.get(unk, 0) / n_tokens if n_tokens else 0.0,
@@ -412,12 +414,14 @@ def token_stats(tok: Tokenizer, texts: Iterable[str], batch: int = 1000, by: lis
     }
 
 
-def _group_stats(groups: dict[str, Counter]) -> dict:
+def _group_stats(groups: dict[str, Counter], reference: str | None = None) -> dict:
     out = {}
     for name, c in sorted(groups.items(), key=lambda kv: -kv[1]["documents"]):
         out[name] = {**c, "bytes_per_token": c["bytes"] / c["tokens"] if c["tokens"] else 0.0, "tokens_per_word": c["tokens"] / c["words"] if c["words"] else 0.0}
+    if reference is not None and reference not in out:
+        raise InputError(f"no text has {reference!r} (the groups: {', '.join(out)})", field="reference")
     if out:
-        base = next(iter(out.values()))["tokens_per_word"]  # the largest group's
+        base = out[reference or next(iter(out))]["tokens_per_word"]  # the reference group's, or the largest's
         for g in out.values():
             g["premium"] = g["tokens_per_word"] / base if base else 0.0
     return out

@@ -271,6 +271,8 @@ def test_prepare_mixes_languages_by_temperature_and_counts_their_tokens(cli, ml_
     groups = out["5"]["splits"]["train"]["groups"]
     got = groups["xt"]["bytes"] / sum(g["bytes"] for g in groups.values())
     assert got == pytest.approx(sampled["xt"]["sampled_share"], abs=0.08)  # repeated and thinned documents, drawn per document
+    drawn = {g: sum(s["groups"][g]["bytes"] for s in out["5"]["splits"].values()) for g in CODES}
+    assert sampled["xt"]["drawn_share"] == pytest.approx(drawn["xt"] / sum(drawn.values()))  # what the draws gave, beside the plan
     assert sum(g["tokens"] for g in out["1"]["splits"]["train"]["groups"].values()) == out["1"]["splits"]["train"]["tokens"]
     assert_clean_failure(cli("prepare", f"data.path={data}", "data.temperature=3", "--out", tmp_path / "x"), "data.temperature", "group_by")
     assert_clean_failure(cli("prepare", f"data.path={data}", "data.group_by=dialect", "data.temperature=3", "--out", tmp_path / "y"), "pretrain.jsonl:1", "dialect")
@@ -300,6 +302,11 @@ def test_tokenizer_stats_and_bits_per_byte_per_language(cli, ml_world, tmp_path)
     code, out, err = cli("tokenizer", "stats", "--tokenizer", tmp_path / "tok", "--data", ml_world / "eval.jsonl", "--text-field", "prompt", "--by", "meta.language", "--json")
     assert code == 0 and set(json.loads(out)["by"]) == set(CODES)
     assert_clean_failure(cli("tokenizer", "stats", "--tokenizer", tmp_path / "tok", "--data", held, "--by", "dialect"), "heldout.jsonl:1", "dialect")
+    code, out, err = cli("tokenizer", "stats", "--tokenizer", tmp_path / "tok", "--data", held, "--by", "language", "--reference", "xt", "--json")
+    assert code == 0, err
+    against_xt = json.loads(out)["by"]
+    assert against_xt["xt"]["premium"] == 1.0 and against_xt["en"]["premium"] == pytest.approx(1 / stats["by"]["xt"]["premium"])
+    assert_clean_failure(cli("tokenizer", "stats", "--tokenizer", tmp_path / "tok", "--data", held, "--by", "language", "--reference", "fr"), "'fr'", "xv")
 
 
 @pytest.fixture(scope="module")

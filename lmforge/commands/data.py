@@ -4,6 +4,7 @@ token shards) and `prepare` (tokenizer and shards from one recipe)."""
 from __future__ import annotations
 
 import json
+import sys
 
 from ..errors import InputError
 from .common import DATA_HELP, add_corpus_args, print_json
@@ -150,11 +151,13 @@ def cmd_tokenizer_stats(args) -> int:
     from ..tokenizer import Tokenizer, token_stats
 
     tok = Tokenizer.load(args.tokenizer)
+    if args.reference and not args.by:
+        raise InputError("--reference names a group of --by FIELD; give --by too", field="reference")
     if args.by:
         from ..data.readers import read_texts
 
         texts, groups = read_texts(args.data, args.text_field, args.by)
-        stats = token_stats(tok, texts, by=groups)
+        stats = token_stats(tok, texts, by=groups, reference=args.reference)
     else:
         stats = token_stats(tok, (t for t, _ in _pieces(args)))
     if args.json:
@@ -204,7 +207,9 @@ def add_tokenizer(sub, fmt) -> None:
     )
     p.add_argument("--tokenizer", required=True, metavar="PATH", help="tokenizer.json or a folder holding one")
     add_corpus_args(p)
-    p.add_argument("--by", default=None, metavar="FIELD", help="group the records by this field (e.g. language) and measure each group; its premium is its tokens per word over the largest group's")
+    p.add_argument("--by", default=None, metavar="FIELD", help="group the records by this field (e.g. language) and measure each group; its premium is its tokens per word over the reference group's "
+                   "(for scripts written without spaces between words compare bytes per token instead)")
+    p.add_argument("--reference", default=None, metavar="NAME", help="with --by: the group premiums are measured against (default: the one with the most texts)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_tokenizer_stats)
 
@@ -303,7 +308,11 @@ def cmd_prepare(args) -> int:
         if "sources" in summary:
             src = summary["sources"]
             print(f"sources by {src['group_by']}, temperature {src['temperature']:g}: " + ", ".join(
-                f"{g} {100 * r['share']:.1f}% -> {100 * r['sampled_share']:.1f}% (x{r['factor']:.2f})" for g, r in src["groups"].items()))
+                f"{g} {100 * r['share']:.1f}% -> {100 * r['sampled_share']:.1f}% (x{r['factor']:.2f}, drawn {100 * r['drawn_share']:.1f}%)" for g, r in src["groups"].items()))
+            uneven = [g for g, r in src["groups"].items() if abs(r["drawn_share"] - r["sampled_share"]) > 0.2 * r["sampled_share"]]
+            if uneven:
+                print(f"warning: {', '.join(uneven)} drawn more than 20% away from the planned share: each document is repeated or left out whole, "
+                      "and these sources have few or very unequal documents (split long documents into smaller records to even it out)", file=sys.stderr)
         print(f"-> {args.out}")
     return 0
 

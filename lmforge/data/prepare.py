@@ -137,6 +137,10 @@ def run_prepare(cfg: PrepareConfig, out: str | Path, *, overwrite: bool = False)
             },
         }
         if cfg.data.group_by:
-            summary["sources"] = {"group_by": cfg.data.group_by, "temperature": cfg.data.temperature, "groups": plan}
+            # the shares the hash draws gave: near the plan for many documents, uneven for a few long ones
+            drawn = {g: sum(s.get("groups", {}).get(g, {}).get("bytes", 0) for s in index["splits"].values()) for g in plan}
+            total = sum(drawn.values()) or 1
+            groups = {g: {**r, "drawn_share": drawn[g] / total} for g, r in plan.items()}
+            summary["sources"] = {"group_by": cfg.data.group_by, "temperature": cfg.data.temperature, "groups": groups}
         atomic_write_json(tmp / "summary.json", summary)
     return summary
