@@ -16,8 +16,79 @@ TITLE = "pretrain"
 
 def add_arguments(sub, fmt) -> None:
     add_pretrain(sub, fmt)
+    add_scaling(sub, fmt)
     add_generate(sub, fmt)
     add_checkpoint(sub, fmt)
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise InputError(f"expected I/N with 0 <= I < N, got {text!r}", field="shard")
+    return int(i), int(n)
+
+
+def cmd_scaling(args) -> int:
+    import sys
+
+    from ..scaling import load_scaling_config, run_scaling
+
+    overrides = list(args.overrides)
+    if args.budget:
+        overrides.append("study.budgets=[" + ",".join(args.budget) + "]")
+    if args.sizes:
+        overrides.append("study.sizes=[" + ",".join(args.sizes) + "]")
+    if args.optimal_for:
+        overrides.append("study.optimal_for=[" + ",".join(args.optimal_for) + "]")
+    cfg = load_scaling_config(args.recipe, args.preset, overrides)
+    fit = run_scaling(cfg, args.out, shard=_shard(args.shard), log=lambda m: print(m, file=sys.stderr), wait=args.wait)
+    if fit is None:
+        return 0
+    if args.json:
+        print_json(fit)
+        return 0
+    ci = fit["intervals"]
+    print(f"{fit['runs']} runs; L(N, D) = E + A/N^alpha + B/D^beta (N non-embedding parameters, D tokens, loss in nats per token)")
+    for k in ("alpha", "beta", "E", "A", "B"):
+        print(f"  {k:5} {fit[k]:10.4g}" + (f"  [{ci[k][0]:.4g}, {ci[k][1]:.4g}]" if k in ci else ""))
+    iso = fit["isoflop"]
+    if "n_opt_exponent" in iso:
+        print(f"isoFLOP profiles: N_opt ~ C^{iso['n_opt_exponent']:.2f}, D_opt ~ C^{iso['d_opt_exponent']:.2f}")
+    if fit["held_out"]:
+        h = fit["held_out"]
+        print(f"held out: the largest budget's best loss {h['best_loss']:.4f}, predicted from the smaller budgets {h['predicted_best_loss']:.4f} ({100 * h['relative_error']:.2f}% off)")
+    print("compute-optimal (FLOPs: N, D, tokens a parameter):")
+    for c, o in fit["optimal"].items():
+        print(f"  {c}: {o['n']:,.0f}, {o['d']:,.0f}, {o['tokens_per_parameter']:.1f}")
+    print(f"-> {args.out}/fit.json, {args.out}/report.md, {args.out}/plots/")
+    return 0
+
+
+def add_scaling(sub, fmt) -> None:
+    p = sub.add_parser(
+        "scaling",
+        help="scaling laws: train a grid of sizes and compute budgets, fit them, size a model for a budget",
+        formatter_class=fmt,
+        description="Trains GPTs of several sizes (d_model x n_layer) at several compute budgets (training FLOPs, the model's own count) on the "
+        "same prepared data, each with a cosine schedule over its own length; fits Chinchilla's isoFLOP profiles and parametric loss "
+        "L = E + A/N^alpha + B/D^beta (bootstrap intervals), predicts the largest budget from the smaller ones, and gives the compute-optimal "
+        "N and D for each budget. Settings: a preset, a recipe (world:, pretrain:, study: sections), key=value overrides "
+        "(study.{sizes,budgets,head_dim,min_steps,max_tokens_per_param,warmup_frac,bootstrap,optimal_for}). Each run is a folder of "
+        "DIR/runs; running again skips finished runs. Writes DIR/fit.json, DIR/runs.json, DIR/report.md, DIR/plots/.",
+    )
+    p.add_argument("recipe", nargs="?", default=None, help="a YAML recipe over the preset")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any key, e.g. pretrain.data.corpus=docs.jsonl")
+    p.add_argument("--preset", choices=["tiny", "default"], default="default", help="tiny: a study of a minute or two (a first look, tests); default: the built-in world's study, about an hour on 2 CPU cores")
+    p.add_argument("--budget", nargs="+", default=None, metavar="FLOPS", help="compute budgets of the runs, e.g. 1e12 3e12 1e13")
+    p.add_argument("--sizes", nargs="+", default=None, metavar="DxL", help="model shapes, d_model x n_layer, e.g. 64x2 128x4")
+    p.add_argument("--optimal-for", nargs="+", default=None, metavar="FLOPS", help="also give the compute-optimal N and D for these budgets")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run every N-th run from the I-th (several processes or machines sharing DIR); under torchrun: RANK/WORLD_SIZE")
+    p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for other shards' runs before fitting")
+    p.add_argument("--out", default="runs/scaling", metavar="DIR", help="the study's directory")
+    p.add_argument("--json", action="store_true", help="print fit.json")
+    p.set_defaults(func=cmd_scaling)
 
 
 def cmd_pretrain(args) -> int:
