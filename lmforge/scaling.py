@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -249,3 +250,42 @@ def _prepare_once(cfg: ScalingConfig, out: Path, index: int) -> Path:
             build_world(cfg.world, out / "world", overwrite=True)
         d.corpus = str(out / "world" / "pretrain.jsonl")
     return prepare_data(d, out)
+
+
+# --------------------------------------------------------------------------- sizing a model by a study
+
+
+def size_from_study(cfg: PretrainConfig, out: Path) -> dict:
+    """`pretrain size=optimal scaling=DIR minutes=M`: the budget M minutes buy at the study's
+    measured speed (its runs' FLOPs over their seconds, on the machine it ran on), the fitted
+    compute-optimal N for that budget, the study's shape nearest it (the fit holds along the
+    study's family of shapes), and the steps that spend the budget at that shape. Sets cfg.model's
+    shape, cfg.train.steps and a cosine schedule over them; writes out/sizing.json."""
+    from .errors import InputError
+    from .eval.scaling_laws import flops_per_token_curve, optimal_allocation
+
+    study = Path(cfg.scaling)
+    try:
+        fit = json.loads((study / "fit.json").read_text())
+        runs = json.loads((study / "runs.json").read_text())
+        scfg = from_dict(ScalingConfig, json.loads((study / "config.json").read_text()), check=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"not a finished scaling study ({e})", path=study, field="scaling") from None
+    speed = sum(r["flops"] for r in runs) / sum(r["seconds"] for r in runs)
+    budget = speed * cfg.minutes * 60
+    fpt = flops_per_token_curve(sorted({(r["non_embedding"], r["flops_per_token"]) for r in runs}))
+    best = optimal_allocation(fit, budget, fpt)
+    shapes = {r["size"]: r["non_embedding"] for r in runs}
+    size = min(shapes, key=lambda s: abs(math.log(shapes[s] / best["n"])))
+    model, net = _model_for(scfg, size, cfg.model.vocab_size)  # this run's vocabulary
+    for k in ("flavour", "n_layer", "n_head", "n_kv_head", "d_model", "tie_embeddings"):
+        setattr(cfg.model, k, getattr(model, k))
+    tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.data.seq_len
+    cfg.train.steps = max(1, round(budget / (net.flops_per_token(cfg.data.seq_len) * tokens_per_step)))
+    cfg.train.schedule.kind = "cosine"
+    cfg.train.schedule.warmup_steps = max(1, round(scfg.study.warmup_frac * cfg.train.steps))
+    cfg.size = ""  # sized: the saved config is the model it trains
+    sizing = {"study": str(study), "minutes": cfg.minutes, "flops_per_second": speed, "budget": budget, "optimal_n": best["n"], "optimal_d": best["d"],
+              "predicted_loss": best["loss"], "size": size, "non_embedding": shapes[size], "steps": cfg.train.steps, "tokens": cfg.train.steps * tokens_per_step}  # fmt: skip
+    atomic_write_text(out / "sizing.json", json.dumps(sizing, indent=1) + "\n")
+    return sizing

@@ -104,6 +104,16 @@ def test_a_tiny_study_killed_and_resumed_skips_finished_runs(cli, tmp_path, monk
         assert (out / "plots" / name).stat().st_size > 1000
     assert "Held-out check" in (out / "report.md").read_text() and "alpha" in stdout
 
+    # the study sizes a model for a training time: the fitted optimum's nearest shape, and the steps that time buys
+    code, _, err = cli("pretrain", "recipes/tiny.yaml", f"data.shards={out / 'data'}", "size=optimal", f"scaling={out}", "minutes=0.02", "--out", tmp_path / "sized")
+    assert code == 0, err
+    sizing = json.loads((tmp_path / "sized" / "sizing.json").read_text())
+    assert sizing["size"] in cfg.study.sizes and sizing["budget"] == pytest.approx(sizing["flops_per_second"] * 1.2)
+    saved = (tmp_path / "sized" / "config.yaml").read_text()
+    d_model, n_layer = (int(x) for x in sizing["size"].split("x"))
+    assert f"d_model: {d_model}" in saved and f"n_layer: {n_layer}" in saved and f"steps: {sizing['steps']}" in saved
+    assert_clean_failure(cli("pretrain", "recipes/tiny.yaml", "size=optimal", "--out", tmp_path / "x"), "size", "scaling=DIR")
+
 
 def test_bad_study_settings_are_clear_errors(cli, tmp_path):
     assert_clean_failure(cli("scaling", "--preset", "tiny", "--sizes", "64by2", "--out", tmp_path / "a"), "study.sizes", "d_model x n_layer")

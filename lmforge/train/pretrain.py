@@ -71,6 +71,11 @@ class PretrainConfig:
     # start from a trained transformer of the same width and fewer layers, grown in depth (grow):
     # the larger model begins computing what the smaller one does and trains on from there
     grow_from: str = ""
+    # "optimal": the model's shape and train.steps from a scaling study (`lmforge scaling`): the
+    # compute-optimal size for what `minutes` of training buy at the study's measured speed
+    size: str = ""
+    scaling: str = ""  # the study's directory (its fit.json and runs.json), with size=optimal
+    minutes: float = 0.0  # the training time to size the model for, with size=optimal
 
     def validate(self) -> None:
         if self.objective == "mlm":
@@ -84,6 +89,10 @@ class PretrainConfig:
             raise ConfigError("sources are mixed when shards are made: prepare them with data.group_by and data.temperature (lmforge prepare)", field="data.temperature")
         if self.grow_from and self.arch != "transformer":
             raise ConfigError("only a transformer grows from a smaller one", field="grow_from")
+        if self.size not in ("", "optimal"):
+            raise ConfigError(f"'optimal' (from a scaling study) or empty, got {self.size!r}", field="size")
+        if self.size == "optimal" and (not self.scaling or self.minutes <= 0):
+            raise ConfigError("size=optimal needs scaling=DIR (a finished `lmforge scaling` study) and minutes > 0 (the training time to size for)", field="size")
         if self.arch == "transformer" and self.data.seq_len > self.model.max_seq_len:
             raise ConfigError(f"({self.data.seq_len}) must not exceed model.max_seq_len ({self.model.max_seq_len})", field="data.seq_len")
 
@@ -224,6 +233,11 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     shard_dir = prepare_data(cfg.data, out)
     tokenizer = Tokenizer.load(shard_dir)
+    if cfg.size == "optimal":  # the shape and steps a scaling study gives this time (the vocabulary counts)
+        from ..scaling import size_from_study
+
+        cfg.model.vocab_size = tokenizer.vocab_size
+        size_from_study(cfg, out)
     if cfg.objective == "mlm":
         tokenizer = tokenizer.with_mask()  # the shards' ids stay; <|mask|> comes after them
     atomic_write_text(out / "config.yaml", resolved_config(cfg, out, tokenizer))
