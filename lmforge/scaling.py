@@ -13,8 +13,8 @@ loss of short runs and moved Kaplan's estimate toward larger models). So a study
   exactly those steps; its held-out loss (nats per token) at the end.
 
 Runs a budget buys fewer than `study.min_steps` steps of are skipped (too short to train), as is a
-size the budget gives more than `study.max_tokens_per_param` tokens a parameter (far past its
-optimum: it only costs time). Each run is a folder DIR/runs/NAME with the run's result in
+size the budget gives more than `study.max_tokens_per_param` or fewer than
+`study.min_tokens_per_param` tokens a parameter (far from the budget's optimum: it only costs time). Each run is a folder DIR/runs/NAME with the run's result in
 scaling.json; running the study again skips finished runs (an interrupted one starts over).
 `--shard I/N` (or torchrun's RANK and WORLD_SIZE) runs every N-th run from the I-th, so several
 processes, GPUs or machines share a study; the fit is made when every run has its result.
@@ -52,6 +52,7 @@ class StudyConfig:
     head_dim: int = 32  # n_head = d_model / head_dim (at least 1)
     min_steps: int = 50  # a run the budget buys fewer optimizer steps of is skipped
     max_tokens_per_param: float = 2000.0  # a size the budget gives more tokens a parameter than this is skipped
+    min_tokens_per_param: float = 0.0  # and one it gives fewer than this (far past the budget's optimum the other way)
     warmup_frac: float = 0.05  # warmup steps as a share of each run's steps
     bootstrap: int = 200  # resamples of the runs for the parametric fit's intervals
     optimal_for: list[float] = field(default_factory=list)  # budgets (FLOPs) to give the compute-optimal N and D for
@@ -145,6 +146,8 @@ def plan(cfg: ScalingConfig, vocab_size: int) -> list[dict]:
                 skip = f"{steps} steps (fewer than study.min_steps {cfg.study.min_steps})"
             elif tokens / n > cfg.study.max_tokens_per_param:
                 skip = f"{tokens / n:.0f} tokens a parameter (more than study.max_tokens_per_param {cfg.study.max_tokens_per_param:g})"
+            elif tokens / n < cfg.study.min_tokens_per_param:
+                skip = f"{tokens / n:.2g} tokens a parameter (fewer than study.min_tokens_per_param {cfg.study.min_tokens_per_param:g})"
             runs.append({"name": f"C{budget:.2g}-{size}".replace("+", ""), "size": size, "budget": budget, "params": model.num_params(), "non_embedding": n,
                          "flops_per_token": fpt, "steps": steps, "tokens": tokens, "flops": float(tokens * fpt), "skip": skip})  # fmt: skip
     return runs
