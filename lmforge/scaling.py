@@ -53,6 +53,7 @@ class StudyConfig:
     min_steps: int = 50  # a run the budget buys fewer optimizer steps of is skipped
     max_tokens_per_param: float = 2000.0  # a size the budget gives more tokens a parameter than this is skipped
     min_tokens_per_param: float = 0.0  # and one it gives fewer than this (far past the budget's optimum the other way)
+    max_epochs: float = 4.0  # a run that would read the training split more often than this is skipped (0: no limit)
     warmup_frac: float = 0.05  # warmup steps as a share of each run's steps
     bootstrap: int = 200  # resamples of the runs for the parametric fit's intervals
     optimal_for: list[float] = field(default_factory=list)  # budgets (FLOPs) to give the compute-optimal N and D for
@@ -128,9 +129,10 @@ def _model_for(cfg: ScalingConfig, size: str, vocab_size: int):
     return m, Transformer(m)
 
 
-def plan(cfg: ScalingConfig, vocab_size: int) -> list[dict]:
+def plan(cfg: ScalingConfig, vocab_size: int, train_tokens: int = 0) -> list[dict]:
     """Every run of the grid: {name, size, budget, params, non_embedding, flops_per_token, steps,
-    tokens, flops, skip (why it is not run, or None)}."""
+    tokens, flops, epochs (passes over the `train_tokens` of the training split), skip (why it is
+    not run, or None)}."""
     t = cfg.pretrain.train
     tokens_per_step = t.batch_size * t.grad_accum * cfg.pretrain.data.seq_len
     runs = []
@@ -148,8 +150,13 @@ def plan(cfg: ScalingConfig, vocab_size: int) -> list[dict]:
                 skip = f"{tokens / n:.0f} tokens a parameter (more than study.max_tokens_per_param {cfg.study.max_tokens_per_param:g})"
             elif tokens / n < cfg.study.min_tokens_per_param:
                 skip = f"{tokens / n:.2g} tokens a parameter (fewer than study.min_tokens_per_param {cfg.study.min_tokens_per_param:g})"
+            elif train_tokens and cfg.study.max_epochs and tokens / train_tokens > cfg.study.max_epochs:
+                # repeated data is worth less than new (Muennighoff et al. 2023: up to about 4 passes
+                # nearly as good), and L(N, D) assumes D new tokens
+                skip = f"{tokens / train_tokens:.1f} passes over the training data (more than study.max_epochs {cfg.study.max_epochs:g})"
             runs.append({"name": f"C{budget:.2g}-{size}".replace("+", ""), "size": size, "budget": budget, "params": model.num_params(), "non_embedding": n,
-                         "flops_per_token": fpt, "steps": steps, "tokens": tokens, "flops": float(tokens * fpt), "skip": skip})  # fmt: skip
+                         "flops_per_token": fpt, "steps": steps, "tokens": tokens, "flops": float(tokens * fpt),
+                         "epochs": tokens / train_tokens if train_tokens else None, "skip": skip})  # fmt: skip
     return runs
 
 
@@ -207,8 +214,10 @@ def run_scaling(cfg: ScalingConfig, out: str | Path, *, shard: tuple[int, int] |
     shards = _prepare_once(cfg, out, index)
     from .tokenizer import Tokenizer
 
+    from .data.shards import read_index
+
     cfg.pretrain.model.vocab_size = Tokenizer.load(shards).vocab_size
-    runs = plan(cfg, cfg.pretrain.model.vocab_size)
+    runs = plan(cfg, cfg.pretrain.model.vocab_size, read_index(shards)["splits"]["train"]["tokens"])
     todo = [r for r in runs if r["skip"] is None]
     for r in runs:
         if r["skip"]:

@@ -190,9 +190,10 @@ def _ci(summary: dict, k: str) -> str:
 
 def _markdown(summary: dict, runs: list[dict], cfg: dict) -> str:
     lines = ["# Scaling study", "", f"{summary['runs']} runs; {summary['compute']}.", "", "## Runs", "",
-             "| run | N (non-embedding) | tokens | tokens / N | FLOPs | held-out loss | seconds |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| run | N (non-embedding) | tokens | tokens / N | passes over the data | FLOPs | held-out loss | seconds |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in runs:
-        lines.append(f"| {r['name']} | {r['non_embedding']:,} | {r['tokens']:,} | {r['tokens'] / r['non_embedding']:.1f} | {r['flops']:.3g} | {r['loss']:.4f} | {r['seconds']:.0f} |")
+        epochs = f"{r['epochs']:.2f}" if r.get("epochs") is not None else "-"
+        lines.append(f"| {r['name']} | {r['non_embedding']:,} | {r['tokens']:,} | {r['tokens'] / r['non_embedding']:.1f} | {epochs} | {r['flops']:.3g} | {r['loss']:.4f} | {r['seconds']:.0f} |")
     lines += ["", "## The parametric fit (Chinchilla's approach 3)", "", "L(N, D) = E + A / N^alpha + B / D^beta, 95% bootstrap intervals over runs:", "",
               "| | fitted | Chinchilla |", "|---|---:|---:|"]  # fmt: skip
     for k in ("alpha", "beta", "E", "A", "B"):
