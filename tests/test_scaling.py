@@ -120,3 +120,18 @@ def test_bad_study_settings_are_clear_errors(cli, tmp_path):
     assert_clean_failure(cli("scaling", "--preset", "tiny", "--budget", "-5", "--out", tmp_path / "b"), "study.budgets", "positive")
     assert_clean_failure(cli("scaling", "--preset", "tiny", "--shard", "2/2", "--out", tmp_path / "c"), "shard", "I/N")
     assert not (tmp_path / "a" / "runs").exists() and not (tmp_path / "b" / "runs").exists()
+
+
+def test_the_plan_skips_runs_too_short_too_far_from_the_optimum_or_repeating_the_data():
+    from lmforge.scaling import load_scaling_config, plan
+
+    cfg = load_scaling_config(None, "default", ["study.min_tokens_per_param=1"])
+    runs = {r["name"]: r for r in plan(cfg, 1213, train_tokens=1_000_000)}
+    assert len(runs) == len(cfg.study.sizes) * len(cfg.study.budgets)
+    why = {name: (r["skip"] or "").split(" (")[0] for name, r in runs.items()}
+    assert "steps" in why["C5e11-192x4"]  # a budget too small for the size
+    assert "tokens a parameter" in why["C5e11-96x4"]  # 0.2 tokens a parameter
+    assert "passes over the training data" in why["C1.5e13-32x2"]  # 30M tokens of a 1M-token corpus
+    for r in runs.values():
+        assert r["tokens"] == r["steps"] * 16 * 128 and r["epochs"] == r["tokens"] / 1_000_000
+        assert not r["skip"] or r["steps"] < 50 or r["tokens"] / r["non_embedding"] < 1 or r["epochs"] > 4
