@@ -75,12 +75,12 @@ def add_scaling(sub, fmt) -> None:
         "same prepared data, each with a cosine schedule over its own length; fits Chinchilla's isoFLOP profiles and parametric loss "
         "L = E + A/N^alpha + B/D^beta (bootstrap intervals), predicts the largest budget from the smaller ones, and gives the compute-optimal "
         "N and D for each budget. Settings: a preset, a recipe (world:, pretrain:, study: sections), key=value overrides "
-        "(study.{sizes,budgets,head_dim,min_steps,max_tokens_per_param,warmup_frac,bootstrap,optimal_for}). Each run is a folder of "
+        "(study.{sizes,budgets,head_dim,min_steps,min_tokens_per_param,max_tokens_per_param,max_epochs,warmup_frac,bootstrap,optimal_for}). Each run is a folder of "
         "DIR/runs; running again skips finished runs. Writes DIR/fit.json, DIR/runs.json, DIR/report.md, DIR/plots/.",
     )
     p.add_argument("recipe", nargs="?", default=None, help="a YAML recipe over the preset")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override any key, e.g. pretrain.data.corpus=docs.jsonl")
-    p.add_argument("--preset", choices=["tiny", "default"], default="default", help="tiny: a study of a minute or two (a first look, tests); default: the built-in world's study, about an hour on 2 CPU cores")
+    p.add_argument("--preset", choices=["tiny", "default"], default="default", help="tiny: a study of half a minute (a first look, tests); default: the built-in world's study, 48 minutes on 2 CPU cores")
     p.add_argument("--budget", nargs="+", default=None, metavar="FLOPS", help="compute budgets of the runs, e.g. 1e12 3e12 1e13")
     p.add_argument("--sizes", nargs="+", default=None, metavar="DxL", help="model shapes, d_model x n_layer, e.g. 64x2 128x4")
     p.add_argument("--optimal-for", nargs="+", default=None, metavar="FLOPS", help="also give the compute-optimal N and D for these budgets")
