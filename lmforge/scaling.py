@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from .config import _read_yaml, apply_override, from_dict, to_dict
 from .errors import ConfigError
 from .io import atomic_write_text
 from .train.pretrain import PretrainConfig, prepare_data, run_pretrain
+from .train.sizing import parse_size, shape_model
 from .world.build import WorldConfig
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -81,17 +81,6 @@ class ScalingConfig:
             raise ConfigError("a scaling study trains GPTs (arch transformer, objective clm)", field="pretrain.arch")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'128x4' -> (d_model 128, n_layer 4)."""
-    try:
-        d, n = (int(x) for x in str(text).lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"a size is d_model x n_layer, such as 128x4; got {text!r}", field="study.sizes") from None
-    if d < 1 or n < 1:
-        raise ConfigError(f"a size needs a positive width and depth; got {text!r}", field="study.sizes")
-    return d, n
-
-
 def load_scaling_config(recipe: str | None, preset: str | None, overrides: list[str]) -> ScalingConfig:
     """The preset (scaling_default.yaml or scaling_tiny.yaml), the recipe over it, the overrides."""
     from .pipeline import _merge
@@ -117,16 +106,7 @@ def load_scaling_config(recipe: str | None, preset: str | None, overrides: list[
 
 
 def _model_for(cfg: ScalingConfig, size: str, vocab_size: int):
-    from .models.transformer import ModelConfig, Transformer
-
-    d, n = parse_size(size)
-    base = cfg.pretrain.model
-    heads = max(1, d // cfg.study.head_dim)
-    while d % heads:
-        heads -= 1
-    m = ModelConfig(flavour=base.flavour, vocab_size=vocab_size, n_layer=n, n_head=heads, n_kv_head=None, d_model=d, max_seq_len=base.max_seq_len, tie_embeddings=base.tie_embeddings)
-    m.validate()
-    return m, Transformer(m)
+    return shape_model(cfg.pretrain.model, size, cfg.study.head_dim, vocab_size)
 
 
 def plan(cfg: ScalingConfig, vocab_size: int, train_tokens: int = 0) -> list[dict]:
@@ -212,9 +192,8 @@ def run_scaling(cfg: ScalingConfig, out: str | Path, *, shard: tuple[int, int] |
     if index == 0:
         atomic_write_text(out / "config.json", json.dumps(to_dict(cfg), indent=1) + "\n")
     shards = _prepare_once(cfg, out, index)
-    from .tokenizer import Tokenizer
-
     from .data.shards import read_index
+    from .tokenizer import Tokenizer
 
     cfg.pretrain.model.vocab_size = Tokenizer.load(shards).vocab_size
     runs = plan(cfg, cfg.pretrain.model.vocab_size, read_index(shards)["splits"]["train"]["tokens"])
@@ -262,42 +241,3 @@ def _prepare_once(cfg: ScalingConfig, out: Path, index: int) -> Path:
             build_world(cfg.world, out / "world", overwrite=True)
         d.corpus = str(out / "world" / "pretrain.jsonl")
     return prepare_data(d, out)
-
-
-# --------------------------------------------------------------------------- sizing a model by a study
-
-
-def size_from_study(cfg: PretrainConfig, out: Path) -> dict:
-    """`pretrain size=optimal scaling=DIR minutes=M`: the budget M minutes buy at the study's
-    measured speed (its runs' FLOPs over their seconds, on the machine it ran on), the fitted
-    compute-optimal N for that budget, the study's shape nearest it (the fit holds along the
-    study's family of shapes), and the steps that spend the budget at that shape. Sets cfg.model's
-    shape, cfg.train.steps and a cosine schedule over them; writes out/sizing.json."""
-    from .errors import InputError
-    from .eval.scaling_laws import flops_per_token_curve, optimal_allocation
-
-    study = Path(cfg.scaling)
-    try:
-        fit = json.loads((study / "fit.json").read_text())
-        runs = json.loads((study / "runs.json").read_text())
-        scfg = from_dict(ScalingConfig, json.loads((study / "config.json").read_text()), check=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"not a finished scaling study ({e})", path=study, field="scaling") from None
-    speed = sum(r["flops"] for r in runs) / sum(r["seconds"] for r in runs)
-    budget = speed * cfg.minutes * 60
-    fpt = flops_per_token_curve(sorted({(r["non_embedding"], r["flops_per_token"]) for r in runs}))
-    best = optimal_allocation(fit, budget, fpt)
-    shapes = {r["size"]: r["non_embedding"] for r in runs}
-    size = min(shapes, key=lambda s: abs(math.log(shapes[s] / best["n"])))
-    model, net = _model_for(scfg, size, cfg.model.vocab_size)  # this run's vocabulary
-    for k in ("flavour", "n_layer", "n_head", "n_kv_head", "d_model", "tie_embeddings"):
-        setattr(cfg.model, k, getattr(model, k))
-    tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.data.seq_len
-    cfg.train.steps = max(1, round(budget / (net.flops_per_token(cfg.data.seq_len) * tokens_per_step)))
-    cfg.train.schedule.kind = "cosine"
-    cfg.train.schedule.warmup_steps = max(1, round(scfg.study.warmup_frac * cfg.train.steps))
-    cfg.size = ""  # sized: the saved config is the model it trains
-    sizing = {"study": str(study), "minutes": cfg.minutes, "flops_per_second": speed, "budget": budget, "optimal_n": best["n"], "optimal_d": best["d"],
-              "predicted_loss": best["loss"], "size": size, "non_embedding": shapes[size], "steps": cfg.train.steps, "tokens": cfg.train.steps * tokens_per_step}  # fmt: skip
-    atomic_write_text(out / "sizing.json", json.dumps(sizing, indent=1) + "\n")
-    return sizing

@@ -234,7 +234,7 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
     shard_dir = prepare_data(cfg.data, out)
     tokenizer = Tokenizer.load(shard_dir)
     if cfg.size == "optimal":  # the shape and steps a scaling study gives this time (the vocabulary counts)
-        from ..scaling import size_from_study
+        from .sizing import size_from_study
 
         cfg.model.vocab_size = tokenizer.vocab_size
         size_from_study(cfg, out)
