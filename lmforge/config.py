@@ -293,3 +293,26 @@ def load_config(cls, recipe: str | os.PathLike | None = None, overrides: list[st
             e.path, e.line = None, None  # the bad value came from the command line
             e.message += " (from a command-line override)"
         raise
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def layered_data(cls, base: str | os.PathLike, recipe: str | os.PathLike | None, overrides: list[str] | tuple = ()) -> tuple[dict, dict, str | None]:
+    """A config's data in layers, for commands with presets (`lmforge run`, `lmforge scaling`):
+    the `base` file (a preset), the recipe merged over it (a mistake in it reported at its own
+    line), the command-line overrides over both. Returns (data, the recipe's lines, its path)."""
+    data, _ = _read_yaml(base)
+    lines, source = {}, None
+    if recipe is not None:
+        mine, lines = _read_yaml(recipe)
+        source = str(recipe)
+        from_dict(cls, mine, source=source, lines=lines, check=False)
+        data = _merge(data, mine)
+    for text in overrides:
+        apply_override(data, cls, text)
+    return data, lines, source

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .compare import CompareConfig
-from .config import _read_yaml, _validate, apply_override, dump_yaml, from_dict, to_dict
+from .config import _validate, dump_yaml, from_dict, layered_data, to_dict
 from .errors import ConfigError, InputError
 from .io import atomic_write_text
 from .report import duration, write_report
@@ -145,27 +145,12 @@ class RunConfig:
             raise ConfigError(f"a labeler ranks at least two answers, got {self.samples.k}", field="samples.k")
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_run_config(recipe: str | None, preset: str | None, overrides: list[str], seed: int | None = None) -> RunConfig:
     """The preset (default: `default`), the recipe over it, the overrides over both."""
     name = preset or "default"
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}", field="preset")
-    data, _ = _read_yaml(PRESET_DIR / f"{name}.yaml")
-    lines, source = {}, None
-    if recipe is not None:
-        mine, lines = _read_yaml(recipe)
-        source = str(recipe)
-        from_dict(RunConfig, mine, source=source, lines=lines, check=False)  # a mistake reported at its line
-        data = _merge(data, mine)
-    for text in overrides:
-        apply_override(data, RunConfig, text)
+    data, lines, source = layered_data(RunConfig, PRESET_DIR / f"{name}.yaml", recipe, overrides)
     if seed is not None:
         data["seed"] = seed
     # every section checked before any work, with the links between stages (filled in when they

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import _read_yaml, apply_override, from_dict, to_dict
+from .config import from_dict, layered_data, to_dict
 from .errors import ConfigError
 from .io import atomic_write_text
 from .train.pretrain import PretrainConfig, prepare_data, run_pretrain
@@ -83,20 +83,10 @@ class ScalingConfig:
 
 def load_scaling_config(recipe: str | None, preset: str | None, overrides: list[str]) -> ScalingConfig:
     """The preset (scaling_default.yaml or scaling_tiny.yaml), the recipe over it, the overrides."""
-    from .pipeline import _merge
-
     name = preset or "default"
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}", field="preset")
-    data, _ = _read_yaml(PRESET_DIR / f"scaling_{name}.yaml")
-    lines, source = {}, None
-    if recipe is not None:
-        mine, lines = _read_yaml(recipe)
-        source = str(recipe)
-        from_dict(ScalingConfig, mine, source=source, lines=lines, check=False)
-        data = _merge(data, mine)
-    for text in overrides:
-        apply_override(data, ScalingConfig, text)
+    data, lines, source = layered_data(ScalingConfig, PRESET_DIR / f"scaling_{name}.yaml", recipe, overrides)
     cfg = from_dict(ScalingConfig, data, source=source, lines=lines)
     cfg.validate()
     return cfg

@@ -135,8 +135,7 @@ def fewshot_prompt_ids(tok, items, pool, shots: int, *, room: int, context: int,
     prefix = random.Random(seed).sample(pool, min(shots, len(pool)))
     in_language: dict[str, list] = {}
 
-    def prefix_of(p) -> list:
-        lang = (getattr(p, "meta", None) or {}).get("language")
+    def prefix_of(lang: str | None) -> list:
         if lang is None:
             return prefix
         if lang not in in_language:
@@ -147,8 +146,9 @@ def fewshot_prompt_ids(tok, items, pool, shots: int, *, room: int, context: int,
     out = []
     for p in items:
         text = p.prompt if isinstance(p.prompt, str) else p.prompt[0]["content"]
-        demos = list(prefix_of(p))
-        qa = (markers or {}).get((getattr(p, "meta", None) or {}).get("language"), ("Q:", "A:"))
+        lang = (getattr(p, "meta", None) or {}).get("language")
+        demos = list(prefix_of(lang))
+        qa = (markers or {}).get(lang, ("Q:", "A:"))
         ids = encode(tok, "qa", render("qa", text, demos, qa))
         while demos and len(ids) + room > context:
             demos = demos[:-1]

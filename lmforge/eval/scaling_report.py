@@ -107,6 +107,24 @@ def write_study(cfg, out: Path, results: list[dict], skipped: list[dict]) -> dic
     return summary
 
 
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(6.5, 4.5))
+
+
+def _save(fig, ax, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _colors(n: int):
     import matplotlib.pyplot as plt
 
@@ -115,12 +133,7 @@ def _colors(n: int):
 
 def plot_frontier(runs, fit, fpt, path: Path) -> None:
     """Loss against compute: every run, each size's runs joined, and the fitted frontier."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = _figure()
     sizes = sorted({r["non_embedding"] for r in runs})
     for color, n in zip(_colors(len(sizes)), sizes):
         rs = sorted((r for r in runs if r["non_embedding"] == n), key=lambda r: r["flops"])
@@ -128,20 +141,12 @@ def plot_frontier(runs, fit, fpt, path: Path) -> None:
     cs = np.exp(np.linspace(math.log(min(r["flops"] for r in runs)) - 0.5, math.log(max(r["flops"] for r in runs)) + 1.0, 60))
     ax.plot(cs, [optimal_allocation(fit, c, fpt)["loss"] for c in cs], "k--", label="fitted frontier")
     ax.set(xscale="log", xlabel="training FLOPs", ylabel="held-out loss (nats / token)", title="loss against compute")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def plot_isoflops(runs, iso: dict, path: Path) -> None:
     """Each budget's runs against N, its parabola and its minimum (approach 2)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = _figure()
     budgets = sorted({r["budget"] for r in runs})
     for color, c in zip(_colors(len(budgets)), budgets):
         rs = sorted((r for r in runs if r["budget"] == c), key=lambda r: r["non_embedding"])
@@ -153,23 +158,15 @@ def plot_isoflops(runs, iso: dict, path: Path) -> None:
             ax.plot(np.exp(x), c0 + c1 * x + c2 * x**2, "-", color=color, lw=1)
             ax.plot([m["n_opt"]], [m["loss_opt"]], "*", color=color, ms=12)
     ax.set(xscale="log", xlabel="non-embedding parameters N", ylabel="held-out loss (nats / token)", title="isoFLOP profiles")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def plot_surface(runs, fit, fpt, path: Path) -> None:
     """The fitted L(N, D) as contours, the runs on it, and the compute-optimal path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ns = np.exp(np.linspace(math.log(min(r["non_embedding"] for r in runs) / 3), math.log(max(r["non_embedding"] for r in runs) * 3), 80))
     ds = np.exp(np.linspace(math.log(min(r["tokens"] for r in runs) / 3), math.log(max(r["tokens"] for r in runs) * 3), 80))
     grid_n, grid_d = np.meshgrid(ns, ds)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = _figure()
     cs = ax.contour(grid_n, grid_d, parametric_loss(fit, grid_n, grid_d), levels=14, cmap="viridis")
     ax.clabel(cs, fontsize=7, fmt="%.2f")
     ax.scatter([r["non_embedding"] for r in runs], [r["tokens"] for r in runs], c="k", s=14, label="runs")
@@ -177,10 +174,7 @@ def plot_surface(runs, fit, fpt, path: Path) -> None:
     path_pts = [optimal_allocation(fit, c, fpt) for c in budgets]
     ax.plot([p["n"] for p in path_pts], [p["d"] for p in path_pts], "r-", label="compute-optimal")
     ax.set(xscale="log", yscale="log", xlabel="non-embedding parameters N", ylabel="training tokens D", title=f"L = {fit['E']:.2f} + {fit['A']:.3g}/N^{fit['alpha']:.2f} + {fit['B']:.3g}/D^{fit['beta']:.2f}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def _ci(summary: dict, k: str) -> str:
