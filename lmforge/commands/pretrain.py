@@ -61,7 +61,7 @@ def cmd_scaling(args) -> int:
         print(f"held out: the largest budget's best loss {h['best_loss']:.4f}, predicted from the smaller budgets {h['predicted_best_loss']:.4f} ({100 * h['relative_error']:.2f}% off)")
     print("compute-optimal (FLOPs: N, D, tokens a parameter):")
     for c, o in fit["optimal"].items():
-        print(f"  {c}: {o['n']:,.0f}, {o['d']:,.0f}, {o['tokens_per_parameter']:.1f}")
+        print(f"  {c}: {o['n']:,.0f}, {o['d']:,.0f}, {o['tokens_per_parameter']:.1f}" + (" (data-limited: the corpus allows no more tokens)" if o.get("data_limited") else ""))
     print(f"-> {args.out}/fit.json, {args.out}/report.md, {args.out}/plots/")
     return 0
 

@@ -156,11 +156,20 @@ def flops_per_token_curve(sizes: list[tuple[float, float]]):
     return fpt
 
 
-def optimal_allocation(params: dict, budget: float, fpt, n_range: tuple[float, float] = (1e3, 1e12)) -> dict:
+def optimal_allocation(params: dict, budget: float, fpt, n_range: tuple[float, float] = (1e3, 1e12), max_tokens: float | None = None) -> dict:
     """The N that minimises the fitted L(N, D) at `budget` FLOPs, D = budget / fpt(N): {n, d,
-    loss}, by a search over log N."""
+    loss, tokens_per_parameter, data_limited}, by a search over log N.
+
+    max_tokens: the tokens the data can give (a corpus's tokens times the passes worth making);
+    where the unconstrained optimum wants more, the best N among those that read at most that
+    many is the smallest such N (L falls in D along the budget's line there; Muennighoff et al.
+    2023 on data-constrained scaling), and `data_limited` is true."""
     grid = np.exp(np.linspace(math.log(n_range[0]), math.log(n_range[1]), 4001))
     d = budget / fpt(grid)
     losses = parametric_loss(params, grid, d)
     i = int(np.argmin(losses))
-    return {"n": float(grid[i]), "d": float(d[i]), "loss": float(losses[i]), "tokens_per_parameter": float(d[i] / grid[i])}
+    limited = bool(max_tokens and d[i] > max_tokens)
+    if limited:
+        within = np.flatnonzero(d <= max_tokens)
+        i = int(within[np.argmin(losses[within])]) if len(within) else len(grid) - 1
+    return {"n": float(grid[i]), "d": float(d[i]), "loss": float(losses[i]), "tokens_per_parameter": float(d[i] / grid[i]), "data_limited": limited}

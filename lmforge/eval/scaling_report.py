@@ -85,6 +85,10 @@ def write_study(cfg, out: Path, results: list[dict], skipped: list[dict]) -> dic
     fpt = flops_per_token_curve(sorted({(r["non_embedding"], r["flops_per_token"]) for r in runs}))
     fit = _parametric(runs, cfg.study.bootstrap)
     budgets = sorted({r["budget"] for r in runs} | set(cfg.study.optimal_for))
+    # the corpus the study read, and the passes over it worth making: an optimum past them is
+    # not one this corpus can give (optimal_allocation's max_tokens)
+    corpus = next((r["tokens"] / r["epochs"] for r in runs if r.get("epochs")), 0)
+    max_tokens = cfg.study.max_epochs * corpus if cfg.study.max_epochs and corpus else None
     summary = {
         **{k: fit[k] for k in ("alpha", "beta", "E", "A", "B")},
         "intervals": fit["intervals"],
@@ -92,7 +96,8 @@ def write_study(cfg, out: Path, results: list[dict], skipped: list[dict]) -> dic
         "runs": len(runs),
         "isoflop": _isoflops(runs, fpt),
         "held_out": _held_out(runs, fpt),
-        "optimal": {f"{c:.3g}": optimal_allocation(fit, c, fpt) for c in budgets},
+        "optimal": {f"{c:.3g}": optimal_allocation(fit, c, fpt, max_tokens=max_tokens) for c in budgets},
+        "train_tokens": corpus,
         "chinchilla": CHINCHILLA,
         "skipped": [{"name": r["name"], "why": r["skip"]} for r in skipped],
         "compute": "the models' own FLOP count (Transformer.flops_per_token: 6 per non-embedding parameter plus attention), N non-embedding parameters, D training tokens, loss in nats per token",
@@ -205,7 +210,9 @@ def _markdown(summary: dict, runs: list[dict], cfg: dict) -> str:
         lines += ["", "## Held-out check", "", check]
     lines += ["", "## Compute-optimal sizes (from the parametric fit)", "", "| budget (FLOPs) | N | D | tokens / N | predicted loss |", "|---:|---:|---:|---:|---:|"]
     for c, o in summary["optimal"].items():
-        lines.append(f"| {c} | {o['n']:,.0f} | {o['d']:,.0f} | {o['tokens_per_parameter']:.1f} | {o['loss']:.4f} |")
+        lines.append(f"| {c} | {o['n']:,.0f} | {o['d']:,.0f}{' (data-limited)' if o.get('data_limited') else ''} | {o['tokens_per_parameter']:.1f} | {o['loss']:.4f} |")
+    if any(o.get("data_limited") for o in summary["optimal"].values()):
+        lines.append(f"\nData-limited: the unconstrained optimum would read the study's {summary['train_tokens']:,.0f} training tokens more than study.max_epochs times; the size given spends the budget in that many passes.")
     if summary["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{s['name']} ({s['why']})" for s in summary["skipped"]) + "."]
     lines += ["", "![loss against compute](plots/loss_vs_compute.png)", "![isoFLOP profiles](plots/isoflops.png)", "![fitted surface](plots/fitted_surface.png)", "",

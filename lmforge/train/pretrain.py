@@ -236,8 +236,10 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
     if cfg.size == "optimal":  # the shape and steps a scaling study gives this time (the vocabulary counts)
         from .sizing import size_from_study
 
+        from ..data.shards import read_index
+
         cfg.model.vocab_size = tokenizer.vocab_size
-        size_from_study(cfg, out)
+        size_from_study(cfg, out, train_tokens=read_index(shard_dir)["splits"]["train"]["tokens"])
     if cfg.objective == "mlm":
         tokenizer = tokenizer.with_mask()  # the shards' ids stay; <|mask|> comes after them
     atomic_write_text(out / "config.yaml", resolved_config(cfg, out, tokenizer))
