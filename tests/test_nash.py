@@ -1,0 +1,67 @@
+"""Nash learning from human feedback on a one-token game: the formulas by hand, and Nash-MD's last
+iterate at the closed-form equilibrium of an intransitive game, where plain self-play cycles."""
+
+import math
+
+import numpy as np
+import pytest
+
+from lmforge.train.nash import check_preferences, cyclic_game, geometric_mixture, nash_md, nash_md_step, preference_against, regularised_gap, total_variation
+
+
+def test_one_update_by_hand():
+    P = np.array([[0.5, 0.8], [0.2, 0.5]])
+    pi, mu = np.array([0.25, 0.75]), np.array([0.5, 0.5])
+    eta, tau = 0.5, 0.4  # beta = eta * tau = 0.2
+    # mixture: 0.25^0.8 = 0.3299, 0.75^0.8 = 0.7944 (mu uniform cancels) -> 0.2934, 0.7066
+    mix = geometric_mixture(pi, mu, eta * tau)
+    assert mix == pytest.approx([0.25**0.8 * 0.5**0.2 / (0.25**0.8 * 0.5**0.2 + 0.75**0.8 * 0.5**0.2), 0.75**0.8 / (0.25**0.8 + 0.75**0.8)])
+    assert mix[0] == pytest.approx(0.2934, abs=1e-4)
+    # P(y > mix): 0.5 * 0.2934 + 0.8 * 0.7066 = 0.7120; 0.2 * 0.2934 + 0.5 * 0.7066 = 0.4120
+    against = preference_against(P, mix)
+    assert against == pytest.approx([0.7120, 0.4120], abs=1e-4)
+    w = mix * np.exp(eta * against)
+    assert nash_md_step(pi, mu, P, eta, tau) == pytest.approx(w / w.sum())
+    assert geometric_mixture(pi, mu, 0.0) == pytest.approx(pi) and geometric_mixture(pi, mu, 1.0) == pytest.approx(mu)
+
+
+def test_the_cyclic_games_closed_form_equilibrium():
+    P, nash = cyclic_game(0.6, 0.2, 0.9)
+    assert nash == pytest.approx(np.array([0.9, 0.2, 0.6]) / 1.7)
+    assert P @ nash == pytest.approx([0.5, 0.5, 0.5])  # every answer only ties against it: no answer is preferred to it
+    assert P[0, 1] > 0.5 and P[1, 2] > 0.5 and P[2, 0] > 0.5  # 0 > 1 > 2 > 0: no reward orders these
+
+
+def test_nash_md_reaches_the_equilibrium_where_self_play_cycles():
+    P, nash = cyclic_game(0.6, 0.2, 0.9)
+    mu, start = np.ones(3) / 3, np.array([0.8, 0.1, 0.1])
+    pi = nash_md(P, mu, tau=0.005, eta=0.1, steps=20000, pi0=start)
+    assert total_variation(pi, nash) < 0.02  # the issue's target
+    assert regularised_gap(P, mu, pi, 0.005) < 1e-3  # at the regularised equilibrium itself
+    # the same updates without the mixture and the regularisation (multiplicative weights in
+    # self-play): the last iterate circles the equilibrium and never settles
+    pi, far = start.copy(), []
+    for t in range(20000):
+        pi = nash_md_step(pi, mu, P, 0.1, 0.0)
+        if t >= 19000:
+            far.append(total_variation(pi, nash))
+    assert max(far) > 0.2
+
+
+def test_a_transitive_game_goes_to_its_best_answer_and_tau_keeps_it_near_the_reference():
+    r = np.array([0.0, 1.0, 2.0])  # Bradley-Terry rewards: P(i > j) = sigmoid(r_i - r_j)
+    P = 1 / (1 + np.exp(-(r[:, None] - r[None, :])))
+    mu = np.array([0.6, 0.3, 0.1])
+    sharp = nash_md(P, mu, tau=0.01, eta=0.5, steps=5000)
+    assert sharp[2] > 0.95
+    loose = nash_md(P, mu, tau=2.0, eta=0.1, steps=5000)
+    assert regularised_gap(P, mu, loose, 2.0) < 1e-3  # a step of size eta leaves a bias of order eta * tau
+    assert total_variation(loose, mu) < total_variation(sharp, mu)
+    assert math.isclose(loose.sum(), 1.0)
+
+
+def test_a_matrix_that_is_not_a_preference_is_refused():
+    with pytest.raises(ValueError, match="P\\[i, j\\] \\+ P\\[j, i\\] = 1"):
+        check_preferences([[0.5, 0.7], [0.7, 0.5]])
+    with pytest.raises(ValueError, match="square"):
+        check_preferences([[0.5, 0.5]])
