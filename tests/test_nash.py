@@ -6,7 +6,16 @@ import math
 import numpy as np
 import pytest
 
-from lmforge.train.nash import check_preferences, cyclic_game, geometric_mixture, nash_md, nash_md_step, preference_against, regularised_gap, total_variation
+from lmforge.train.nash import (
+    check_preferences,
+    cyclic_game,
+    geometric_mixture,
+    nash_md,
+    nash_md_step,
+    preference_against,
+    regularised_gap,
+    total_variation,
+)
 
 
 def test_one_update_by_hand():

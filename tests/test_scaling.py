@@ -120,6 +120,9 @@ def test_a_tiny_study_killed_and_resumed_skips_finished_runs(cli, tmp_path, monk
     assert code == 0, err
     sizing = json.loads((tmp_path / "sized" / "sizing.json").read_text())
     assert sizing["size"] in cfg.study.sizes and sizing["budget"] == pytest.approx(sizing["flops_per_second"] * 1.2)
+    # the optimum reads the run's corpus at most 4 times; at that limit it is data-limited
+    limit = 4 * sizing["train_tokens"]
+    assert sizing["optimal_d"] == pytest.approx(limit, rel=0.01) if sizing["data_limited"] else sizing["optimal_d"] <= limit
     saved = (tmp_path / "sized" / "config.yaml").read_text()
     d_model, n_layer = (int(x) for x in sizing["size"].split("x"))
     assert f"d_model: {d_model}" in saved and f"n_layer: {n_layer}" in saved and f"steps: {sizing['steps']}" in saved

@@ -156,6 +156,12 @@ def flops_per_token_curve(sizes: list[tuple[float, float]]):
     return fpt
 
 
+# Passes over a corpus worth nearly as much as new tokens: Muennighoff et al. (2023, "Scaling
+# data-constrained language models") find up to about 4 epochs almost as good as unique data, and
+# returns falling fast after. A compute-optimal size that needs more is limited by the data.
+PASSES_WORTH_NEW = 4.0
+
+
 def optimal_allocation(params: dict, budget: float, fpt, n_range: tuple[float, float] = (1e3, 1e12), max_tokens: float | None = None) -> dict:
     """The N that minimises the fitted L(N, D) at `budget` FLOPs, D = budget / fpt(N): {n, d,
     loss, tokens_per_parameter, data_limited}, by a search over log N.

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..io import atomic_write_text
 from .scaling_laws import (
+    PASSES_WORTH_NEW,
     bootstrap_parametric,
     fit_parametric,
     flops_per_token_curve,
@@ -88,7 +89,7 @@ def write_study(cfg, out: Path, results: list[dict], skipped: list[dict]) -> dic
     # the corpus the study read, and the passes over it worth making: an optimum past them is
     # not one this corpus can give (optimal_allocation's max_tokens)
     corpus = next((r["tokens"] / r["epochs"] for r in runs if r.get("epochs")), 0)
-    max_tokens = cfg.study.max_epochs * corpus if cfg.study.max_epochs and corpus else None
+    max_tokens = PASSES_WORTH_NEW * corpus if corpus else None
     summary = {
         **{k: fit[k] for k in ("alpha", "beta", "E", "A", "B")},
         "intervals": fit["intervals"],
@@ -212,7 +213,7 @@ def _markdown(summary: dict, runs: list[dict], cfg: dict) -> str:
     for c, o in summary["optimal"].items():
         lines.append(f"| {c} | {o['n']:,.0f} | {o['d']:,.0f}{' (data-limited)' if o.get('data_limited') else ''} | {o['tokens_per_parameter']:.1f} | {o['loss']:.4f} |")
     if any(o.get("data_limited") for o in summary["optimal"].values()):
-        lines.append(f"\nData-limited: the unconstrained optimum would read the study's {summary['train_tokens']:,.0f} training tokens more than study.max_epochs times; the size given spends the budget in that many passes.")
+        lines.append(f"\nData-limited: the unconstrained optimum would read the study's {summary['train_tokens']:,.0f} training tokens more than {PASSES_WORTH_NEW:g} times (beyond that repeated tokens are worth much less than new ones); the size given spends the budget in {PASSES_WORTH_NEW:g} passes.")
     if summary["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{s['name']} ({s['why']})" for s in summary["skipped"]) + "."]
     lines += ["", "![loss against compute](plots/loss_vs_compute.png)", "![isoFLOP profiles](plots/isoflops.png)", "![fitted surface](plots/fitted_surface.png)", "",

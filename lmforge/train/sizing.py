@@ -48,10 +48,14 @@ def size_from_study(cfg, out: Path, train_tokens: int = 0) -> dict:
     the budget at that shape. Sets cfg.model's shape, cfg.train.steps and a cosine schedule over
     them; writes out/sizing.json.
 
-    train_tokens: this run's training split; the optimum may read it at most the study's
-    max_epochs times (more passes are worth less than the law assumes), so a corpus too small
-    for the budget's optimum gets the larger model that spends the budget in that many passes."""
-    from ..eval.scaling_laws import flops_per_token_curve, optimal_allocation
+    train_tokens: this run's training split; the optimum may read it at most PASSES_WORTH_NEW
+    (4) times (more passes are worth much less than the law assumes), so a corpus too small for
+    the budget's optimum gets the larger model that spends the budget in 4 passes."""
+    from ..eval.scaling_laws import (
+        PASSES_WORTH_NEW,
+        flops_per_token_curve,
+        optimal_allocation,
+    )
 
     study = Path(cfg.scaling)
     try:
@@ -63,8 +67,7 @@ def size_from_study(cfg, out: Path, train_tokens: int = 0) -> dict:
     speed = sum(r["flops"] for r in runs) / sum(r["seconds"] for r in runs)
     budget = speed * cfg.minutes * 60
     fpt = flops_per_token_curve(sorted({(r["non_embedding"], r["flops_per_token"]) for r in runs}))
-    passes = settings.get("max_epochs") or 0
-    best = optimal_allocation(fit, budget, fpt, max_tokens=passes * train_tokens if passes and train_tokens else None)
+    best = optimal_allocation(fit, budget, fpt, max_tokens=PASSES_WORTH_NEW * train_tokens if train_tokens else None)
     shapes = {r["size"]: r["non_embedding"] for r in runs}
     size = min(shapes, key=lambda s: abs(math.log(shapes[s] / best["n"])))
     model, net = shape_model(cfg.model, size, settings["head_dim"], cfg.model.vocab_size)  # this run's vocabulary
@@ -76,6 +79,6 @@ def size_from_study(cfg, out: Path, train_tokens: int = 0) -> dict:
     cfg.train.schedule.warmup_steps = max(1, round(settings["warmup_frac"] * cfg.train.steps))
     cfg.size = ""  # sized: the saved config is the model it trains
     sizing = {"study": str(study), "minutes": cfg.minutes, "flops_per_second": speed, "budget": budget, "optimal_n": best["n"], "optimal_d": best["d"],
-              "predicted_loss": best["loss"], "data_limited": best["data_limited"], "train_tokens": train_tokens, "max_epochs": passes, "size": size, "non_embedding": shapes[size], "steps": cfg.train.steps, "tokens": cfg.train.steps * tokens_per_step}  # fmt: skip
+              "predicted_loss": best["loss"], "data_limited": best["data_limited"], "train_tokens": train_tokens, "max_passes": PASSES_WORTH_NEW, "size": size, "non_embedding": shapes[size], "steps": cfg.train.steps, "tokens": cfg.train.steps * tokens_per_step}  # fmt: skip
     atomic_write_text(out / "sizing.json", json.dumps(sizing, indent=1) + "\n")
     return sizing
