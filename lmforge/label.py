@@ -204,6 +204,34 @@ def _world_labelers(arg: str | None, ctx: LabelContext) -> list[Labeler]:
 JUDGE_QUESTION = "Which answer is better?"
 
 
+def judge_question(question: str, a: str, b: str) -> str:
+    """The text a judge is asked about answer a (shown as A) against b (shown as B)."""
+    return f"Question: {question}\nAnswer A: {a}\nAnswer B: {b}\n{JUDGE_QUESTION}"
+
+
+def judge_demonstrations(comparisons: list, *, pairs_per_comparison: int = 0, seed: int = 0) -> list[dict]:
+    """SFT conversations that teach a chat model to be a judge: for each labelled pair (better,
+    worse) of each comparison (lmforge.data.comparisons.Comparison), the judge's question with the
+    better answer shown first and the reply "A", and with it shown second and the reply "B" - both
+    orders, so the verdict cannot be learnt from the position (the bias a judge asked once has:
+    Zheng et al. 2023). The reply is the token the judge is scored by (" A" after the assistant
+    tag), so a model fine-tuned on these is a `judge:MODEL_DIR` as it stands.
+
+    pairs_per_comparison: at most that many pairs of each comparison, drawn at random (0: all)."""
+    rng = random.Random(seed)
+    out = []
+    for c in comparisons:
+        pairs = list(c.pairs)
+        if pairs_per_comparison and len(pairs) > pairs_per_comparison:
+            pairs = rng.sample(pairs, pairs_per_comparison)
+        q = prompt_text(c.prompt)
+        for w, lo in pairs:
+            for first, second, verdict in ((w, lo, "A"), (lo, w, "B")):
+                out.append({"messages": [{"role": "user", "content": judge_question(q, c.completions[first], c.completions[second])}, {"role": "assistant", "content": verdict}]})
+    rng.shuffle(out)
+    return out
+
+
 class JudgeLabeler:
     """A language model that compares two answers by the log-probability of its verdict.
 
@@ -224,7 +252,7 @@ class JudgeLabeler:
         """(prompt ids, " A" ids, " B" ids) asking whether a (shown first) beats b."""
         from .data import chat
 
-        text = f"Question: {question}\nAnswer A: {a}\nAnswer B: {b}\n{JUDGE_QUESTION}"
+        text = judge_question(question, a, b)
         if self.as_chat:
             ids = chat.prompt_ids(self.tok, [{"role": "user", "content": text}])
             return ids, self.tok.encode_plain(" A"), self.tok.encode_plain(" B")

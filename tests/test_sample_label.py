@@ -252,6 +252,38 @@ def test_chat_judge_is_asked_through_the_template(run, loaded):
     assert (a, b) == (tok.encode_plain(" A"), tok.encode_plain(" B"))
 
 
+def test_judge_data_shows_each_pair_in_both_orders_and_teaches_the_tokens_the_judge_is_scored_by(cli, run, loaded, tmp_path):
+    from lmforge.data import chat
+    from lmforge.data.comparisons import Comparison
+    from lmforge.label import judge_demonstrations
+
+    c = Comparison(prompt="Q?", completions=["good", "bad", "worse"], pairs=[(0, 1), (0, 2), (1, 2)], finished=[True] * 3)
+    records = judge_demonstrations([c])
+    seen = {(r["messages"][0]["content"], r["messages"][1]["content"]) for r in records}
+    assert len(records) == 6 and ("Question: Q?\nAnswer A: good\nAnswer B: bad\nWhich answer is better?", "A") in seen
+    assert ("Question: Q?\nAnswer A: bad\nAnswer B: good\nWhich answer is better?", "B") in seen
+    assert sum(r["messages"][1]["content"] == "A" for r in records) == 3  # no position to learn the verdict from
+    assert len(judge_demonstrations([c], pairs_per_comparison=1)) == 2
+
+    model, tok = loaded  # what SFT trains on is what the chat judge scores: the prompt, then " A"
+    model.chat_template = "lmforge"
+    try:
+        ids, a, _ = JudgeLabeler(model, tok, "j").prompt("Q?", "good", "bad")
+    finally:
+        model.chat_template = None
+    rendered = chat.render(tok, [{"role": "user", "content": "Question: Q?\nAnswer A: good\nAnswer B: bad\nWhich answer is better?"}, {"role": "assistant", "content": "A"}])
+    learnt = [t for t, m in zip(rendered.ids, rendered.mask) if m]
+    assert rendered.ids[: len(ids)] == ids and learnt == a + [tok.special_id("end_of_turn")]
+
+    rankings = tmp_path / "rankings.jsonl"
+    write_jsonl(rankings, [{"prompt": "Q?", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]}, {"prompt": "P?", "completions": ["x", "y"], "ranking": [1, 0]}])
+    code, out, err = cli("label", "judge-data", "--rankings", rankings, "--out", tmp_path / "judge.jsonl", "--json")
+    assert code == 0, err
+    assert json.loads(out)["conversations"] == 8 and len(read_jsonl(tmp_path / "judge.jsonl")) == 8
+    code, _, err = cli("label", "judge-data", "--rankings", tmp_path / "missing.jsonl", "--out", tmp_path / "j2.jsonl")
+    assert code == 2 and "missing.jsonl" in err and "Traceback" not in err and not (tmp_path / "j2.jsonl").exists()
+
+
 def test_judge_skips_a_sample_that_does_not_fit_its_context(loaded):
     model, tok = loaded
     judge = JudgeLabeler(model, tok, "judge")

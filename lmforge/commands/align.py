@@ -3,6 +3,7 @@ reward model), `ppo` and `rl` (RLHF) and `dpo`."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 from ..errors import InputError
@@ -125,6 +126,8 @@ def cmd_label(args) -> int:
 
     if args.action == "serve":
         return _label_serve(args)
+    if args.action == "judge-data":
+        return _judge_data(args)
     if args.action == "export":
         from ..serve.labeling import export
 
@@ -152,6 +155,28 @@ def cmd_label(args) -> int:
         for name, reason in s.get("skip_reasons", {}).items():
             print(f"  skipped by {name} ({s['skipped_by'][name]}): {reason}")
         print(f"-> {args.out}")
+    return 0
+
+
+def _judge_data(args) -> int:
+    from ..data.comparisons import read_comparisons
+    from ..io import atomic_write_text
+    from ..label import judge_demonstrations
+
+    _need(args, "rankings", "out")
+    comparisons, stats = read_comparisons(args.rankings)
+    if args.limit:
+        comparisons = comparisons[: args.limit]
+    if not comparisons:
+        raise InputError("no comparisons with a pair of different answers to learn from", path=args.rankings)
+    records = judge_demonstrations(comparisons, pairs_per_comparison=args.pairs, seed=args.seed)
+    atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    summary = {"comparisons": len(comparisons), "conversations": len(records), "skipped_pairs": stats["skipped_pairs"], "out": str(args.out)}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"{len(records)} judge conversations (each pair in both orders) from {len(comparisons)} comparisons -> {args.out}\n"
+              f"train a judge: lmforge sft init=SFT_MODEL data.train=[{args.out}] --out JUDGE_DIR; use it: --labeler judge:JUDGE_DIR")  # fmt: skip
     return 0
 
 
@@ -188,7 +213,11 @@ def add_label(sub, fmt) -> None:
         "answers ranked by wins), 'human:RANKINGS.jsonl' (rankings a person made, matched by prompt and completions; samples with "
         "none are skipped and counted). Several --labeler options share the samples in turn (or, with --each, all rank every one).",
     )
-    p.add_argument("action", nargs="?", choices=["serve", "export"], default=None, help="serve: a web page where people rank the samples (stored in --db, SQLite); export: write --db's rankings to --out")
+    p.add_argument("action", nargs="?", choices=["serve", "export", "judge-data"], default=None,
+                   help="serve: a web page where people rank the samples (stored in --db, SQLite); export: write --db's rankings to --out; "
+                   "judge-data: turn --rankings into SFT conversations that teach a model to judge (each pair in both orders)")  # fmt: skip
+    p.add_argument("--rankings", default=None, metavar="FILE", help="judge-data: rankings or preference pairs to learn verdicts from")
+    p.add_argument("--pairs", type=int, default=0, metavar="N", help="judge-data: at most N pairs of each ranking, drawn at random (0: all)")
     p.add_argument("--samples", default=None, metavar="FILE", help="a samples file from `lmforge sample`")
     p.add_argument("--labeler", action="append", metavar="SPEC", help="world | world:NAME | judge:MODEL_DIR | human:RANKINGS.jsonl (repeatable)")
     p.add_argument("--out", default=None, metavar="FILE", help="the rankings file (JSONL), written atomically")
