@@ -74,3 +74,31 @@ def test_a_matrix_that_is_not_a_preference_is_refused():
         check_preferences([[0.5, 0.7], [0.7, 0.5]])
     with pytest.raises(ValueError, match="square"):
         check_preferences([[0.5, 0.5]])
+
+
+def test_the_geometric_mixture_samples_through_the_one_engine():
+    import torch
+
+    from lmforge.engine import SamplingParams, generate
+    from lmforge.models.transformer import ModelConfig, Transformer
+    from lmforge.train.nash import GeometricMixture
+
+    cfg = ModelConfig(flavour="llama", vocab_size=50, n_layer=1, n_head=2, d_model=32, max_seq_len=64)
+    torch.manual_seed(0)
+    policy = Transformer(cfg).eval()
+    torch.manual_seed(1)
+    ref = Transformer(cfg).eval()
+    prompts, greedy = [[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=8, temperature=0.0)
+    for beta, same_as in ((0.0, policy), (1.0, ref)):  # the ends of the mixture are the models themselves
+        assert [g.tokens for g in generate(GeometricMixture(policy, ref, beta), prompts, greedy)] == [g.tokens for g in generate(same_as, prompts, greedy)]
+    mix = GeometricMixture(policy, ref, 0.3)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        want = (0.7 * policy(ids).log_softmax(-1) + 0.3 * ref(ids).log_softmax(-1)).log_softmax(-1)
+        assert torch.allclose(mix(ids), want, atol=1e-6)
+        # sampled with both KV caches: each token's log-probability is the full recompute's
+        for p, g in zip(prompts, generate(mix, prompts, SamplingParams(max_new_tokens=6, temperature=1.0, seed=3))):
+            lp = mix(torch.tensor([p + g.tokens]))[0, len(p) - 1 : -1].gather(1, torch.tensor(g.tokens)[:, None]).squeeze(1)
+            assert torch.allclose(lp, torch.tensor(g.logprobs), atol=1e-5)
+    with pytest.raises(ValueError, match="share a vocabulary"):
+        GeometricMixture(policy, Transformer(ModelConfig(flavour="llama", vocab_size=60, n_layer=1, n_head=2, d_model=32, max_seq_len=64)), 0.5)

@@ -23,13 +23,16 @@ without the mixture) circles the equilibrium of an intransitive game and never s
 
 This module is the update on a finite set of answers (a one-token game), exactly: the reference
 the sampled language-model version is checked against, and the place the formulas are written
-once. Policies are 1-D probability vectors; P is a matrix with P[i, j] = P(answer i > answer j)
+once; and `GeometricMixture`, the opponent a language model plays against, for the engine to
+sample from. Policies are 1-D probability vectors; P is a matrix with P[i, j] = P(answer i > answer j)
 and P + P.T = 1.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import nn
 
 
 def check_preferences(P: np.ndarray) -> np.ndarray:
@@ -94,3 +97,39 @@ def cyclic_game(a: float, b: float, c: float) -> tuple[np.ndarray, np.ndarray]:
     payoff = np.array([[0.0, a, -b], [-a, 0.0, c], [b, -c, 0.0]])
     nash = np.array([c, b, a], float)
     return 0.5 + 0.5 * payoff, nash / nash.sum()
+
+
+# --------------------------------------------------------------------------- the mixture, for language models
+
+
+class _PairCache:
+    """The KV caches of the policy and the reference, advanced together."""
+
+    def __init__(self, policy_cache, ref_cache):
+        self.policy, self.ref = policy_cache, ref_cache
+
+
+class GeometricMixture(nn.Module):
+    """A model the one inference engine (`lmforge.engine`) can sample from whose next-token
+    log-probabilities are the token-level geometric mixture of a policy and a reference
+
+        log pi^mu(a | s) = (1 - beta) log pi(a | s) + beta log mu(a | s) - log Z(s)
+
+    the approximation of the sequence-level mixture pi^(1 - beta) mu^beta that Nash-MD's
+    language-model experiments sample their opponents from (Munos et al. 2023, section 7). Both
+    models keep their own KV cache; the logits it returns are the mixture's log-probabilities."""
+
+    def __init__(self, policy, ref, beta: float):
+        super().__init__()
+        if policy.cfg.vocab_size != ref.cfg.vocab_size:
+            raise ValueError(f"the policy and the reference share a vocabulary; got {policy.cfg.vocab_size} and {ref.cfg.vocab_size} tokens")
+        self.policy, self.ref, self.beta = policy, ref, float(beta)
+        self.cfg = policy.cfg
+
+    def new_cache(self, batch: int, max_len: int, device, dtype) -> _PairCache:
+        return _PairCache(self.policy.new_cache(batch, max_len, device, dtype), self.ref.new_cache(batch, max_len, device, dtype))
+
+    def forward(self, idx: torch.Tensor, *, positions=None, pad_mask=None, cache: _PairCache | None = None) -> torch.Tensor:
+        lp = self.policy(idx, positions=positions, pad_mask=pad_mask, cache=cache.policy if cache else None).float().log_softmax(-1)
+        lr = self.ref(idx, positions=positions, pad_mask=pad_mask, cache=cache.ref if cache else None).float().log_softmax(-1)
+        return ((1 - self.beta) * lp + self.beta * lr).log_softmax(-1)
