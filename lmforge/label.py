@@ -264,18 +264,16 @@ class JudgeLabeler:
         full = [self.tok.eos_id, *self.tok.encode(text + verdict)]
         return full[len(ids) :] if full[: len(ids)] == ids else self.tok.encode(verdict)
 
-    def log_odds(self, sample: Sample) -> dict[tuple[int, int], float] | None:
-        """log p(" A") - log p(" B") for every ordered pair (i shown as A, j as B); None if a
-        question does not fit the judge's context."""
+    def verdicts(self, asked: list[tuple[str, str, str]]) -> list[float] | None:
+        """log p(" A") - log p(" B") for each (question, answer shown as A, answer shown as B);
+        None if a question does not fit the judge's context."""
         import torch
 
         from .engine import sequence_logprobs
 
-        q, c = prompt_text(sample.prompt), sample.completions
-        pairs = [(i, j) for i in range(len(c)) for j in range(len(c)) if i != j]
         prompts, conts = [], []
-        for i, j in pairs:
-            ids, a, b = self.prompt(q, c[i], c[j])
+        for q, first, second in asked:
+            ids, a, b = self.prompt(q, first, second)
             if len(ids) + max(len(a), len(b)) > self.model.cfg.max_seq_len:
                 return None
             prompts += [ids, ids]
@@ -284,7 +282,32 @@ class JudgeLabeler:
         with torch.no_grad():
             for lo in range(0, len(prompts), self.batch_size):
                 scores += sequence_logprobs(self.model, prompts[lo : lo + self.batch_size], conts[lo : lo + self.batch_size], pad_id=self.tok.pad_id).tolist()
-        return {p: scores[2 * n] - scores[2 * n + 1] for n, p in enumerate(pairs)}
+        return [scores[2 * n] - scores[2 * n + 1] for n in range(len(asked))]
+
+    def log_odds(self, sample: Sample) -> dict[tuple[int, int], float] | None:
+        """The verdict's log-odds for every ordered pair (i shown as A, j as B); None if a
+        question does not fit the judge's context."""
+        q, c = prompt_text(sample.prompt), sample.completions
+        pairs = [(i, j) for i in range(len(c)) for j in range(len(c)) if i != j]
+        d = self.verdicts([(q, c[i], c[j]) for i, j in pairs])
+        return None if d is None else dict(zip(pairs, d))
+
+    def preference(self, questions: list[str], a: list[str], b: list[str]):
+        """P(a_i > b_i) for each question, as a pairwise preference model (Nash learning's
+        P(y > y' | x), Munos et al. 2023): each pair asked in both orders, and with d the
+        verdict's log-odds the position's share removed,
+
+            P(a > b) = sigmoid((d(a shown first) - d(b shown first)) / 2),
+
+        so P(a > b) + P(b > a) = 1 whatever the judge's position bias. A tensor (N,); a pair whose
+        question does not fit the judge's context is an InputError."""
+        import torch
+
+        d = self.verdicts([x for q, y, z in zip(questions, a, b) for x in ((q, y, z), (q, z, y))])
+        if d is None:
+            raise InputError(f"{self.skip_reason} (the context is {self.model.cfg.max_seq_len} tokens)")
+        d = torch.tensor(d).view(-1, 2)
+        return torch.sigmoid((d[:, 0] - d[:, 1]) / 2)
 
     def rank(self, sample: Sample) -> list[int] | None:
         odds = self.log_odds(sample)

@@ -284,6 +284,18 @@ def test_judge_data_shows_each_pair_in_both_orders_and_teaches_the_tokens_the_ju
     assert code == 2 and "missing.jsonl" in err and "Traceback" not in err and not (tmp_path / "j2.jsonl").exists()
 
 
+def test_the_judge_as_a_preference_model_is_symmetric_whatever_its_position_bias(loaded):
+    import torch
+
+    model, tok = loaded
+    judge = JudgeLabeler(model, tok, "judge")
+    q, a, b = ["Q?", "Who?"], ["a short answer", "x"], ["another answer", "y y y"]
+    p_ab, p_ba = judge.preference(q, a, b), judge.preference(q, b, a)
+    assert torch.allclose(p_ab + p_ba, torch.ones(2), atol=1e-5)
+    odds = judge.log_odds(Sample(prompt="Q?", completions=[a[0], b[0]]))  # the same verdicts, as ranking sees them
+    assert float(p_ab[0]) == pytest.approx(float(torch.sigmoid(torch.tensor((odds[(0, 1)] - odds[(1, 0)]) / 2))), abs=1e-5)
+
+
 def test_judge_skips_a_sample_that_does_not_fit_its_context(loaded):
     model, tok = loaded
     judge = JudgeLabeler(model, tok, "judge")
