@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from torch import nn
 
 
@@ -52,18 +53,14 @@ def preference_against(P: np.ndarray, pi: np.ndarray) -> np.ndarray:
 
 def geometric_mixture(pi: np.ndarray, mu: np.ndarray, beta: float) -> np.ndarray:
     """pi^(1 - beta) mu^beta, normalised (computed in log space)."""
-    log = (1 - beta) * np.log(pi) + beta * np.log(mu)
-    w = np.exp(log - log.max())
-    return w / w.sum()
+    return softmax((1 - beta) * np.log(pi) + beta * np.log(mu))
 
 
 def nash_md_step(pi: np.ndarray, mu: np.ndarray, P: np.ndarray, eta: float, tau: float) -> np.ndarray:
     """One Nash-MD update (eq. 6-7): the mixture pi_t^mu with beta = eta * tau, then a
     multiplicative step of size eta towards the answers preferred to it."""
     mix = geometric_mixture(pi, mu, eta * tau)
-    log = np.log(mix) + eta * preference_against(P, mix)
-    w = np.exp(log - log.max())
-    return w / w.sum()
+    return softmax(np.log(mix) + eta * preference_against(P, mix))
 
 
 def nash_md(P, mu, *, tau: float, eta: float, steps: int, pi0=None) -> np.ndarray:
@@ -79,9 +76,8 @@ def nash_md(P, mu, *, tau: float, eta: float, steps: int, pi0=None) -> np.ndarra
 def regularised_gap(P, mu, pi, tau: float) -> float:
     """How far pi is from the regularised equilibrium: the total variation between pi and its
     own best response softmax(log mu + P(y > pi) / tau), which is zero exactly at pi*_tau."""
-    log = np.log(np.asarray(mu, float)) + preference_against(check_preferences(P), pi) / tau
-    w = np.exp(log - log.max())
-    return total_variation(pi, w / w.sum())
+    best_response = softmax(np.log(np.asarray(mu, float)) + preference_against(check_preferences(P), pi) / tau)
+    return total_variation(pi, best_response)
 
 
 def total_variation(p, q) -> float:
