@@ -102,3 +102,47 @@ def test_the_geometric_mixture_samples_through_the_one_engine():
             assert torch.allclose(lp, torch.tensor(g.logprobs), atol=1e-5)
     with pytest.raises(ValueError, match="share a vocabulary"):
         GeometricMixture(policy, Transformer(ModelConfig(flavour="llama", vocab_size=60, n_layer=1, n_head=2, d_model=32, max_seq_len=64)), 0.5)
+
+
+def test_nash_md_of_lmforge_rl_reaches_the_regularised_equilibrium_of_the_one_token_game(tmp_path):
+    """`algorithm=nash-md` on a language model whose answer is one token of three, judged by the
+    cyclic game's preference matrix (no reward exists: 0 beats 1, 1 beats 2, 2 beats 0). The
+    regularised equilibrium pi*_tau, computed exactly by Nash-MD on the finite game, is where the
+    sampled policy-gradient version must end. Its own fixed point, against a mixture of
+    beta 0.125, is 0.009 from pi*_tau (solved in numpy); the policy starts 0.14 away and ends
+    0.008-0.024 from it (seeds 0-3). At tau 0.1 the game's rotation outweighs the pull to the
+    reference and the sampled steps spiral (0.02-0.13 at the same seeds)."""
+    import torch
+
+    from lmforge.models.transformer import ModelConfig, Transformer
+    from lmforge.train.ppo import ActorCritic, PromptItem, RLConfig, run_rl
+
+    def model():
+        torch.manual_seed(0)
+        return Transformer(ModelConfig(flavour="gpt2", vocab_size=3, n_layer=1, n_head=1, d_model=8, max_seq_len=4))
+
+    def probs(m):
+        with torch.no_grad():
+            return m(torch.tensor([[0]]))[0, -1].softmax(-1).double().numpy()
+
+    policy, ref = model(), model()
+    P, _ = cyclic_game(0.6, 0.2, 0.9)
+    tau, mu = 0.2, probs(ref)
+    target = nash_md(P, mu, tau=tau, eta=0.05, steps=20000)
+    assert regularised_gap(P, mu, target, tau) < 2e-3
+    cfg = RLConfig(algorithm="nash-md", iterations=300)
+    cfg.rollout.batch_size, cfg.rollout.max_new_tokens, cfg.rollout.unfinished_reward = 64, 1, None
+    cfg.kl.beta, cfg.nash.mixture = tau, 0.125
+    cfg.ppo.minibatches = 1
+    cfg.eval.prompts = ""
+    cfg.train.optim.lr = 0.02
+    cfg.train.schedule.kind, cfg.train.schedule.warmup_steps, cfg.train.schedule.min_lr_ratio = "cosine", 0, 0.05
+    Pt = torch.tensor(P, dtype=torch.float32)
+
+    def preference(items, answers, finished, rivals, rivals_finished):
+        return Pt[torch.tensor([a[0] for a in answers]), torch.tensor([b[0] for b in rivals])]
+
+    _, rollouts = run_rl(cfg, ActorCritic(policy), ref, preference, [PromptItem([0])], tmp_path, stop_ids=[], pad_id=0, model_config={"architecture": "actor_critic"})
+    start, tv = total_variation(mu, target), total_variation(probs(policy), target)
+    assert start > 0.12 and tv < 0.05, (start, tv, probs(policy), target)
+    assert abs(rollouts.history[-1]["rollout/score"] - 0.5) < 0.1  # near the equilibrium no answer beats the mixture by much

@@ -186,3 +186,23 @@ def test_ppo_against_a_reward_model_with_an_answer_prior(cli, chain, tmp_path):
     assert math.isfinite(history[0]["rollout/score"])
     # the value model starts from the reward model's body and head; the prior is the reward's alone
     assert "prior" not in json.loads((out / "value" / "config.json").read_text())
+
+
+def test_nash_md_plays_the_mixture_judged_by_a_judge_or_by_a_reward_models_preference(cli, chain, tmp_path):
+    """`lmforge rl --algorithm nash-md`: the preference model is a judge (a chat model; here the SFT
+    model, untrained as a judge, which is enough to run) or a reward model (sigmoid(r - r')). The
+    first evaluation is the SFT model against itself: P = 1/2 exactly, by both orders."""
+    common = (f"policy={chain / 'sft'}", "iterations=2", "rollout.batch_size=4", "rollout.max_new_tokens=8", "ppo.minibatches=1", "eval.limit=4", "eval.every=1")
+    for name, judge in (("judge", chain / "sft"), ("bt", chain / "rm")):
+        code, _, err = cli("rl", "--algorithm", "nash-md", *common, f"reward={judge}", "--out", tmp_path / name)
+        assert code == 0, err
+        history = json.loads((tmp_path / name / "rl_history.json").read_text())
+        assert [h["iteration"] for h in history] == [1, 2] and all(0 <= h["rollout/score"] <= 1 and "monitor/oracle_score" in h for h in history)
+        assert json.loads((tmp_path / name / "rl_initial_eval.json").read_text())["score"] == 0.5
+        assert not (tmp_path / name / "value").exists()
+    # a judge without a chat template; a judge whose context cannot hold a prompt and two answers
+    assert_clean_failure(cli("rl", "--algorithm", "nash-md", *common, f"reward={chain / 'base'}", "--out", tmp_path / "a"), "chat template")
+    code, _, err = cli("rl", "--algorithm", "nash-md", *common[:-1], "rollout.max_new_tokens=64", f"reward={chain / 'sft'}", "--out", tmp_path / "b")
+    assert_clean_failure((code, "", err), "judge's context")
+    assert_clean_failure(cli("rl", "--algorithm", "nash-md", *common, f"reward={chain / 'rm'}", "nash.mixture=1.5", "--out", tmp_path / "c"), "nash.mixture")
+    assert not any((tmp_path / n).exists() for n in "abc")

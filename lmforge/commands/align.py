@@ -290,7 +290,8 @@ def cmd_rl(args) -> int:
 
 def add_rl(sub, fmt) -> None:
     rl_keys = (
-        "Keys: policy (the SFT model), reward (the reward model), algorithm (ppo|reinforce|rloo|grpo), value (model|head), iterations, "
+        "Keys: policy (the SFT model), reward (the reward model; nash-md: the preference model), algorithm (ppo|reinforce|rloo|grpo|nash-md), "
+        "value (model|head), nash.mixture, iterations, "
         "save_every, seed, rollout.{prompts,limit,batch_size,group_size,temperature,max_new_tokens,unfinished_reward}, "
         "kl.{beta,adaptive,target,horizon}, ppo.{epochs,minibatches,clip,value_clip,vf_coef,gamma,lam,whiten_advantages,entropy_coef,"
         "normalize_rewards,clip_rewards}, ptx.{coef,shards,batch_size,seq_len}, eval.{prompts,limit,every}, train.{optim.*,device,precision}. "
@@ -309,13 +310,15 @@ def add_rl(sub, fmt) -> None:
     p.set_defaults(func=cmd_rl)
     p = sub.add_parser(
         "rl",
-        help="policy-gradient RLHF with the same rollouts: --algorithm ppo|reinforce|rloo|grpo",
+        help="policy-gradient RLHF with the same rollouts: --algorithm ppo|reinforce|rloo|grpo|nash-md",
         formatter_class=fmt,
-        description="The rollouts of `lmforge ppo` with another update: REINFORCE with a baseline, RLOO (leave-one-out baselines) or "
-        "GRPO (group-relative advantages, the KL as a loss term). " + rl_keys,
+        description="The rollouts of `lmforge ppo` with another update: REINFORCE with a baseline, RLOO (leave-one-out baselines), "
+        "GRPO (group-relative advantages, the KL as a loss term) or Nash-MD (Munos et al. 2023: no reward; each answer plays one from "
+        "the geometric mixture of the policy and the SFT model, judged by a preference model: reward=JUDGE, a chat model trained on "
+        "`lmforge label judge-data`, or a reward model as Bradley-Terry's preference). " + rl_keys,
     )
     stage_args(p, example="policy=runs/sft reward=runs/rm rollout.group_size=4")
-    p.add_argument("--algorithm", choices=["ppo", "reinforce", "rloo", "grpo"], default=None, help="the update (default: the recipe's, else ppo)")
+    p.add_argument("--algorithm", choices=["ppo", "reinforce", "rloo", "grpo", "nash-md"], default=None, help="the update (default: the recipe's, else ppo)")
     p.set_defaults(func=cmd_rl)
 
 

@@ -29,6 +29,14 @@ The same rollouts serve the other algorithms (`algorithm=`):
              of the others.
   grpo       group-relative (Shao et al. 2024): each answer's score standardised within its
              group; the KL to the reference is a loss term (the k3 estimator) instead of a reward.
+  nash-md    Nash learning from human feedback (Munos et al. 2023, section 7, the policy-gradient
+             Nash-MD): no reward, a preference model P(y > y' | x). Each prompt's answer y from
+             the policy plays an answer y' from the geometric mixture of the policy and the
+             reference (`nash.mixture`, token-level: lmforge/train/nash.py GeometricMixture);
+             y's return is P(y > y') - 1/2 (1/2, the value of a fair duel, the baseline) minus
+             beta log(pi / pi_ref): the policy moves towards what is preferred to the mixture,
+             held near the reference, and settles at the regularised Nash equilibrium rather
+             than at a reward's maximum (the one-token game in tests/test_ppo.py).
 
 With one epoch and one minibatch the clipped surrogate equals the plain policy gradient, so all
 four share one loss. The value model starts from the reward model (as in InstructGPT), or is a
@@ -61,7 +69,7 @@ from ..world.build import is_world
 from ..models.transformer import Transformer, positions_from_mask
 from .loop import OptimConfig, ScheduleConfig, TrainConfig, pick_device, run_config_text, train
 
-ALGORITHMS = ("ppo", "reinforce", "rloo", "grpo")
+ALGORITHMS = ("ppo", "reinforce", "rloo", "grpo", "nash-md")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -110,6 +118,11 @@ class PTXConfig:
 
 
 @dataclass
+class NashConfig:
+    mixture: float = 0.125  # beta of the opponent pi^(1 - beta) mu^beta (Munos et al.'s eta * tau; their LM experiments: 0.125)
+
+
+@dataclass
 class RLEvalConfig:
     prompts: str = "world"  # held-out prompts, answered greedily at each evaluation; "world": eval.jsonl; "": none
     limit: int = 100
@@ -125,10 +138,10 @@ def _rl_train() -> TrainConfig:
 
 @dataclass
 class RLConfig:
-    algorithm: Literal["ppo", "reinforce", "rloo", "grpo"] = "ppo"
+    algorithm: Literal["ppo", "reinforce", "rloo", "grpo", "nash-md"] = "ppo"
     policy: str = ""  # the SFT model: the policy's start and the frozen reference
     init: str = ""  # the policy's start when it is not the reference: an earlier round's policy (empty: `policy`)
-    reward: str = ""  # the reward model
+    reward: str = ""  # the reward model; nash-md: the preference model (a judge, a chat model trained by `lmforge label judge-data` and `lmforge sft`; or a reward model, P = sigmoid(r - r'))
     value: Literal["model", "head"] = "model"  # ppo: a value model initialised from the reward model, or a head on the policy
     iterations: int = 100
     save_every: int = 0  # iterations between checkpoints (0: only at the end)
@@ -137,6 +150,7 @@ class RLConfig:
     kl: KLConfig = field(default_factory=KLConfig)
     ppo: PPOUpdateConfig = field(default_factory=PPOUpdateConfig)
     ptx: PTXConfig = field(default_factory=PTXConfig)
+    nash: NashConfig = field(default_factory=NashConfig)
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
     train: TrainConfig = field(default_factory=_rl_train)  # optimizer and device; steps, logging and saving follow from the above
 
@@ -157,6 +171,8 @@ class RLConfig:
             raise ConfigError(f"must be >= 1, got {self.ppo.epochs}", field="ppo.epochs")
         if self.kl.beta < 0:
             raise ConfigError(f"must be >= 0, got {self.kl.beta}", field="kl.beta")
+        if not 0 <= self.nash.mixture <= 1:
+            raise ConfigError(f"must be between 0 (the policy itself) and 1 (the reference), got {self.nash.mixture}", field="nash.mixture")
         if self.ptx.coef < 0 or (self.ptx.coef > 0 and not self.ptx.shards):
             raise ConfigError("ptx.coef > 0 needs ptx.shards (pretraining text)", field="ptx.shards")
 
@@ -294,6 +310,7 @@ class PromptItem:
 
 
 RewardFn = Callable[[list[PromptItem], list[list[int]], list[bool]], torch.Tensor]  # (prompts, answer tokens, finished) -> scores
+PreferenceFn = Callable[[list[PromptItem], list[list[int]], list[bool], list[list[int]], list[bool]], torch.Tensor]  # (prompts, answers, finished, opponents' answers, finished) -> P(answer > opponent's)
 Monitor = Callable[[list[PromptItem], list[str], list[bool]], dict]  # (prompts, answer texts, finished) -> metrics
 
 
@@ -390,6 +407,12 @@ class Rollouts:
         t_rollout = time.perf_counter() - t0
         answers = [g.tokens + ([g.stop_token] if g.finished else []) for g in gens]  # the end token is an action too
         finished = [g.finished for g in gens]
+        if cfg.algorithm == "nash-md":  # the opponent: the geometric mixture of the policy and the reference
+            from .nash import GeometricMixture
+
+            params.seed += 500_009
+            rivals = generate(GeometricMixture(policy, self.ref, cfg.nash.mixture), [p.ids for p in items], params, pad_id=self.pad_id)
+            t_rollout = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         ids, mask, positions, answer_mask, P = pack([p.ids for p in items], answers, self.pad_id)
@@ -401,9 +424,12 @@ class Rollouts:
         old_logp, _ = answer_logprobs(logits, ids, P, r.temperature)
         ref_logp, _ = answer_logprobs(self.ref(ids, positions=positions, pad_mask=mask), ids, P, r.temperature)
         old_values = values[:, P - 1 : -1] * answer_mask if values is not None else torch.zeros_like(old_logp)
-        raw = self.reward_fn(items, [g.tokens for g in gens], finished).to(device).float()
+        if cfg.algorithm == "nash-md":  # P(y > y'); unfinished answers are judged by the preference function (_preference_fn)
+            raw = self.reward_fn(items, [g.tokens for g in gens], finished, [g.tokens for g in rivals], [g.finished for g in rivals]).to(device).float()
+        else:
+            raw = self.reward_fn(items, [g.tokens for g in gens], finished).to(device).float()
         scores = raw.clone()
-        if r.unfinished_reward is not None:
+        if r.unfinished_reward is not None and cfg.algorithm != "nash-md":
             scores[~torch.tensor(finished, device=device)] = r.unfinished_reward
         if cfg.ppo.normalize_rewards:
             self.moments.update(scores)
@@ -454,6 +480,9 @@ class Rollouts:
             baseline = seq_return if self.baseline is None else self.baseline
             adv = (returns - baseline) * mask
             self.baseline = 0.9 * baseline + 0.1 * seq_return  # a baseline from past batches, then this one
+        elif alg == "nash-md":  # P(y > y') - 1/2 - beta log(pi / pi_ref), for the whole answer
+            adv = (scores - 0.5 - beta * kl_seq).reshape(-1, 1) * mask
+            returns = torch.zeros_like(adv)
         else:
             seq = scores - beta * kl_seq if alg == "rloo" else scores  # grpo keeps the KL out of the reward
             groups = seq.view(-1, G)
@@ -571,6 +600,60 @@ def _reward_fn(rm, tokenizer, decode) -> RewardFn:
     return score
 
 
+def _preference_fn(model, tokenizer, decode, unfinished_loses: bool) -> PreferenceFn:
+    """nash-md's P(y > y' | x): from a judge (a chat model asked which answer is better, in both
+    orders: `lmforge.label.JudgeLabeler.preference`) or from a reward model, whose preference is
+    Bradley-Terry's sigmoid(r(y) - r(y')) (transitive by construction: the baseline a judge can
+    beat when people's preferences are not). With `unfinished_loses` an answer that never ended
+    loses to one that did (the pairwise form of PPO's `unfinished_reward`), two such tie."""
+    if model.head_kind == "scalar":
+        from .reward import reward_scores
+
+        def judged(questions, a, fa, b, fb):
+            return torch.sigmoid(reward_scores(model, tokenizer, questions, a, fa) - reward_scores(model, tokenizer, questions, b, fb))
+    else:
+        from ..label import JudgeLabeler, prompt_text
+
+        judge = JudgeLabeler(model, tokenizer, "judge")
+
+        def judged(questions, a, fa, b, fb):
+            return judge.preference([prompt_text(q) for q in questions], a, b)
+
+    def prefer(items: list[PromptItem], a: list[list[int]], fa: list[bool], b: list[list[int]], fb: list[bool]) -> torch.Tensor:
+        p = judged([i.source.prompt for i in items], [decode(x) for x in a], fa, [decode(x) for x in b], fb).float().cpu()
+        if unfinished_loses:
+            ea, eb = torch.tensor(fa), torch.tensor(fb)
+            p = torch.where(ea == eb, torch.where(ea, p, torch.full_like(p, 0.5)), ea.float())
+        return p
+
+    return prefer
+
+
+def _load_preference_model(cfg: RLConfig, tok, prompts: list[PromptItem], room: int):
+    """nash-md's preference model, checked before any work: a reward model of the policy's
+    tokenizer, or a judge - a chat model (its tokenizer may be its own: it reads text) whose
+    context holds the longest prompt with two answers."""
+    from ..label import JudgeLabeler, prompt_text
+    from ..models import load_model
+    from ..tokenizer import Tokenizer
+
+    model, folder = load_model(cfg.reward)
+    mtok = Tokenizer.load(folder)
+    if model.head_kind == "scalar":
+        if mtok.sha256 != tok.sha256:
+            raise InputError("the reward model's tokenizer differs from the policy's: train the reward model from this policy's SFT model", path=folder, field="reward")
+        return model, mtok
+    if not isinstance(model, Transformer) or model.head_kind != "lm":
+        raise InputError("nash-md's preference model is a judge (a chat language model) or a reward model", path=folder, field="reward")
+    if model.chat_template is None:
+        raise InputError("the judge has no chat template: train one on `lmforge label judge-data` conversations with `lmforge sft` (a chat model)", path=folder, field="reward")
+    longest = max(prompts, key=lambda p: len(p.ids))
+    need = len(JudgeLabeler(model, mtok, "judge").prompt(prompt_text(longest.source.prompt), "", "")[0]) + 2 * room
+    if need > model.cfg.max_seq_len:
+        raise InputError(f"the longest prompt with two answers of up to {room} tokens needs about {need} tokens, more than the judge's context of {model.cfg.max_seq_len}; lower rollout.max_new_tokens", path=folder, field="rollout.max_new_tokens")
+    return model, mtok
+
+
 def _world_prompts(spec: str, policy_path: str, name: str) -> str:
     from ..world.build import find_world, is_world, world_file
 
@@ -610,14 +693,17 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     if not cfg.policy or not cfg.reward:
         raise ConfigError("give the SFT model and the reward model: policy=PATH reward=PATH", field="policy" if not cfg.policy else "reward")
     policy, pfolder = load_model(cfg.policy)
-    rm, rfolder = load_model(cfg.reward)
     if not isinstance(policy, Transformer) or policy.head_kind != "lm":
         raise InputError("the policy must be a transformer language model (the SFT model)", path=pfolder, field="policy")
-    if rm.head_kind != "scalar":
-        raise InputError("not a reward model (train one with `lmforge rm`)", path=rfolder, field="reward")
-    tok, rtok = Tokenizer.load(pfolder), Tokenizer.load(rfolder)
-    if tok.sha256 != rtok.sha256:
-        raise InputError("the reward model's tokenizer differs from the policy's: train the reward model from this policy's SFT model", path=rfolder, field="reward")
+    tok = Tokenizer.load(pfolder)
+    pairwise = cfg.algorithm == "nash-md"  # a preference model, loaded once the prompts are known
+    if not pairwise:
+        rm, rfolder = load_model(cfg.reward)
+        if rm.head_kind != "scalar":
+            raise InputError("not a reward model (train one with `lmforge rm`)", path=rfolder, field="reward")
+        rtok = Tokenizer.load(rfolder)
+        if tok.sha256 != rtok.sha256:
+            raise InputError("the reward model's tokenizer differs from the policy's: train the reward model from this policy's SFT model", path=rfolder, field="reward")
     if cfg.init:  # a later round (iterated RLHF): go on from the earlier policy, still held near the SFT model
         ref, (policy, ifolder) = policy, load_model(cfg.init)
         if not isinstance(policy, Transformer) or policy.head_kind != "lm" or policy.cfg != ref.cfg:
@@ -631,8 +717,10 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     prompts_path = _world_prompts(r.prompts, cfg.policy, "ppo_prompts.jsonl")
     room = r.max_new_tokens + 1
     prompts = read_rl_prompts(prompts_path, tok, as_chat, r.limit, room, policy.cfg.max_seq_len)
+    if pairwise:
+        rm, rtok = _load_preference_model(cfg, tok, prompts, room)
     rm_room = max(len(p.ids) for p in prompts) + room
-    if rm_room > rm.cfg.max_seq_len:
+    if rm.head_kind == "scalar" and rm_room > rm.cfg.max_seq_len:
         raise InputError(f"a prompt and an answer of up to {room} tokens need {rm_room} tokens, more than the reward model's context of {rm.cfg.max_seq_len}; lower rollout.max_new_tokens", field="rollout.max_new_tokens")
     eval_items = []
     if cfg.eval.prompts:
@@ -653,7 +741,8 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
         value.prior = None  # a value is read at every position; a reward model's answer prior is not part of it
     ac = ActorCritic(policy, value, value_head=cfg.algorithm == "ppo" and cfg.value == "head")
     decode = (lambda a: chat.answer_text(tok, a)) if as_chat else tok.decode  # noqa: E731
-    reward_fn = _reward_fn(rm.eval().requires_grad_(False), tok, decode)
+    rm.eval().requires_grad_(False)
+    reward_fn = _preference_fn(rm, rtok, decode, r.unfinished_reward is not None) if pairwise else _reward_fn(rm, tok, decode)
     stops = chat.stop_ids(tok) if as_chat else [tok.eos_id]
 
     out.mkdir(parents=True, exist_ok=True)
@@ -661,7 +750,7 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     atomic_write_text(out / "config.yaml", text)
     model_config = {"architecture": "actor_critic", "policy": model_config_json(policy), "value": model_config_json(value) if value is not None else None}
 
-    evaluate = _greedy_evaluation(eval_items, ref, reward_fn, stops, tok.pad_id, r.max_new_tokens, eval_monitor, decode) if eval_items else None
+    evaluate = _greedy_evaluation(eval_items, ref, reward_fn, stops, tok.pad_id, r.max_new_tokens, eval_monitor, decode, pairwise) if eval_items else None
     device = pick_device(cfg.train)
     rm.to(device)
     ref.to(device)
@@ -704,15 +793,19 @@ def find_world_or_none(path):
         return None
 
 
-def _greedy_evaluation(items: list[PromptItem], ref, reward_fn: RewardFn, stops, pad_id: int, max_new_tokens: int, monitor, decode):
-    """The loop's evaluate(): held-out prompts answered greedily; reward-model score, KL of those
-    answers to the reference, length, and what the monitor says."""
+def _greedy_evaluation(items: list[PromptItem], ref, reward_fn, stops, pad_id: int, max_new_tokens: int, monitor, decode, pairwise: bool = False):
+    """The loop's evaluate(): held-out prompts answered greedily; reward-model score (`pairwise`,
+    for nash-md: the preference model's P(the policy's answer > the reference's greedy answer)),
+    KL of those answers to the reference, length, and what the monitor says."""
     from ..engine import SamplingParams, generate
+
+    greedy = SamplingParams(max_new_tokens=max_new_tokens, temperature=0, stop_ids=stops)
+    theirs: list = []  # the reference's answers, made once
 
     @torch.no_grad()
     def evaluate(model) -> dict:
         ac = getattr(model, "module", model)
-        gens = generate(ac.policy, [p.ids for p in items], SamplingParams(max_new_tokens=max_new_tokens, temperature=0, stop_ids=stops), pad_id=pad_id)
+        gens = generate(ac.policy, [p.ids for p in items], greedy, pad_id=pad_id)
         answers = [g.tokens + ([g.stop_token] if g.finished else []) for g in gens]
         finished = [g.finished for g in gens]
         device = next(ac.parameters()).device
@@ -724,7 +817,7 @@ def _greedy_evaluation(items: list[PromptItem], ref, reward_fn: RewardFn, stops,
         logr = (ref(ids, positions=positions, pad_mask=mask)[:, P - 1 : -1].float()).log_softmax(-1)
         kl = ((logq.exp() * (logq - logr)).sum(-1) * amask).sum(1)
         out = {
-            "score": float(reward_fn(items, [g.tokens for g in gens], finished).mean()),
+            "score": float(score(gens, finished).mean()),
             "kl": float(kl.mean()),
             "length": float(amask.sum(1).mean()),
             "finished": float(np.mean(finished)),
@@ -732,6 +825,13 @@ def _greedy_evaluation(items: list[PromptItem], ref, reward_fn: RewardFn, stops,
         if monitor is not None:
             out.update(monitor(items, [decode(g.tokens) for g in gens], finished))
         return out
+
+    def score(gens, finished):
+        if not pairwise:
+            return reward_fn(items, [g.tokens for g in gens], finished)
+        if not theirs:
+            theirs.extend(generate(ref, [p.ids for p in items], greedy, pad_id=pad_id))
+        return reward_fn(items, [g.tokens for g in gens], finished, [g.tokens for g in theirs], [g.finished for g in theirs])
 
     return evaluate
 
