@@ -206,3 +206,15 @@ def test_nash_md_plays_the_mixture_judged_by_a_judge_or_by_a_reward_models_prefe
     assert_clean_failure((code, "", err), "judge's context")
     assert_clean_failure(cli("rl", "--algorithm", "nash-md", *common, f"reward={chain / 'rm'}", "nash.mixture=1.5", "--out", tmp_path / "c"), "nash.mixture")
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_a_judge_is_measured_as_a_reward_model_is(cli, chain):
+    """`lmforge eval rm --model JUDGE`: a chat model asked each pair in both orders gives the same
+    numbers a reward model does (against the labels, the oracle, a second labeler), so whether it
+    can replace people is read off one table."""
+    world = chain / "base" / "world"
+    code, stdout, err = cli("eval", "rm", "--model", chain / "sft", "--data", world / "comparisons.jsonl", "--world", world, "--limit", 12, "--json")
+    assert code == 0, err
+    ev = json.loads(stdout)
+    assert {"acc_labelers", "acc_oracle", "labeler_agreement", "oracle_vs_labels", "ece", "by_task"} <= set(ev) and "reward_mean" not in ev
+    assert 0 <= ev["acc_labelers"] <= 1 and 0 <= ev["acc_oracle"] <= 1 and sum(b["pairs"] for b in ev["calibration"]) == ev["pairs"] > 0

@@ -254,7 +254,7 @@ def test_rm_bad_inputs_fail_cleanly(cli, base, tmp_path):
     assert_clean_failure(cli("rm", f"init={base}", f"data.train=[{bad}]", "data.normalize=", "--out", tmp_path / "a"), f"{bad}:2", "ranking", "permutation")
     assert not (tmp_path / "a").exists()
     assert_clean_failure(cli("rm", f"data.train=[{bad}]", "--out", tmp_path / "b"), "init")
-    assert_clean_failure(cli("eval", "rm", "--model", base, "--data", bad), "not a reward model")
+    assert_clean_failure(cli("eval", "rm", "--model", base, "--data", bad), "neither a reward model nor a judge")
 
 
 @pytest.mark.parametrize("pack", [True, False])

@@ -418,3 +418,31 @@ def test_articles_and_stories_name_their_entity_and_the_texts_are_unchanged():
         assert (subject is not None) == (g in ("encyclopedia", "story"))
         if subject:
             assert subject in text.split("\n")[0] or subject in text.split(".")[0] + text.split(".")[1], (subject, text[:80])
+
+
+def test_a_condorcet_population_prefers_in_a_cycle(tmp_path, monkeypatch):
+    """Three groups valuing helpful, truthful and well-formed in rotated orders: over three
+    answers that trade the dimensions (a Latin square), each group's ranking is a rotation and
+    the majority prefers X to Y, Y to Z and Z to X, which no score can reproduce. The world
+    keeps its population (weights saved with the labelers); a population that cannot be split
+    in three equal groups is refused."""
+    from lmforge.errors import ConfigError
+    from lmforge.world.labelers import condorcet_labelers, population_preference
+
+    labs = condorcet_labelers(0.02, 6)
+    scored = {"X": (1.0, 0.0, 0.5), "Y": (0.5, 1.0, 0.0), "Z": (0.0, 0.5, 1.0)}
+    scored = {k: {"helpful": h, "truthful": t, "well_formed": w, "harmless": 1.0, "total": 0.0} for k, (h, t, w) in scored.items()}
+    monkeypatch.setattr(oracle, "score", lambda world, task, meta, text, finished=True: scored[text])
+    order = [sorted("XYZ", key=lambda k: -lab.value(scored[k], k)) for lab in labs[:3]]
+    assert order == [list("XYZ"), list("YZX"), list("ZXY")]
+    P = {(a, b): population_preference(None, labs, "fact", {}, a, b) for a in "XYZ" for b in "XYZ" if a != b}
+    assert P[("X", "Y")] > 0.6 and P[("Y", "Z")] > 0.6 and P[("Z", "X")] > 0.6  # the cycle
+    assert all(abs(P[(a, b)] + P[(b, a)] - 1) < 1e-12 for a, b in P)
+    monkeypatch.undo()
+    out = tmp_path / "w"
+    build_world(load_config(WorldConfig, None, [*TINY_WORLD, "population=condorcet", "labelers=6"]), out)
+    _, reloaded, cfg = load_world(out)
+    assert cfg["population"] == "condorcet" and [lab.weights for lab in reloaded] == [lab.weights for lab in condorcet_labelers(1.0, 6)]
+    assert len(read(out / "comparisons.jsonl")) > 0
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        load_config(WorldConfig, None, ["population=condorcet", "labelers=5"]).validate()

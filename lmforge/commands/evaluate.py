@@ -194,8 +194,8 @@ def cmd_eval_rm(args) -> int:
     from ..world.build import find_world
 
     model, tok = load_model_and_tokenizer(args.model)
-    if model.head_kind != "scalar":
-        raise InputError("not a reward model (its head is a language model's); train one with `lmforge rm`", path=args.model, field="model")
+    if model.head_kind != "scalar" and getattr(model, "chat_template", None) is None:
+        raise InputError("neither a reward model nor a judge: a language model without a chat template (train a reward model with `lmforge rm`, a judge with `lmforge label judge-data` and `lmforge sft`)", path=args.model, field="model")
     world = Path(args.world) if args.world else None
     saved = Path(args.model) / "config.yaml"
     data_cfg = ((yaml.safe_load(saved.read_text()) or {}).get("data") or {}) if saved.exists() else {}
@@ -236,13 +236,13 @@ def cmd_eval_rm(args) -> int:
 def add_eval_rm(esub, fmt) -> None:
     p = esub.add_parser(
         "rm",
-        help="a reward model on held-out comparisons: accuracy against labelers and the oracle, calibration",
+        help="a reward model or a judge on held-out comparisons: accuracy against labelers and the oracle, calibration",
         formatter_class=fmt,
         description="Score held-out comparisons with a reward model: pairwise accuracy against the labelers' rankings, calibration "
         "(ECE), and on the built-in world accuracy against the oracle, a second labeler's agreement (the ceiling) and the oracle's "
-        "own accuracy against the labels.",
+        "own accuracy against the labels. A judge (a chat model) is asked each pair in both orders; its numbers mean the same.",
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="a reward model (lmforge rm)")
+    p.add_argument("--model", required=True, metavar="DIR", help="a reward model (lmforge rm) or a judge (a chat model)")
     p.add_argument("--data", default="world", metavar="PATH", help="rankings or preference pairs; 'world': the world's comparisons the model did not train on")
     p.add_argument("--world", default=None, metavar="DIR", help="the world directory (default: found next to the model)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="the first N comparisons only")

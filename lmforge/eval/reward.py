@@ -1,7 +1,10 @@
-"""How good is a reward model: `lmforge eval rm`.
+"""How good is a reward model, or a judge: `lmforge eval rm`.
 
 On held-out comparisons, every answer is scored once and every pair the ranking implies is
-checked:
+checked. A judge (a chat language model, `lmforge.label.JudgeLabeler`) is asked each pair in
+both orders instead, its P(w > l) the position-corrected preference; the same numbers follow,
+with the same meaning: whether an AI labeler can stand in for people (RLAIF) is its acc_oracle
+and acc_labelers beside labeler_agreement and oracle_vs_labels.
 
   acc_labelers       share of pairs where the reward model prefers the answer the labeler
                      ranked higher (ties count half): what InstructGPT reports (72.4% for its
@@ -40,28 +43,60 @@ from ..train.reward import reward_scores
 
 
 @torch.no_grad()
-def evaluate_rm(model, tokenizer, comparisons: list[Comparison], *, world_dir=None, bins: int = 10, seed: int = 0) -> dict:
+def _reward_preferences(model, tokenizer, comparisons: list[Comparison]):
+    """(comparisons that fit, skipped, P(i > j) for each, the scores): sigmoid(r_i - r_j)."""
     # a comparison with an answer the model cannot read whole is left out (counted), as in training
     chat = getattr(model, "chat_template", None) is not None
     fits = [c for c in comparisons if max(len(answer_ids(tokenizer, c.prompt, a, f, chat)) for a, f in zip(c.completions, c.finished)) <= model.cfg.max_seq_len]
-    skipped, comparisons = len(comparisons) - len(fits), fits
-    if not comparisons:
-        raise InputError(f"none of the {skipped} comparisons fits the reward model's context of {model.cfg.max_seq_len} tokens")
-    prompts = [c.prompt for c in comparisons for _ in c.completions]
-    answers = [a for c in comparisons for a in c.completions]
-    finished = [f for c in comparisons for f in c.finished]
-    scores = reward_scores(model, tokenizer, prompts, answers, finished).numpy()
-    offsets = np.cumsum([0] + [len(c.completions) for c in comparisons[:-1]])
+    if not fits:
+        raise InputError(f"none of the {len(comparisons)} comparisons fits the reward model's context of {model.cfg.max_seq_len} tokens")
+    scores = reward_scores(model, tokenizer, [c.prompt for c in fits for _ in c.completions], [a for c in fits for a in c.completions], [f for c in fits for f in c.finished]).numpy()
+    offsets = np.cumsum([0] + [len(c.completions) for c in fits[:-1]])
+    prefs = [(lambda r: (lambda i, j: 1.0 / (1.0 + math.exp(-(r[i] - r[j])))))(scores[o : o + len(c.completions)]) for c, o in zip(fits, offsets)]
+    return fits, len(comparisons) - len(fits), prefs, scores
+
+
+def _judge_preferences(model, tokenizer, comparisons: list[Comparison]):
+    """The same for a judge: every pair a ranking implies asked in both orders (one batch)."""
+    from ..label import JudgeLabeler, prompt_text
+
+    judge = JudgeLabeler(model, tokenizer, "judge")
+    ctx = model.cfg.max_seq_len
+
+    def fits(c):
+        q = prompt_text(c.prompt)
+        return all(len(judge.prompt(q, c.completions[w], c.completions[l])[0]) + 2 <= ctx and len(judge.prompt(q, c.completions[l], c.completions[w])[0]) + 2 <= ctx for w, l in c.pairs)
+
+    kept = [c for c in comparisons if fits(c)]
+    if not kept:
+        raise InputError(f"none of the {len(comparisons)} comparisons fits the judge's context of {ctx} tokens")
+    asked = [(prompt_text(c.prompt), c.completions[w], c.completions[l]) for c in kept for w, l in c.pairs]
+    p = judge.preference(*map(list, zip(*asked))).tolist()
+    prefs, at = [], 0
+    for c in kept:
+        table = {}
+        for w, l in c.pairs:
+            table[w, l], table[l, w] = p[at], 1.0 - p[at]
+            at += 1
+        prefs.append(lambda i, j, t=table: t[i, j])
+    return kept, len(comparisons) - len(kept), prefs, None
+
+
+def evaluate_rm(model, tokenizer, comparisons: list[Comparison], *, world_dir=None, bins: int = 10, seed: int = 0) -> dict:
+    """The numbers of the module's docstring for a reward model (scalar head) or a judge (a chat model)."""
+    if model.head_kind != "scalar" and getattr(model, "chat_template", None) is None:
+        raise InputError("neither a reward model nor a judge (a chat model trained on `lmforge label judge-data`)", field="model")
+    comparisons, skipped, prefs, scores = (_reward_preferences if model.head_kind == "scalar" else _judge_preferences)(model, tokenizer, comparisons)
 
     correct = n = 0.0
     probs, outcomes = [], []
-    for c, off in zip(comparisons, offsets):
-        r = scores[off : off + len(c.completions)]
+    for c, prefer in zip(comparisons, prefs):
         for w, l in c.pairs:
-            correct += 1.0 if r[w] > r[l] else 0.5 if r[w] == r[l] else 0.0
+            p = prefer(w, l)
+            correct += 1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0
             n += 1
             a, b = min(w, l), max(w, l)  # fixed orientation: the answer listed first
-            probs.append(1.0 / (1.0 + math.exp(-(r[a] - r[b]))))
+            probs.append(prefer(a, b))
             outcomes.append(1.0 if w == a else 0.0)
     probs_a, outcomes_a = np.asarray(probs), np.asarray(outcomes)
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -80,15 +115,15 @@ def evaluate_rm(model, tokenizer, comparisons: list[Comparison], *, world_dir=No
         "acc_labelers": correct / max(n, 1),
         "ece": float(ece),
         "calibration": calibration,
-        "reward_mean": float(scores.mean()),
-        "reward_std": float(scores.std()),
     }
+    if scores is not None:
+        result.update(reward_mean=float(scores.mean()), reward_std=float(scores.std()))
     if world_dir is not None:
-        result.update(_against_the_world(comparisons, scores, offsets, world_dir, seed))
+        result.update(_against_the_world(comparisons, prefs, world_dir, seed))
     return result
 
 
-def _against_the_world(comparisons, scores, offsets, world_dir, seed) -> dict:
+def _against_the_world(comparisons, prefs, world_dir, seed) -> dict:
     from ..world import oracle
     from ..world.build import load_world
 
@@ -98,11 +133,10 @@ def _against_the_world(comparisons, scores, offsets, world_dir, seed) -> dict:
     rm_right = oracle_pairs = agree = pairs = oracle_right = 0.0
     # task -> [pairs the reward model orders as the oracle, pairs the label orders so, pairs the oracle orders]
     by_task: dict[str, list[float]] = {}
-    for c, off in zip(comparisons, offsets):
+    for c, prefer in zip(comparisons, prefs):
         if not c.task:
             continue
         tally = by_task.setdefault(c.task, [0.0, 0.0, 0.0])
-        r = scores[off : off + len(c.completions)]
         totals = [oracle.score(world, c.task, c.meta, a, f)["total"] for a, f in zip(c.completions, c.finished)]
         # a second labeler, another than the one who ranked these answers, ranks them afresh
         other = labelers[(by_name.get(c.labeler, -1) + 1) % len(labelers)]
@@ -112,7 +146,8 @@ def _against_the_world(comparisons, scores, offsets, world_dir, seed) -> dict:
             agree += position[w] < position[l]
             oracle_right += 1.0 if totals[w] > totals[l] else 0.5 if totals[w] == totals[l] else 0.0
             if totals[w] != totals[l]:
-                right = float((r[w] > r[l]) == (totals[w] > totals[l])) if r[w] != r[l] else 0.5
+                p = prefer(w, l)
+                right = float((p > 0.5) == (totals[w] > totals[l])) if p != 0.5 else 0.5
                 oracle_pairs += 1
                 rm_right += right
                 tally[0] += right

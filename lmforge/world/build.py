@@ -57,6 +57,7 @@ from . import corpus
 from .labelers import (
     Labeler,
     calibrate_temperature,
+    condorcet_labelers,
     default_labelers,
     demonstration_quality,
     measure_agreement,
@@ -97,6 +98,7 @@ class WorldConfig:
     k_min: int = 4  # answers ranked per comparison prompt: K drawn from [k_min, k_max]
     k_max: int = 9
     labelers: int = 5
+    population: Literal["agree", "condorcet"] = "agree"  # the labelers value what the oracle does (and one likes length); or three groups with rotated priorities whose majority is intransitive (labelers a multiple of 3)
     agreement: float = 0.73  # target agreement of two labelers, which sets their temperature
     calibration_prompts: int = 600  # prompts (x 6 pairs) used to calibrate the temperature
     demonstrations: Literal["labelers", "reference"] = "labelers"  # who writes sft.jsonl: the labelers, or the tasks' reference answers
@@ -114,6 +116,10 @@ class WorldConfig:
             raise ConfigError(f"needs one share per language ({len(self.languages)}), got {len(self.language_shares)}", field="language_shares")
         if self.language_shares and (min(self.language_shares) <= 0 or not all(math.isfinite(x) for x in self.language_shares)):
             raise ConfigError(f"shares must be positive, got {self.language_shares}", field="language_shares")
+        if self.population not in ("agree", "condorcet"):
+            raise ConfigError(f"expected agree or condorcet, got {self.population!r}", field="population")
+        if self.population == "condorcet" and self.labelers % 3:
+            raise ConfigError(f"a Condorcet population has three groups of equal size: a multiple of 3, got {self.labelers}", field="labelers")
         if self.demonstrations not in ("labelers", "reference"):
             raise ConfigError(f"expected labelers or reference, got {self.demonstrations!r}", field="demonstrations")
         if self.entities < 12:
@@ -311,7 +317,7 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
     # Labelers: one temperature, calibrated on the synthetic mixture to the target agreement.
     pairs = mixture_pairs(world, _rng(cfg, "calibration"), cfg.calibration_prompts)
     temperature = calibrate_temperature(np.array([a - b for a, b, *_ in pairs]), cfg.agreement)
-    labelers = default_labelers(temperature, cfg.labelers, cfg.writing)
+    labelers = (condorcet_labelers if cfg.population == "condorcet" else default_labelers)(temperature, cfg.labelers, cfg.writing)
     writer = _Writer(cfg, world, labelers)
     tick("labelers")
 

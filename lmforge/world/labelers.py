@@ -12,6 +12,13 @@ A labeler writes the way it ranks (`Labeler.write`): it drafts a few answers wit
 first place of a Plackett-Luce ranking of its drafts. So how good the demonstrations are follows
 from the temperature calibrated to human agreement, and is not a knob of its own.
 
+A population need not agree on what matters (`population="condorcet"`): three groups, each
+ranking the oracle's dimensions in its own order (helpful first, or truthful first, or well-formed
+first, the orders rotated), so that over answers that trade one dimension for another the
+majority prefers X to Y, Y to Z and Z to X (Condorcet's paradox). No reward model can be right
+about such a population; a preference model can (Munos et al. 2023, lmforge/train/nash.py).
+`population_preference` is the population's P(a > b), the truth a policy is measured against.
+
 Two labelers with temperature T agree on a pair with probability p^2 + (1 - p)^2, where
 p = sigmoid(delta / T). The default T is chosen by bisection so that, averaged over pairs of
 responses from a realistic mixture (`responses.MIXTURE`), agreement is 73%, the
@@ -41,9 +48,15 @@ class Labeler:
     temperature: float
     length_bias: float = 0.0  # utility added per doubling of the answer's length in words
     habits: WritingHabits = field(default_factory=WritingHabits)  # how it writes a demonstration
+    weights: dict[str, float] | None = None  # what it values in the oracle's dimensions (None: the oracle's own weights, its total)
 
     def utility(self, total: float, response: str) -> float:
         return total + self.length_bias * math.log2(1 + len(words(response)))
+
+    def value(self, scored: dict, response: str) -> float:
+        """Its utility for a response the oracle scored (`oracle.score`'s dict)."""
+        total = scored["total"] if self.weights is None else sum(w * scored[k] for k, w in self.weights.items())
+        return self.utility(total, response)
 
     def rank_utilities(self, utilities: list[float], rng: random.Random) -> list[int]:
         """Indices best first: sort utilities perturbed by Gumbel(0, T) noise."""
@@ -51,7 +64,7 @@ class Labeler:
         return sorted(range(len(utilities)), key=lambda i: -noisy[i])
 
     def rank(self, world: World, task: str, meta: dict, responses: list[str], finished: list[bool], rng: random.Random) -> list[int]:
-        utilities = [self.utility(oracle.score(world, task, meta, r, f)["total"], r) for r, f in zip(responses, finished)]
+        utilities = [self.value(oracle.score(world, task, meta, r, f), r) for r, f in zip(responses, finished)]
         return self.rank_utilities(utilities, rng)
 
     def write(self, world: World, ex: Example, rng: random.Random) -> tuple[str, list[str], int]:
@@ -59,16 +72,17 @@ class Labeler:
         with the noise it ranks with: (text, its flaws, which draft it was)."""
         memory = Memory(world, self.name, self.habits.misremember)
         drafts = [draft(world, ex, self.habits, memory, rng) for _ in range(self.habits.drafts)]
-        utilities = [self.utility(oracle.score(world, ex.task, ex.meta, text)["total"], text) for text, _ in drafts]
+        utilities = [self.value(oracle.score(world, ex.task, ex.meta, text), text) for text, _ in drafts]
         best = self.rank_utilities(utilities, rng)[0]
         return drafts[best][0], drafts[best][1], best
 
     def to_json(self) -> dict:
-        return {"name": self.name, "temperature": self.temperature, "length_bias": self.length_bias, "habits": self.habits.to_json()}
+        out = {"name": self.name, "temperature": self.temperature, "length_bias": self.length_bias, "habits": self.habits.to_json()}
+        return out if self.weights is None else {**out, "weights": self.weights}
 
     @classmethod
     def from_json(cls, data: dict) -> "Labeler":
-        return cls(data["name"], data["temperature"], data.get("length_bias", 0.0), WritingHabits.from_json(data.get("habits")))
+        return cls(data["name"], data["temperature"], data.get("length_bias", 0.0), WritingHabits.from_json(data.get("habits")), data.get("weights"))
 
 
 def default_labelers(temperature: float, n: int = 5, habits: WritingHabits | None = None) -> list[Labeler]:
@@ -81,6 +95,35 @@ def default_labelers(temperature: float, n: int = 5, habits: WritingHabits | Non
     if n >= 2:
         out[-1].length_bias = 0.05
     return out
+
+
+# Condorcet's population: the three dimensions answers trade against each other, each group's
+# order of them a rotation of the last's, weights falling steeply enough (0.5 > 0.22 + 0.13) that
+# each group's first concern decides; harmlessness weighs the same for all (the oracle's 0.15).
+CONDORCET_ORDERS = (("helpful", "truthful", "well_formed"), ("truthful", "well_formed", "helpful"), ("well_formed", "helpful", "truthful"))
+CONDORCET_WEIGHTS = (0.5, 0.22, 0.13)
+
+
+def condorcet_labelers(temperature: float, n: int = 6, habits: WritingHabits | None = None) -> list[Labeler]:
+    """`n` labelers (a multiple of 3) in three groups of equal size, group g valuing the oracle's
+    dimensions in the order CONDORCET_ORDERS[g]: the majority's preference is not transitive."""
+    if n % 3:
+        raise ValueError(f"a Condorcet population has three groups of equal size: labelers must be a multiple of 3, got {n}")
+    out = default_labelers(temperature, n, habits)
+    for i, lab in enumerate(out):
+        g = i % 3
+        lab.name = f"labeler-{i + 1}-{CONDORCET_ORDERS[g][0].replace('_', '-')}-first"
+        lab.weights = {"harmless": 0.15, **dict(zip(CONDORCET_ORDERS[g], CONDORCET_WEIGHTS))}
+        lab.length_bias = 0.0
+    return out
+
+
+def population_preference(world: World, labelers: list[Labeler], task: str, meta: dict, a: str, b: str, finished_a: bool = True, finished_b: bool = True) -> float:
+    """The population's P(a > b): each labeler's Bradley-Terry probability of putting a above b
+    (exactly its Plackett-Luce marginal), averaged over the labelers. Above 1/2: the population
+    prefers a, by the expected vote of its members."""
+    sa, sb = oracle.score(world, task, meta, a, finished_a), oracle.score(world, task, meta, b, finished_b)
+    return float(np.mean([0.5 * (1.0 + math.tanh((lab.value(sa, a) - lab.value(sb, b)) / (2.0 * lab.temperature))) for lab in labelers]))
 
 
 def agreement(temperature: float, deltas: np.ndarray) -> float:
