@@ -404,3 +404,24 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(cli, run, tmp_path):
     assert_clean_failure(cli("sample", "--model", tmp_path / "nomodel", "--prompts", long, "--out", out), "nomodel")
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_best_data_keeps_the_best_finished_answer_of_each_ranking(cli, tmp_path):
+    """Expert iteration's data: the answer ranked above all others, as a demonstration; an
+    unfinished best is left out (counted)."""
+    rankings = tmp_path / "rankings.jsonl"
+    write_jsonl(rankings, [
+        {"prompt": "Q?", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]},
+        {"prompt": "P?", "completions": ["x", "y"], "ranking": [1, 0]},
+        {"prompt": "R?", "completions": ["cut", "whole"], "ranking": [0, 1], "finished": [False, True]},
+    ])  # fmt: skip
+    code, out, err = cli("label", "best-data", "--rankings", rankings, "--out", tmp_path / "best.jsonl", "--json")
+    assert code == 0, err
+    assert json.loads(out)["kept"] == 2 and json.loads(out)["unfinished"] == 1
+    assert read_jsonl(tmp_path / "best.jsonl") == [
+        {"prompt": "Q?", "completion": "c"},
+        {"prompt": "P?", "completion": "y"},
+    ]  # fmt: skip
+    write_jsonl(rankings, [{"prompt": "R?", "completions": ["cut", "whole"], "ranking": [0, 1], "finished": [False, True]}])
+    code, _, err = cli("label", "best-data", "--rankings", rankings, "--out", tmp_path / "none.jsonl")
+    assert code == 2 and "no ranking has a finished answer" in err and not (tmp_path / "none.jsonl").exists()

@@ -128,6 +128,8 @@ def cmd_label(args) -> int:
         return _label_serve(args)
     if args.action == "judge-data":
         return _judge_data(args)
+    if args.action == "best-data":
+        return _best_data(args)
     if args.action == "export":
         from ..serve.labeling import export
 
@@ -180,6 +182,28 @@ def _judge_data(args) -> int:
     return 0
 
 
+def _best_data(args) -> int:
+    from ..data.comparisons import read_comparisons
+    from ..io import atomic_write_text
+    from ..label import best_demonstrations
+
+    _need(args, "rankings", "out")
+    comparisons, _ = read_comparisons(args.rankings)
+    if args.limit:
+        comparisons = comparisons[: args.limit]
+    records, counts = best_demonstrations(comparisons)
+    if not records:
+        raise InputError(f"no ranking has a finished answer above all others ({counts['unfinished']} unfinished, {counts['no_best']} without one best)", path=args.rankings)
+    atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    summary = {"comparisons": len(comparisons), **counts, "out": str(args.out)}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"{len(records)} demonstrations (the best of each ranking; {counts['unfinished']} unfinished and {counts['no_best']} without one best left out) "
+              f"-> {args.out}\nfine-tune on them: lmforge sft init=POLICY data.train=[{args.out}] --out NEXT_POLICY (expert iteration: sample, rank, repeat)")  # fmt: skip
+    return 0
+
+
 def _label_serve(args) -> int:
     _need(args, "db")
     try:
@@ -213,10 +237,11 @@ def add_label(sub, fmt) -> None:
         "answers ranked by wins), 'human:RANKINGS.jsonl' (rankings a person made, matched by prompt and completions; samples with "
         "none are skipped and counted). Several --labeler options share the samples in turn (or, with --each, all rank every one).",
     )
-    p.add_argument("action", nargs="?", choices=["serve", "export", "judge-data"], default=None,
+    p.add_argument("action", nargs="?", choices=["serve", "export", "judge-data", "best-data"], default=None,
                    help="serve: a web page where people rank the samples (stored in --db, SQLite); export: write --db's rankings to --out; "
-                   "judge-data: turn --rankings into SFT conversations that teach a model to judge (each pair in both orders)")  # fmt: skip
-    p.add_argument("--rankings", default=None, metavar="FILE", help="judge-data: rankings or preference pairs to learn verdicts from")
+                   "judge-data: turn --rankings into SFT conversations that teach a model to judge (each pair in both orders); "
+                   "best-data: the best answer of each of --rankings as an SFT demonstration (expert iteration)")  # fmt: skip
+    p.add_argument("--rankings", default=None, metavar="FILE", help="judge-data, best-data: rankings or preference pairs to learn from")
     p.add_argument("--pairs", type=int, default=0, metavar="N", help="judge-data: at most N pairs of each ranking, drawn at random (0: all)")
     p.add_argument("--samples", default=None, metavar="FILE", help="a samples file from `lmforge sample`")
     p.add_argument("--labeler", action="append", metavar="SPEC", help="world | world:NAME | judge:MODEL_DIR | human:RANKINGS.jsonl (repeatable)")
