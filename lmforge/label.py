@@ -236,14 +236,15 @@ def best_demonstrations(comparisons: list) -> tuple[list[dict], dict]:
     """Expert iteration / rejection-sampling fine-tuning's data (Anthony et al. 2017; Dong et al.
     2023, RAFT; Gulcehre et al. 2023, ReST): of each ranking of K sampled answers, the one ranked
     above every other, as an SFT demonstration ({"prompt", "completion"}, or {"messages"} with the
-    answer as the assistant's turn when the prompt is a conversation). An answer that never
-    ended is no demonstration, nor is a ranking with no answer above all others (pairs only);
-    both are counted: (records, {"kept", "unfinished", "no_best"})."""
+    answer as the assistant's turn when the prompt is a conversation). The best may be sampled
+    more than once (pairs of identical answers are no comparison and were dropped): one text.
+    An answer that never ended is no demonstration, nor is a ranking with no answer above all
+    others (pairs only); both are counted: (records, {"kept", "unfinished", "no_best"})."""
     out, counts = [], {"kept": 0, "unfinished": 0, "no_best": 0}
     for c in comparisons:
         losers = {lo for _, lo in c.pairs}
         best = {w for w, _ in c.pairs} - losers
-        if len(best) != 1:
+        if len({(c.completions[i], c.finished[i]) for i in best}) != 1:
             counts["no_best"] += 1
             continue
         i = best.pop()

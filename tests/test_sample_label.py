@@ -413,14 +413,16 @@ def test_best_data_keeps_the_best_finished_answer_of_each_ranking(cli, tmp_path)
     write_jsonl(rankings, [
         {"prompt": "Q?", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]},
         {"prompt": "P?", "completions": ["x", "y"], "ranking": [1, 0]},
+        {"prompt": "S?", "completions": ["same", "other", "same"], "ranking": [0, 2, 1]},  # the best sampled twice: one demonstration
         {"prompt": "R?", "completions": ["cut", "whole"], "ranking": [0, 1], "finished": [False, True]},
     ])  # fmt: skip
     code, out, err = cli("label", "best-data", "--rankings", rankings, "--out", tmp_path / "best.jsonl", "--json")
     assert code == 0, err
-    assert json.loads(out)["kept"] == 2 and json.loads(out)["unfinished"] == 1
+    assert json.loads(out)["kept"] == 3 and json.loads(out)["unfinished"] == 1
     assert read_jsonl(tmp_path / "best.jsonl") == [
         {"prompt": "Q?", "completion": "c"},
         {"prompt": "P?", "completion": "y"},
+        {"prompt": "S?", "completion": "same"},
     ]  # fmt: skip
     write_jsonl(rankings, [{"prompt": "R?", "completions": ["cut", "whole"], "ranking": [0, 1], "finished": [False, True]}])
     code, _, err = cli("label", "best-data", "--rankings", rankings, "--out", tmp_path / "none.jsonl")
