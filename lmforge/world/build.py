@@ -367,6 +367,8 @@ def build_world(cfg: WorldConfig, out: str | Path, *, overwrite: bool = False, p
         if not multilingual:  # a one-language world's files stay byte for byte what they were
             for key in ("languages", "language_shares", "heldout_documents"):
                 del data["config"][key]
+        if cfg.population == "agree":  # and a world of the usual labelers what it was
+            del data["config"]["population"]
         atomic_write_text(tmp / "world.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
         manifest = {
             "seed": cfg.seed,
