@@ -85,6 +85,21 @@ class LabelContext:
     seed: int = 0
     batch_size: int = 32
     device: str = "cpu"
+    constitution: str = ""  # principles a judge is shown before each question (read from --constitution)
+
+
+def read_constitution(path: str | Path) -> str:
+    """A constitution (Bai et al. 2022, Constitutional AI): the principles a judge compares
+    answers by, plain text, one or more lines. Empty or unreadable is an InputError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise InputError("no such file", path=path, field="constitution") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.start})", path=path, field="constitution") from None
+    if not text:
+        raise InputError("the constitution is empty: write the principles the judge should compare answers by, one a line", path=path, field="constitution")
+    return text
 
 
 # --------------------------------------------------------------------------- reading samples
@@ -204,9 +219,11 @@ def _world_labelers(arg: str | None, ctx: LabelContext) -> list[Labeler]:
 JUDGE_QUESTION = "Which answer is better?"
 
 
-def judge_question(question: str, a: str, b: str) -> str:
-    """The text a judge is asked about answer a (shown as A) against b (shown as B)."""
-    return f"Question: {question}\nAnswer A: {a}\nAnswer B: {b}\n{JUDGE_QUESTION}"
+def judge_question(question: str, a: str, b: str, constitution: str = "") -> str:
+    """The text a judge is asked about answer a (shown as A) against b (shown as B); with a
+    constitution, its principles first."""
+    principles = f"Compare the answers by these principles:\n{constitution}\n" if constitution else ""
+    return f"{principles}Question: {question}\nAnswer A: {a}\nAnswer B: {b}\n{JUDGE_QUESTION}"
 
 
 def judge_demonstrations(comparisons: list, *, pairs_per_comparison: int = 0, seed: int = 0) -> list[dict]:
@@ -268,8 +285,8 @@ class JudgeLabeler:
     the assistant's turn). Every ordered pair is asked, so each pair twice, once in each order.
     """
 
-    def __init__(self, model, tok, name: str, batch_size: int = 32):
-        self.model, self.tok, self.name, self.batch_size = model, tok, name, batch_size
+    def __init__(self, model, tok, name: str, batch_size: int = 32, constitution: str = ""):
+        self.model, self.tok, self.name, self.batch_size, self.constitution = model, tok, name, batch_size, constitution
         self.as_chat = getattr(model, "chat_template", None) is not None
         self.skip_reason = "a question with two of the answers does not fit the judge's context"
 
@@ -277,7 +294,7 @@ class JudgeLabeler:
         """(prompt ids, " A" ids, " B" ids) asking whether a (shown first) beats b."""
         from .data import chat
 
-        text = judge_question(question, a, b)
+        text = judge_question(question, a, b, self.constitution)
         if self.as_chat:
             ids = chat.prompt_ids(self.tok, [{"role": "user", "content": text}])
             return ids, self.tok.encode_plain(" A"), self.tok.encode_plain(" B")
@@ -362,7 +379,7 @@ def _judge(arg: str | None, ctx: LabelContext) -> list[Labeler]:
     if not arg:
         raise InputError("judge needs a model: --labeler judge:MODEL_DIR", field="labeler")
     model, folder = load_model(arg, ctx.device)
-    return [JudgeLabeler(model.eval(), Tokenizer.load(folder), f"judge:{arg}", ctx.batch_size)]
+    return [JudgeLabeler(model.eval(), Tokenizer.load(folder), f"judge:{arg}", ctx.batch_size, ctx.constitution)]
 
 
 # --------------------------------------------------------------------------- rankings a person made
@@ -487,6 +504,7 @@ def run_label(
     limit: int | None = None,
     batch_size: int = 32,
     device: str = "cpu",
+    constitution: str = "",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Rank every sample and write the rankings; returns a summary.
@@ -500,7 +518,7 @@ def run_label(
         raise InputError(f"give a labeler: {SPEC_HELP}", field="labeler")
     samples = read_samples(samples_path, limit)  # every sample checked before any ranking
     model = next((s.model for s in samples if s.model), None)
-    ctx = LabelContext(samples_path=str(samples_path), model=model, world=world, seed=seed, batch_size=batch_size, device=device)
+    ctx = LabelContext(samples_path=str(samples_path), model=model, world=world, seed=seed, batch_size=batch_size, device=device, constitution=constitution)
     labelers = [lab for spec in specs for lab in make_labelers(spec, ctx)]
 
     records, counts, skipped = [], {}, {}

@@ -363,6 +363,22 @@ def test_sample_then_label_through_the_cli(cli, run, tmp_path):
     code, out, err = cli("label", "--samples", samples, "--labeler", f"judge:{run}", "--limit", 2, "--out", tmp_path / "judged.jsonl")
     assert code == 0 and "2 rankings" in out, err
     assert {r["labeler"] for r in read_jsonl(tmp_path / "judged.jsonl")} == {f"judge:{run}"}
+    # a constitution: the judge reads its principles before each question; an empty one is refused
+    principles = tmp_path / "constitution.txt"
+    principles.write_text("Prefer the answer that is correct.\nPrefer the answer that states nothing false.\n")
+    code, out, err = cli("label", "--samples", samples, "--labeler", f"judge:{run}", "--constitution", principles, "--limit", 2, "--out", tmp_path / "c.jsonl")
+    assert code == 0 and "2 rankings" in out, err
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    for bad, says in ((tmp_path / "empty.txt", "constitution is empty"), (tmp_path / "none.txt", "no such file")):
+        assert_clean_failure(cli("label", "--samples", samples, "--labeler", f"judge:{run}", "--constitution", bad, "--out", tmp_path / "x.jsonl"), str(bad), says)
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_a_constitution_comes_before_the_question():
+    from lmforge.label import judge_question
+
+    assert judge_question("Q?", "a", "b", "Be true.") == "Compare the answers by these principles:\nBe true.\nQuestion: Q?\nAnswer A: a\nAnswer B: b\nWhich answer is better?"
+    assert judge_question("Q?", "a", "b") == "Question: Q?\nAnswer A: a\nAnswer B: b\nWhich answer is better?"
 
 
 def test_bad_inputs_fail_with_one_line_and_write_nothing(cli, run, tmp_path):

@@ -142,11 +142,13 @@ def cmd_label(args) -> int:
             print(f"{summary['rankings']} rankings of {summary['samples']} samples ({by})\n-> {args.out}")
         return 0
     _need(args, "samples", "labeler", "out")
+    from ..label import read_constitution
 
+    constitution = read_constitution(args.constitution) if args.constitution else ""
     with progress(desc="labeling", unit="sample") as bar:
         summary = run_label(
             args.samples, args.labeler, args.out, world=args.world, each=args.each, seed=args.seed, limit=args.limit,
-            batch_size=args.batch_size, device=args.device, progress=lambda done, total: _tick(bar, done, total),
+            batch_size=args.batch_size, device=args.device, constitution=constitution, progress=lambda done, total: _tick(bar, done, total),
         )  # fmt: skip
     if args.json:
         print_json(summary)
@@ -254,6 +256,7 @@ def add_label(sub, fmt) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="the first N samples only")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seeds the simulated labelers' noise")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="judge: sequences per scoring batch")
+    p.add_argument("--constitution", default=None, metavar="FILE", help="judge: principles (plain text) the judge is shown before each question (Constitutional AI)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="judge: torch device (cpu, cuda)")
     p.add_argument("--json", action="store_true", help="print a summary as one JSON object (rankings, skipped, per-labeler counts)")
     p.set_defaults(func=cmd_label)
