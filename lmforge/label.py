@@ -302,6 +302,13 @@ class JudgeLabeler:
         ids = [self.tok.eos_id, *self.tok.encode(text)]
         return ids, self._after(text, ids, " A"), self._after(text, ids, " B")
 
+    def fits(self, question: str, a: str, b: str) -> bool:
+        """Whether the question about a (shown first) and b, with either verdict, fits the judge's context."""
+        return self._fits(*self.prompt(question, a, b))
+
+    def _fits(self, ids: list[int], a: list[int], b: list[int]) -> bool:
+        return len(ids) + max(len(a), len(b)) <= self.model.cfg.max_seq_len
+
     def _after(self, text: str, ids: list[int], verdict: str) -> list[int]:
         full = [self.tok.eos_id, *self.tok.encode(text + verdict)]
         return full[len(ids) :] if full[: len(ids)] == ids else self.tok.encode(verdict)
@@ -316,7 +323,7 @@ class JudgeLabeler:
         prompts, conts = [], []
         for q, first, second in asked:
             ids, a, b = self.prompt(q, first, second)
-            if len(ids) + max(len(a), len(b)) > self.model.cfg.max_seq_len:
+            if not self._fits(ids, a, b):
                 return None
             prompts += [ids, ids]
             conts += [a, b]

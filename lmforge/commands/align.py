@@ -162,48 +162,50 @@ def cmd_label(args) -> int:
     return 0
 
 
-def _judge_data(args) -> int:
+def _read_rankings(args):
+    """judge-data's and best-data's input: --rankings (the first --limit), and read_comparisons' stats."""
     from ..data.comparisons import read_comparisons
-    from ..io import atomic_write_text
-    from ..label import judge_demonstrations
 
     _need(args, "rankings", "out")
     comparisons, stats = read_comparisons(args.rankings)
-    if args.limit:
-        comparisons = comparisons[: args.limit]
+    return (comparisons[: args.limit] if args.limit else comparisons), stats
+
+
+def _write_records(args, records: list[dict], summary: dict, message: str) -> int:
+    """Write SFT records to --out (atomically), then the summary (--json) or the message."""
+    from ..io import atomic_write_text
+
+    atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    if args.json:
+        print_json({**summary, "out": str(args.out)})
+    else:
+        print(message)
+    return 0
+
+
+def _judge_data(args) -> int:
+    from ..label import judge_demonstrations
+
+    comparisons, stats = _read_rankings(args)
     if not comparisons:
         raise InputError("no comparisons with a pair of different answers to learn from", path=args.rankings)
     records = judge_demonstrations(comparisons, pairs_per_comparison=args.pairs, seed=args.seed)
-    atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    summary = {"comparisons": len(comparisons), "conversations": len(records), "skipped_pairs": stats["skipped_pairs"], "out": str(args.out)}
-    if args.json:
-        print_json(summary)
-    else:
-        print(f"{len(records)} judge conversations (each pair in both orders) from {len(comparisons)} comparisons -> {args.out}\n"
-              f"train a judge: lmforge sft init=SFT_MODEL data.train=[{args.out}] --out JUDGE_DIR; use it: --labeler judge:JUDGE_DIR")  # fmt: skip
-    return 0
+    summary = {"comparisons": len(comparisons), "conversations": len(records), "skipped_pairs": stats["skipped_pairs"]}
+    return _write_records(args, records, summary,
+                          f"{len(records)} judge conversations (each pair in both orders) from {len(comparisons)} comparisons -> {args.out}\n"
+                          f"train a judge: lmforge sft init=SFT_MODEL data.train=[{args.out}] --out JUDGE_DIR; use it: --labeler judge:JUDGE_DIR")  # fmt: skip
 
 
 def _best_data(args) -> int:
-    from ..data.comparisons import read_comparisons
-    from ..io import atomic_write_text
     from ..label import best_demonstrations
 
-    _need(args, "rankings", "out")
-    comparisons, _ = read_comparisons(args.rankings)
-    if args.limit:
-        comparisons = comparisons[: args.limit]
+    comparisons, _ = _read_rankings(args)
     records, counts = best_demonstrations(comparisons)
     if not records:
         raise InputError(f"no ranking has a finished answer above all others ({counts['unfinished']} unfinished, {counts['no_best']} without one best)", path=args.rankings)
-    atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    summary = {"comparisons": len(comparisons), **counts, "out": str(args.out)}
-    if args.json:
-        print_json(summary)
-    else:
-        print(f"{len(records)} demonstrations (the best of each ranking; {counts['unfinished']} unfinished and {counts['no_best']} without one best left out) "
-              f"-> {args.out}\nfine-tune on them: lmforge sft init=POLICY data.train=[{args.out}] --out NEXT_POLICY (expert iteration: sample, rank, repeat)")  # fmt: skip
-    return 0
+    return _write_records(args, records, {"comparisons": len(comparisons), **counts},
+                          f"{len(records)} demonstrations (the best of each ranking; {counts['unfinished']} unfinished and {counts['no_best']} without one best left out) "
+                          f"-> {args.out}\nfine-tune on them: lmforge sft init=POLICY data.train=[{args.out}] --out NEXT_POLICY (expert iteration: sample, rank, repeat)")  # fmt: skip
 
 
 def _label_serve(args) -> int:

@@ -61,15 +61,14 @@ def _judge_preferences(model, tokenizer, comparisons: list[Comparison]):
     from ..label import JudgeLabeler, prompt_text
 
     judge = JudgeLabeler(model, tokenizer, "judge")
-    ctx = model.cfg.max_seq_len
 
     def fits(c):
         q = prompt_text(c.prompt)
-        return all(len(judge.prompt(q, c.completions[w], c.completions[l])[0]) + 2 <= ctx and len(judge.prompt(q, c.completions[l], c.completions[w])[0]) + 2 <= ctx for w, l in c.pairs)
+        return all(judge.fits(q, c.completions[w], c.completions[l]) and judge.fits(q, c.completions[l], c.completions[w]) for w, l in c.pairs)
 
     kept = [c for c in comparisons if fits(c)]
     if not kept:
-        raise InputError(f"none of the {len(comparisons)} comparisons fits the judge's context of {ctx} tokens")
+        raise InputError(f"none of the {len(comparisons)} comparisons fits the judge's context of {model.cfg.max_seq_len} tokens")
     asked = [(prompt_text(c.prompt), c.completions[w], c.completions[l]) for c in kept for w, l in c.pairs]
     p = judge.preference(*map(list, zip(*asked))).tolist()
     prefs, at = [], 0

@@ -36,10 +36,10 @@ The same rollouts serve the other algorithms (`algorithm=`):
              y's return is P(y > y') - 1/2 (1/2, the value of a fair duel, the baseline) minus
              beta log(pi / pi_ref): the policy moves towards what is preferred to the mixture,
              held near the reference, and settles at the regularised Nash equilibrium rather
-             than at a reward's maximum (the one-token game in tests/test_ppo.py).
+             than at a reward's maximum (the one-token game in tests/test_nash.py).
 
 With one epoch and one minibatch the clipped surrogate equals the plain policy gradient, so all
-four share one loss. The value model starts from the reward model (as in InstructGPT), or is a
+of them share one loss. The value model starts from the reward model (as in InstructGPT), or is a
 head on the policy (`value=head`).
 
 Nothing here sees the ground truth: a `monitor` (on the world, the oracle, wired in by the
@@ -629,10 +629,11 @@ def _preference_fn(model, tokenizer, decode, unfinished_loses: bool) -> Preferen
     return prefer
 
 
-def _load_preference_model(cfg: RLConfig, tok, prompts: list[PromptItem], room: int):
-    """nash-md's preference model, checked before any work: a reward model of the policy's
-    tokenizer, or a judge - a chat model (its tokenizer may be its own: it reads text) whose
-    context holds the longest prompt with two answers."""
+def _load_scorer(cfg: RLConfig, tok, prompts: list[PromptItem], room: int):
+    """The reward model (for nash-md, the preference model), checked before any work: a reward
+    model of the policy's tokenizer whose context holds the longest prompt with an answer; for
+    nash-md also a judge - a chat model (its tokenizer may be its own: it reads text) whose
+    context holds the longest prompt with two answers. (model, its tokenizer)"""
     from ..label import JudgeLabeler, prompt_text
     from ..models import load_model
     from ..tokenizer import Tokenizer
@@ -642,7 +643,12 @@ def _load_preference_model(cfg: RLConfig, tok, prompts: list[PromptItem], room: 
     if model.head_kind == "scalar":
         if mtok.sha256 != tok.sha256:
             raise InputError("the reward model's tokenizer differs from the policy's: train the reward model from this policy's SFT model", path=folder, field="reward")
+        need = max(len(p.ids) for p in prompts) + room
+        if need > model.cfg.max_seq_len:
+            raise InputError(f"a prompt and an answer of up to {room} tokens need {need} tokens, more than the reward model's context of {model.cfg.max_seq_len}; lower rollout.max_new_tokens", field="rollout.max_new_tokens")
         return model, mtok
+    if cfg.algorithm != "nash-md":
+        raise InputError("not a reward model (train one with `lmforge rm`)", path=folder, field="reward")
     if not isinstance(model, Transformer) or model.head_kind != "lm":
         raise InputError("nash-md's preference model is a judge (a chat language model) or a reward model", path=folder, field="reward")
     if model.chat_template is None:
@@ -696,14 +702,7 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     if not isinstance(policy, Transformer) or policy.head_kind != "lm":
         raise InputError("the policy must be a transformer language model (the SFT model)", path=pfolder, field="policy")
     tok = Tokenizer.load(pfolder)
-    pairwise = cfg.algorithm == "nash-md"  # a preference model, loaded once the prompts are known
-    if not pairwise:
-        rm, rfolder = load_model(cfg.reward)
-        if rm.head_kind != "scalar":
-            raise InputError("not a reward model (train one with `lmforge rm`)", path=rfolder, field="reward")
-        rtok = Tokenizer.load(rfolder)
-        if tok.sha256 != rtok.sha256:
-            raise InputError("the reward model's tokenizer differs from the policy's: train the reward model from this policy's SFT model", path=rfolder, field="reward")
+    pairwise = cfg.algorithm == "nash-md"  # a preference model P(y > y') instead of a reward
     if cfg.init:  # a later round (iterated RLHF): go on from the earlier policy, still held near the SFT model
         ref, (policy, ifolder) = policy, load_model(cfg.init)
         if not isinstance(policy, Transformer) or policy.head_kind != "lm" or policy.cfg != ref.cfg:
@@ -717,11 +716,7 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     prompts_path = _world_prompts(r.prompts, cfg.policy, "ppo_prompts.jsonl")
     room = r.max_new_tokens + 1
     prompts = read_rl_prompts(prompts_path, tok, as_chat, r.limit, room, policy.cfg.max_seq_len)
-    if pairwise:
-        rm, rtok = _load_preference_model(cfg, tok, prompts, room)
-    rm_room = max(len(p.ids) for p in prompts) + room
-    if rm.head_kind == "scalar" and rm_room > rm.cfg.max_seq_len:
-        raise InputError(f"a prompt and an answer of up to {room} tokens need {rm_room} tokens, more than the reward model's context of {rm.cfg.max_seq_len}; lower rollout.max_new_tokens", field="rollout.max_new_tokens")
+    rm, rtok = _load_scorer(cfg, tok, prompts, room)
     eval_items = []
     if cfg.eval.prompts:
         eval_items = read_rl_prompts(_world_prompts(cfg.eval.prompts, cfg.policy, "eval.jsonl"), tok, as_chat, cfg.eval.limit, room, policy.cfg.max_seq_len)
