@@ -255,9 +255,10 @@ def best_demonstrations(comparisons: list) -> tuple[list[dict], dict]:
     above every other, as an SFT demonstration ({"prompt", "completion"}, or {"messages"} with the
     answer as the assistant's turn when the prompt is a conversation). The best may be sampled
     more than once (pairs of identical answers are no comparison and were dropped): one text.
-    An answer that never ended is no demonstration, nor is a ranking with no answer above all
-    others (pairs only); both are counted: (records, {"kept", "unfinished", "no_best"})."""
-    out, counts = [], {"kept": 0, "unfinished": 0, "no_best": 0}
+    An answer that never ended is no demonstration, nor is an empty one (SFT data must have an
+    answer to learn), nor a ranking with no answer above all others (pairs only); each is counted:
+    (records, {"kept", "unfinished", "empty", "no_best"})."""
+    out, counts = [], {"kept": 0, "unfinished": 0, "empty": 0, "no_best": 0}
     for c in comparisons:
         losers = {lo for _, lo in c.pairs}
         best = {w for w, _ in c.pairs} - losers
@@ -269,6 +270,9 @@ def best_demonstrations(comparisons: list) -> tuple[list[dict], dict]:
             counts["unfinished"] += 1
             continue
         answer = c.completions[i]
+        if not answer.strip():
+            counts["empty"] += 1
+            continue
         out.append({"messages": [*c.prompt, {"role": "assistant", "content": answer}]} if isinstance(c.prompt, list) else {"prompt": c.prompt, "completion": answer})
         counts["kept"] += 1
     return out, counts

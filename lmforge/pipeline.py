@@ -117,6 +117,39 @@ class StudySection:
             raise ConfigError(f"must be positive, got {self.cost_ratio}", field="study.cost_ratio")
 
 
+METHODS = ("rlaif", "expert", "nash")  # `lmforge study feedback`'s
+
+
+@dataclass
+class FeedbackSection:
+    """Settings of `lmforge study feedback` (lmforge/feedback.py), read from the run's config; `lmforge run` ignores them."""
+
+    methods: list[str] = field(default_factory=lambda: list(METHODS))  # what to train: rlaif (judge -> reward model -> PPO), expert (iteration), nash (Nash-MD)
+    judge_pairs: int = 2  # labelled pairs of each ranking the judge learns from (each in both orders); 0: all
+    judge_epochs: float = 2.0  # the most; the epoch of lowest held-out verdict loss is kept
+    judge_lr: float = 1.0e-3
+    rounds: int = 3  # expert iteration's rounds
+    picker: str = "rm"  # who picks expert iteration's best answer: rm (the run's reward model) | judge
+    round_epochs: float = 1.0  # SFT epochs on a round's best answers
+    round_lr: float = 3.0e-4
+    preference: str = "judge"  # Nash-MD's preference model: judge | rm (sigmoid(r - r'), a transitive one)
+
+    def validate(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ConfigError(f"expected some of {', '.join(METHODS)}, got {self.methods}", field="feedback.methods")
+        for name in ("picker", "preference"):
+            if getattr(self, name) not in ("rm", "judge"):
+                raise ConfigError(f"expected rm or judge, got {getattr(self, name)!r}", field=f"feedback.{name}")
+        if self.rounds < 1:
+            raise ConfigError(f"must be >= 1, got {self.rounds}", field="feedback.rounds")
+        if self.judge_pairs < 0 or self.judge_epochs <= 0 or self.round_epochs <= 0 or self.judge_lr <= 0 or self.round_lr <= 0:
+            raise ConfigError("judge_pairs must be >= 0; epochs and learning rates positive", field="feedback")
+
+    def needs_judge(self) -> bool:
+        return "rlaif" in self.methods or ("expert" in self.methods and self.picker == "judge") or ("nash" in self.methods and self.preference == "judge")
+
+
 @dataclass
 class RunConfig:
     seed: int = 0  # the world's seed and every stage's
@@ -135,6 +168,7 @@ class RunConfig:
     dpo: DPOConfig = field(default_factory=DPOConfig)
     eval: EvalSection = field(default_factory=EvalSection)
     study: StudySection = field(default_factory=StudySection)  # `lmforge study rlhf-gain` only
+    feedback: FeedbackSection = field(default_factory=FeedbackSection)  # `lmforge study feedback` only
 
     def validate(self) -> None:
         if self.rm_from not in ("sft_rm", "sft"):
@@ -164,7 +198,7 @@ def load_run_config(recipe: str | None, preset: str | None, overrides: list[str]
     linked.dpo.init = linked.dpo.init or "<sft>"
     linked.baselines.gpt.load = "<pretrain>"
     try:
-        for name in ("world", "data", "pretrain", "pretrain_large", "baselines", "sft", "sft_rm", "samples", "rm", "ppo", "dpo", "eval", "study"):
+        for name in ("world", "data", "pretrain", "pretrain_large", "baselines", "sft", "sft_rm", "samples", "rm", "ppo", "dpo", "eval", "study", "feedback"):
             _validate(getattr(linked, name), name + ".")
         linked.validate()
     except ConfigError as e:

@@ -347,3 +347,44 @@ def test_the_sft_command_on_the_runs_base_and_demonstrations_trains_the_runs_sft
     mine, theirs = load_file(run / "sft" / "model.safetensors"), load_file(tmp_path / "check" / "model.safetensors")
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_study_feedback_trains_each_method_from_the_runs_sft_and_measures_them_against_it(tiny, tmp_path, cli):
+    """`lmforge study feedback` on the tiny run: a judge from its rankings, RLAIF (the judge's
+    rankings of fresh samples -> a reward model -> PPO), two rounds of expert iteration, Nash-MD
+    against the judge; each against the run's best SFT, with intervals, time and labeler cost."""
+    run, out = tiny[0], tmp_path / "feedback"
+    code, stdout, err = cli("study", "feedback", "--preset", "tiny", "--base", run, "--out", out, "feedback.rounds=2", "--json")
+    assert code == 0, err
+    study = json.loads(stdout)
+    names = ["sft", "ppo", "dpo", "rlaif_ppo", "ei1", "ei2", "nash_md"]
+    assert list(study["sampled"]) == names and list(study["greedy"]) == names
+    for name in names[1:]:
+        m = study["sampled"][name]
+        for key in ("win_rate_vs_sft", "population_vs_sft"):
+            assert m[key + "_ci"][0] <= m[key] <= m[key + "_ci"][1]
+    # the run's own PPO answers the same prompts with the same seed as in the run's evaluation
+    assert study["sampled"]["ppo"]["win_rate_vs_sft"] == tiny[1]["models"]["ppo"]["win_rate_vs_sft"]
+    assert 0 <= study["sampled"]["nash_md"]["population_vs_ppo"] <= 1
+    # the judge learnt every pair in both orders: as many "A" verdicts as "B"
+    verdicts = [json.loads(line)["messages"][1]["content"] for line in (out / "judge" / "train.jsonl").read_text().splitlines()]
+    assert verdicts.count("A") == verdicts.count("B") > 0
+    # RLAIF's reward model learnt the judge's rankings instead of the labelers'; the judge's only human labels are its training split
+    rm_cfg = (out / "rlaif_rm" / "config.yaml").read_text()
+    assert str(out / "rlaif_labels" / "rankings.jsonl") in rm_cfg and str(run / "labels" / "rankings.jsonl") not in rm_cfg
+    ranked = len((out / "rlaif_labels" / "rankings.jsonl").read_text().splitlines())
+    cost = study["methods"]
+    assert cost["rlaif_ppo"]["model_judgements"] == ranked * 4 * 3 and cost["rlaif_ppo"]["human_rankings"] <= cost["ppo"]["human_rankings"] == 20
+    # expert iteration: round 2 starts from round 1's policy, on its best answers; the judgements add up
+    assert str(out / "ei1" / "model") in (out / "ei2" / "model" / "config.yaml").read_text()
+    assert cost["ei2"]["model_judgements"] > cost["ei1"]["model_judgements"] > 0 and cost["ei2"]["seconds"] > cost["ei1"]["seconds"]
+    report = (out / "report.md").read_text()
+    assert "| RLAIF-PPO |" in report and "| expert iteration, round 2 |" in report and "| Nash-MD |" in report
+    # running again resumes: nothing is trained again
+    code, stdout2, err = cli("study", "feedback", "--preset", "tiny", "--base", run, "--out", out, "feedback.rounds=2", "--json")
+    assert code == 0 and "[" not in err and json.loads(stdout2)["sampled"] == study["sampled"]
+    # other settings in the same directory, a base that is no finished run, an unknown method: exit 2, nothing run
+    for args, why in ((["feedback.rounds=3"], "other settings"), (["--base", str(tmp_path)], "not a finished run"), (["feedback.methods=[rlhf]"], "expected some of")):
+        base = [] if "--base" in args else ["--base", str(run)]
+        code, _, err = cli("study", "feedback", "--preset", "tiny", *base, "--out", out if why == "other settings" else tmp_path / why, *args)
+        assert code == 2 and why in err and "Traceback" not in err

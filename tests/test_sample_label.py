@@ -424,17 +424,18 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(cli, run, tmp_path):
 
 def test_best_data_keeps_the_best_finished_answer_of_each_ranking(cli, tmp_path):
     """Expert iteration's data: the answer ranked above all others, as a demonstration; an
-    unfinished best is left out (counted)."""
+    unfinished or empty best is left out (counted)."""
     rankings = tmp_path / "rankings.jsonl"
     write_jsonl(rankings, [
         {"prompt": "Q?", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]},
         {"prompt": "P?", "completions": ["x", "y"], "ranking": [1, 0]},
         {"prompt": "S?", "completions": ["same", "other", "same"], "ranking": [0, 2, 1]},  # the best sampled twice: one demonstration
         {"prompt": "R?", "completions": ["cut", "whole"], "ranking": [0, 1], "finished": [False, True]},
+        {"prompt": "E?", "completions": ["", "words"], "ranking": [0, 1]},  # nothing to learn from
     ])  # fmt: skip
     code, out, err = cli("label", "best-data", "--rankings", rankings, "--out", tmp_path / "best.jsonl", "--json")
     assert code == 0, err
-    assert json.loads(out)["kept"] == 3 and json.loads(out)["unfinished"] == 1
+    assert json.loads(out)["kept"] == 3 and json.loads(out)["unfinished"] == 1 and json.loads(out)["empty"] == 1
     assert read_jsonl(tmp_path / "best.jsonl") == [
         {"prompt": "Q?", "completion": "c"},
         {"prompt": "P?", "completion": "y"},

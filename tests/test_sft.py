@@ -275,6 +275,20 @@ def test_end_of_turn_starts_from_end_of_text_only_when_it_is_new(bpe):
         assert torch.equal(model.lm_head.weight, before)
 
 
+def test_a_dataset_smaller_than_a_batch_trains_in_smaller_batches_with_a_warning(bpe, demos, cli, base, tmp_path):
+    examples, _ = read_examples(demos, bpe, max_len=64)
+    with pytest.warns(UserWarning, match="too few for one batch of 64; batches of"):
+        loader = SFTLoader([examples[:3]], batch_size=64, seq_len=64, pack=False, shrink=True)
+    assert loader.batch_size == 3 and loader.batches_per_epoch == 1 and next(loader)["input_ids"].shape[0] == 3
+    with pytest.raises(InputError, match="too few for one batch"):  # without shrink (DPO's and the reward model's loaders refuse)
+        SFTLoader([examples[:3]], batch_size=64, seq_len=64, pack=False)
+    few = write_jsonl(tmp_path / "few.jsonl", DEMOS[:2])
+    with pytest.warns(UserWarning, match="too few for one batch of 16"):
+        code, _, err = cli("sft", f"init={base}", f"data.train=[{few}]", "data.val=", "epochs=1", "train.batch_size=16", "--out", tmp_path / "sft")
+    assert code == 0, err
+    assert "  batch_size: 1\n" in (tmp_path / "sft" / "config.yaml").read_text()  # the two short demonstrations pack into one row
+
+
 def test_sft_bad_inputs_fail_cleanly(cli, base, tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [DEMOS[0], conv("Hi?", "Hello.", "And now?")])
     assert_clean_failure(cli("sft", f"init={base}", f"data.train=[{bad}]", "data.val=", "--out", tmp_path / "a"), f"{bad}:2", "messages[2].role", "ends on a user turn")

@@ -202,9 +202,9 @@ def _best_data(args) -> int:
     comparisons, _ = _read_rankings(args)
     records, counts = best_demonstrations(comparisons)
     if not records:
-        raise InputError(f"no ranking has a finished answer above all others ({counts['unfinished']} unfinished, {counts['no_best']} without one best)", path=args.rankings)
+        raise InputError(f"no ranking has a finished answer above all others ({counts['unfinished']} unfinished, {counts['empty']} empty, {counts['no_best']} without one best)", path=args.rankings)
     return _write_records(args, records, {"comparisons": len(comparisons), **counts},
-                          f"{len(records)} demonstrations (the best of each ranking; {counts['unfinished']} unfinished and {counts['no_best']} without one best left out) "
+                          f"{len(records)} demonstrations (the best of each ranking; {counts['unfinished']} unfinished, {counts['empty']} empty and {counts['no_best']} without one best left out) "
                           f"-> {args.out}\nfine-tune on them: lmforge sft init=POLICY data.train=[{args.out}] --out NEXT_POLICY (expert iteration: sample, rank, repeat)")  # fmt: skip
 
 

@@ -83,8 +83,31 @@ def cmd_study_rlhf_gain(args) -> int:
     return 0
 
 
+def cmd_study_feedback(args) -> int:
+    from ..feedback import label, run_feedback
+    from ..pipeline import load_run_config
+
+    cfg = load_run_config(args.recipe, args.preset, args.overrides, seed=args.seed)
+    study = run_feedback(cfg, args.out, base=args.base)
+    if args.json:
+        print_json(study)
+        return 0
+    print(f"seed {study['seed']}, {study['prompts']} held-out prompts; win rate against the best SFT by the oracle, sampled (greedy); minutes")
+    for name, m in study["sampled"].items():
+        if name == "sft":
+            continue
+        g = study["greedy"].get(name, {}).get("win_rate_vs_sft")
+        minutes = study["methods"].get(name, {}).get("seconds", 0.0) / 60
+        print(f"{label(name):<27} {m['win_rate_vs_sft']:.3f}" + (f" ({g:.3f})" if g is not None else "") + f"  {minutes:.1f} min")
+    j = study.get("judge") or {}
+    if j.get("judge"):
+        print(f"judge agrees with the oracle {j['judge']['acc_oracle']:.3f} (reward model {j['rm']['acc_oracle']:.3f}, the labels {j['rm']['oracle_vs_labels']:.3f})")
+    print(f"-> {args.out}/report.md, {args.out}/study.json")
+    return 0
+
+
 def add_study(sub, fmt) -> None:
-    p = sub.add_parser("study", help="studies that run the pipeline many times: rlhf-gain", formatter_class=fmt)
+    p = sub.add_parser("study", help="studies that run the pipeline many times: rlhf-gain, feedback", formatter_class=fmt)
     study_sub = p.add_subparsers(dest="action", required=True, metavar="STUDY")
     p = study_sub.add_parser(
         "rlhf-gain",
@@ -104,3 +127,22 @@ def add_study(sub, fmt) -> None:
     p.add_argument("--base", default=None, metavar="RUN_DIR", help="share the base model of this run directory (same seed); without it the study pretrains its own")
     p.add_argument("--json", action="store_true", help="print study.json")
     p.set_defaults(func=cmd_study_rlhf_gain)
+    p = study_sub.add_parser(
+        "feedback",
+        help="beyond one reward model: an AI judge, RLAIF-PPO, expert iteration and Nash-MD against the best SFT",
+        formatter_class=fmt,
+        description="On a finished run (--base: its SFT model, rankings, reward model, PPO and DPO; without it the run is made in DIR/run): a judge "
+        "fine-tuned on the labelers' rankings and its agreement with the oracle on the SFT model's held-out answer pairs; RLAIF (the judge ranks "
+        "fresh samples, a reward model learns them, PPO); expert iteration (rounds of sample, pick the best, SFT); Nash-MD against the judge. "
+        "Each against the best SFT on the held-out prompts, with 95% intervals, the labeler population's vote, time and labeler cost. "
+        "Settings: the run's config and its feedback section: feedback.{methods,judge_pairs,judge_epochs,judge_lr,rounds,picker,round_epochs,round_lr,preference}. "
+        "Writes DIR/study.json, DIR/report.md; running again resumes.",
+    )
+    p.add_argument("recipe", nargs="?", default=None, help="a YAML recipe over the preset (as for lmforge run)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any key of the run's config, e.g. feedback.rounds=2")
+    p.add_argument("--preset", choices=["tiny", "default"], default="default", help="tiny: a minute (plumbing); default: the default run's models")
+    p.add_argument("--out", default="runs/feedback", metavar="DIR", help="the study's directory")
+    p.add_argument("--seed", type=int, default=None, metavar="N", help="the world's seed and every stage's")
+    p.add_argument("--base", default=None, metavar="RUN_DIR", help="a run directory finished through dpo with the same settings and seed")
+    p.add_argument("--json", action="store_true", help="print study.json")
+    p.set_defaults(func=cmd_study_feedback)

@@ -181,6 +181,7 @@ class SFTLoader:
         rank: int = 0,
         world_size: int = 1,
         pad_id: int = 0,
+        shrink: bool = False,
     ):
         if batch_size < 1 or seq_len < 2:
             raise ConfigError("batch_size must be >= 1 and seq_len >= 2")
@@ -193,6 +194,11 @@ class SFTLoader:
         self.served = 0  # batches handed out, all epochs together
         self._rows_epoch, self._rows = -1, []
         self.batches_per_epoch = len(self._epoch_rows()) // (batch_size * world_size)
+        if self.batches_per_epoch == 0 and shrink and len(self._rows) >= world_size:
+            # a small dataset trains in smaller batches rather than not at all (said where it happens)
+            self.batch_size = len(self._rows) // world_size
+            warnings.warn(f"{sum(map(len, datasets))} examples make {len(self._rows)} rows: too few for one batch of {batch_size * world_size}; batches of {self.batch_size * world_size} instead", stacklevel=2)
+            self.batches_per_epoch = 1
         if self.batches_per_epoch == 0:
             raise InputError(f"{sum(map(len, datasets))} examples make {len(self._rows)} rows: too few for one batch of {batch_size * world_size}; lower batch_size")
 

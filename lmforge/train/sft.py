@@ -224,7 +224,8 @@ def _train_sft(cfg: SFTConfig, out: Path, *, keep_best_every: float = 0.0) -> di
         val, stats[vpath] = read_examples(vpath, tokenizer, max_len=seq_len + 1, long="truncate", system=d.system)
 
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    batches = SFTLoader(datasets, cfg.train.batch_size, seq_len, pack=d.pack, temperature=d.temperature, seed=cfg.train.seed, rank=rank, world_size=world_size, pad_id=tokenizer.pad_id)
+    batches = SFTLoader(datasets, cfg.train.batch_size, seq_len, pack=d.pack, temperature=d.temperature, seed=cfg.train.seed, rank=rank, world_size=world_size, pad_id=tokenizer.pad_id, shrink=True)
+    cfg.train.batch_size = batches.batch_size  # smaller when the data has fewer rows than one batch (warned)
     if cfg.epochs > 0:
         cfg.train.steps = max(1, math.ceil(cfg.epochs * batches.batches_per_epoch))
     cfg.data.seq_len = seq_len
