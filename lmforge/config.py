@@ -187,6 +187,10 @@ def from_dict(cls, data: dict, *, prefix: str = "", source: str | None = None, l
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
+    data = dict(data)
+    for key, leaf in getattr(cls, "PATH_OF_SECTION", {}).items():  # tokenizer=DIR: a path where a section may stand
+        if isinstance(data.get(key), str) and leaf not in data:
+            data[leaf] = data.pop(key)
     for key, value in data.items():
         full = prefix + str(key)
         where = {"path": source, "line": lines.get(full)} if source else {}

@@ -70,3 +70,31 @@ def test_nan_loss_through_the_cli(cli, shards, tmp_path):
 
 def test_resuming_with_another_config_is_refused(cli, trained, shards):
     assert_clean_failure(cli("pretrain", ROOT / "recipes" / "tiny.yaml", f"data.shards={shards}", "train.steps=80", "model.n_layer=3", "--out", trained), "another config")
+
+
+def test_one_text_file_gets_a_validation_loss_and_a_trained_tokenizer_is_reused(cli, tmp_path):
+    """nanoGPT's case: one text file is one document, too few for a split by document; the last
+    val_fraction of its tokens is held out instead. A tokenizer from `lmforge tokenizer train` is
+    reused as data.tokenizer=DIR (or data.tokenizer_path=DIR)."""
+    import pydoc_data.topics
+
+    text = "\n\n".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics))[:60_000]
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text(text, encoding="utf-8")
+    code, _, err = cli("tokenizer", "train", "--data", corpus, "--vocab-size", 400, "--out", tmp_path / "tok")
+    assert code == 0, err
+    out = tmp_path / "run"
+    code, _, err = cli("pretrain", ROOT / "recipes" / "tiny.yaml", f"data.corpus={corpus}", f"data.tokenizer={tmp_path / 'tok'}", "data.val_fraction=0.1",
+                       "train.steps=4", "train.eval_every=2", "--out", out)  # fmt: skip
+    assert code == 0, err
+    index = json.loads((out / "data" / "shards" / "index.json").read_text())
+    train, val = index["splits"]["train"], index["splits"]["val"]
+    assert val["by_position"] and abs(val["tokens"] / (train["tokens"] + val["tokens"]) - 0.1) < 0.01
+    assert train["bytes"] + val["bytes"] == len(text.encode("utf-8"))  # byte-level BPE: the bytes split exactly
+    assert len([r for r in read_metrics(out) if "eval/loss" in r]) == 2
+    assert (out / "tokenizer.json").read_text() == (tmp_path / "tok" / "tokenizer.json").read_text()
+    # no validation at all: one warning, and training goes on
+    with pytest.warns(UserWarning, match="no validation split"):
+        code, _, err = cli("pretrain", ROOT / "recipes" / "tiny.yaml", f"data.corpus={corpus}", f"data.tokenizer_path={tmp_path / 'tok'}", "data.val_fraction=0",
+                           "train.steps=2", "train.eval_every=1", "--out", tmp_path / "noval")  # fmt: skip
+    assert code == 0, err

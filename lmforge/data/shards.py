@@ -6,7 +6,9 @@ fixed-size shards of uint16 ids (uint32 when the vocabulary needs it), an end-of
 after every document. Batches are written in reading order whatever the number of workers,
 and `index.json` holds no time or path, so the same corpus and tokenizer give
 byte-identical shards. A `val_fraction` of the documents, chosen by a hash of their text
-(not by position), goes to a `val` split. The folder is built aside and renamed into place.
+(not by position), goes to a `val` split; a corpus with too few documents for that (one text
+file) gives its last `val_fraction` of the tokens instead, as nanoGPT does (`by_position` in the
+index). The folder is built aside and renamed into place.
 
     out/index.json           dtype, vocabulary size, tokenizer fingerprint, per split: shards,
                              token and document counts, and each shard's sha256
@@ -124,6 +126,37 @@ class _SplitWriter:
         return out
 
 
+def _split_by_position(writers: dict, tokenizer: Tokenizer, fraction: float) -> None:
+    """Move the last `fraction` of the train split's tokens into the val split (which has none):
+    how nanoGPT holds out part of one text file. The train shards are cut where the val tokens
+    began; bytes are counted from the tokens (exact for byte-level BPE)."""
+    train, val = writers["train"], writers["val"]
+    n = max(1, int(round(fraction * train.tokens)))
+    tail, left = [], n
+    while left:
+        shard = train.shards[-1]
+        path = train.folder / shard["file"]
+        ids = np.fromfile(path, dtype=train.dtype)
+        take = min(left, len(ids))
+        tail.insert(0, ids[len(ids) - take :].copy())
+        with open(path, "r+b") as fh:
+            fh.truncate((len(ids) - take) * train.dtype.itemsize)
+        shard["tokens"] -= take
+        left -= take
+        if not shard["tokens"]:
+            path.unlink()
+            train.shards.pop()
+    ids = np.concatenate(tail)
+    per_token = np.asarray(tokenizer.token_bytes(), dtype=np.int64)
+    moved = int(per_token[ids.astype(np.int64)].sum())
+    val.write(ids)
+    val.close_shard()
+    train.tokens -= n
+    train.bytes -= moved
+    val.bytes += moved
+    train.in_shard = train.shards[-1]["tokens"] if train.shards else 0
+
+
 # Worker processes hold their own copy of the tokenizer, built once by the pool initializer.
 _WORKER_TOKENIZER: Tokenizer | None = None
 
@@ -238,7 +271,12 @@ def write_shards(
                 pool.join()
             for w in writers.values():
                 w.close_shard()
+        by_position = cfg.val_fraction > 0 and not writers["val"].tokens and writers["train"].tokens > 1
+        if by_position:  # too few documents for the hash to pick one (a single-file corpus): nanoGPT's split
+            _split_by_position(writers, tokenizer, cfg.val_fraction)
         splits = {name: w.finish() for name, w in writers.items() if w.tokens}
+        if by_position:
+            splits["val"]["by_position"] = True  # the last val_fraction of the tokens, not whole documents
         if not splits:
             raise InputError("the corpus has no text to encode")
         index = {

@@ -23,10 +23,11 @@ one loop. Running it again on the same DIR resumes.
 from __future__ import annotations
 
 import json
+import warnings
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -48,13 +49,16 @@ from .mlm import MaskedBatches, MLMConfig, evaluate_mlm, mlm_loss, special_mask
 
 @dataclass
 class PretrainDataConfig:
+    PATH_OF_SECTION: ClassVar[dict[str, str]] = {"tokenizer": "tokenizer_path"}  # data.tokenizer=DIR reuses that tokenizer
+
     shards: str = ""  # a folder made by `lmforge prepare` (or its shards/); empty: prepare `corpus` first
     corpus: str = "world"  # a data PATH, or "world": the built-in world, generated with world_seed
     world_seed: int = 0
     group_by: str = ""  # the corpus's sources for temperature: a record field (language) or "file"
     temperature: float = 1.0  # source i sampled with p_i proportional to n_i^(1/T) (mT5); 1: as the corpus is
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    val_fraction: float = 0.05
+    tokenizer_path: str = ""  # reuse a trained tokenizer (a folder with tokenizer.json, or the file) instead of training one on the corpus
+    val_fraction: float = 0.05  # held out for validation: whole documents by hash; the corpus's last tokens when it has too few documents
     seq_len: int = 128  # tokens per training sequence (at most model.max_seq_len)
     eval_batches: int = 20  # validation batches per evaluation (0: the whole val split)
 
@@ -174,7 +178,8 @@ def prepare_data(data: PretrainDataConfig, out: Path) -> Path:
         if not (world_dir / "manifest.json").exists():
             build_world(WorldConfig(seed=data.world_seed), world_dir, overwrite=True)
         corpus = str(world_dir / "pretrain.jsonl")
-    prep = PrepareConfig(data=CorpusConfig(path=corpus, group_by=data.group_by, temperature=data.temperature), tokenizer=data.tokenizer, shards=ShardConfig(val_fraction=data.val_fraction))
+    prep = PrepareConfig(data=CorpusConfig(path=corpus, group_by=data.group_by, temperature=data.temperature), tokenizer=data.tokenizer,
+                         tokenizer_path=data.tokenizer_path or None, shards=ShardConfig(val_fraction=data.val_fraction))  # fmt: skip
     run_prepare(prep, data_dir, overwrite=True)
     return data_dir / "shards"
 
@@ -264,6 +269,8 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path) -> dict:
         val = TokenShards(shard_dir, "val")
         token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.float64)
         evaluate = lambda model: evaluate_lm(model, val, cfg.data.seq_len, cfg.train.batch_size, token_bytes, cfg.data.eval_batches)  # noqa: E731
+    elif cfg.train.eval_every and rank == 0:
+        warnings.warn(f"{shard_dir}: no validation split (data.val_fraction is 0): training without a held-out loss", stacklevel=2)
     model_config = {**model_config_json(model), "trained_seq_len": cfg.data.seq_len, "untrained_tokens": untrained_tokens(train_shards, tokenizer.vocab_size)}
     result = train(model, objective, batches, cfg.train, out, model_config=model_config, tokenizer=tokenizer, evaluate=evaluate, log_config={"config": dump_yaml(cfg)})
     groups = train_shards.index["splits"]["train"].get("groups")
