@@ -268,6 +268,26 @@ def test_kto_reads_trl_unpaired_records(cli, chain, tmp_path):
     assert s["desirable"] + s["undesirable"] == s["train_items"] and s["desirable"] > 0 and s["undesirable"] > 0
 
 
+def test_a_users_pairs_are_never_judged_by_the_world(cli, chain, tmp_path):
+    """DPO from an SFT model that has a world beside it, on a user's own pairs: no oracle metrics
+    (the world's prompts are not this data's) and a share of the pairs held out even when the
+    hash would hold out none (40 pairs at 5%)."""
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"Which module reads {w} files?", "chosen": f"The {w} module.", "rejected": "I cannot say."} for w in
+            ["csv", "json", "zip", "tar", "gzip", "bz2", "lzma", "wave", "plist", "mailbox", "netrc", "shelve", "dbm", "sqlite3", "xml", "html",
+             "toml", "configparser", "pickle", "marshal", "struct", "array", "mmap", "io", "codecs", "base64", "binascii", "quopri", "uu", "email",
+             "mimetypes", "imghdr", "sndhdr", "chunk", "aifc", "sunau", "colorsys", "locale", "gettext", "tokenize"]]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, stdout, err = cli("dpo", f"init={chain / 'sft'}", f"data.train=[{data}]", "train.batch_size=4", "train.steps=2", "epochs=0", "train.eval_every=2",
+                            "--out", tmp_path / "dpo", "--json")  # fmt: skip
+    assert code == 0 and "not the world's" in err, err
+    assert not [k for k in json.loads(stdout) if "oracle" in k]
+    metrics = (tmp_path / "dpo" / "metrics.jsonl").read_text()
+    assert "oracle" not in metrics and "eval/reward_accuracy" in metrics
+    summary = json.loads((tmp_path / "dpo" / "dpo_summary.json").read_text())["data"]
+    assert summary["val_items"] >= 1 and summary["world_prompts"] is False
+
+
 def test_bad_inputs_are_refused_before_any_work(cli, chain, tmp_path):
     from lmforge.checkpoint import save_model
     from lmforge.tokenizer import TokenizerConfig, train_tokenizer

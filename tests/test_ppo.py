@@ -151,6 +151,18 @@ def test_ppo_stage_end_to_end(cli, chain):
     assert code == 0, err
 
 
+def test_rl_on_a_users_prompts_is_not_evaluated_on_the_worlds(cli, chain, tmp_path):
+    """A user's own rollout prompts: the world's held-out prompts are not asked, and no oracle
+    watches (the policy's start has a world beside it; it is not this data's)."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Which module reads {w} files?"}) + "\n" for w in ["csv", "json", "zip", "tar", "gzip", "wave"]))
+    with pytest.warns(UserWarning, match="not the world's"):
+        code, stdout, err = cli("ppo", f"policy={chain / 'sft'}", f"reward={chain / 'rm'}", f"rollout.prompts={prompts}", "iterations=1", "rollout.batch_size=4",
+                                "rollout.max_new_tokens=8", "ppo.minibatches=1", "--out", tmp_path / "ppo", "--json")  # fmt: skip
+    assert code == 0, err
+    assert "oracle" not in (tmp_path / "ppo" / "metrics.jsonl").read_text() and "monitor/" not in (tmp_path / "ppo" / "rl_history.json").read_text()
+
+
 def test_bad_inputs_are_refused_before_any_work(cli, chain, tmp_path):
     from lmforge.checkpoint import save_model
     from lmforge.models import model_config_json

@@ -219,6 +219,31 @@ def test_a_reward_model_learns_a_synthetic_preference(cli, base, tmp_path):
     assert_clean_failure(cli("label", "--samples", samples, "--labeler", f"rm:{base_of(out)}", "--out", tmp_path / "x.jsonl"), "not a reward model")
 
 
+def test_a_reward_model_on_a_users_pairs_never_reads_a_world(cli, base, tmp_path, monkeypatch):
+    """No world unless asked: with the user's comparisons only, the default normalisation is the
+    mean reward of their own best answers, not the world's demonstrations."""
+    import lmforge.world.build as build
+
+    def no_world(*args, **kwargs):
+        raise AssertionError("the built-in world was looked for")
+
+    monkeypatch.setattr(build, "find_world", no_world)
+    monkeypatch.setattr(build, "build_world", no_world)
+    train = write_jsonl(tmp_path / "train.jsonl", shorter_is_better(40, 0))
+    out = tmp_path / "rm"
+    code, stdout, err = cli("rm", f"init={base}", f"data.train=[{train}]", "epochs=1", "train.batch_size=8", "--out", out, "--json")
+    assert code == 0, err
+    from lmforge.data.comparisons import read_comparisons, split_by_prompt
+    from lmforge.models import load_model
+    from lmforge.tokenizer import Tokenizer
+    from lmforge.train.reward import _best_answers, reward_scores
+
+    prompts, answers = _best_answers(split_by_prompt(read_comparisons(train)[0], 0.1)[0])  # the training split's best answers
+    rm, folder = load_model(out)
+    assert json.loads(stdout)["normalize_offset"] != 0 and len(answers) >= 30
+    assert abs(float(reward_scores(rm.eval(), Tokenizer.load(folder), prompts, answers).mean())) < 1e-4
+
+
 def test_reward_model_on_a_world_against_the_oracle(cli, tmp_path):
     from lmforge.cli import main
     from lmforge.world.build import WorldConfig, build_world

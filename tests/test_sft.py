@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from lmforge.tracking import read_metrics
+
 from lmforge.data.sft import SFTLoader, epoch_order, make_batch, mixture_weights, read_examples
 from lmforge.errors import InputError
 from lmforge.models.transformer import ModelConfig, Transformer
@@ -287,6 +289,24 @@ def test_a_dataset_smaller_than_a_batch_trains_in_smaller_batches_with_a_warning
         code, _, err = cli("sft", f"init={base}", f"data.train=[{few}]", "data.val=", "epochs=1", "train.batch_size=16", "--out", tmp_path / "sft")
     assert code == 0, err
     assert "  batch_size: 1\n" in (tmp_path / "sft" / "config.yaml").read_text()  # the two short demonstrations pack into one row
+
+
+def test_sft_on_a_users_data_holds_out_its_own_records_and_never_makes_a_world(cli, base, tmp_path):
+    """No world unless asked: given a user's demonstrations only, SFT validates on a share of them
+    (by a hash of each record), not on a built-in world it would have generated."""
+    records = [conv(f"What is {i} plus {i}?", f"It is {2 * i}.") for i in range(40)]
+    data = write_jsonl(tmp_path / "msgs.jsonl", records)
+    out = tmp_path / "sft"
+    code, _, err = cli("sft", f"init={base}", f"data.train=[{data}]", "data.val_fraction=0.1", "epochs=1", "train.batch_size=4", "train.eval_every=2", "--out", out)
+    assert code == 0, err
+    assert not (out / "world").exists() and not list(tmp_path.glob("**/world.json"))
+    held = json.loads((out / "data_stats.json").read_text())["held_out"]
+    assert 1 <= held["examples"] <= 10
+    assert [r for r in read_metrics(out) if "eval/loss" in r]
+    # choosing by held-out loss from the user's own records works the same way
+    code, _, err = cli("sft", f"init={base}", f"data.train=[{data}]", "epochs=2", "select.val_loss=true", "train.batch_size=4", "--out", tmp_path / "chosen")
+    assert code == 0, err
+    assert json.loads((tmp_path / "chosen" / "selection.json").read_text())["chosen"]
 
 
 def test_sft_bad_inputs_fail_cleanly(cli, base, tmp_path):

@@ -29,8 +29,11 @@ def cmd_sft(args) -> int:
     result = run_sft(cfg, args.out)
     data = result.pop("data")
     mix = data.pop("groups", None)
+    held = data.pop("held_out", None)
     for path, s in data.items():
         print(f"{path}: {s['examples']} examples, {s['answer_tokens']} answer tokens of {s['tokens']}; {s['truncated']} truncated, {s['skipped']} skipped", file=sys.stderr)
+    if held is not None:
+        print(f"held out for validation: {held['examples']} of the examples ({held['val_fraction']:g} of them, by a hash of each; data.val=PATH for a file of your own)", file=sys.stderr)
     if mix:
         print(f"mixed by {mix['group_by']} at temperature {mix['temperature']:g}: " + ", ".join(f"{g} {r['examples']} examples, {100 * r['share']:.1f}% -> {100 * r['sampled_share']:.1f}%" for g, r in mix["groups"].items()), file=sys.stderr)
     selection = result.pop("selection", None)
@@ -369,6 +372,8 @@ def cmd_dpo(args) -> int:
     s = summary["data"]
     what = f"{s['desirable']} desirable and {s['undesirable']} undesirable answers" if cfg.loss == "kto" else f"{s['train_items']} comparisons ({s['train_pairs']} pairs)"
     print(f"trained on {what}, {s['val_items']} held out; {s['skipped_too_long']} skipped as too long; reference log-probs {s.get('reference', 'online')}", file=sys.stderr)
+    if cfg.eval.prompts == "world" and s.get("world_prompts") is False:
+        print("the world's held-out prompts were not answered: the training data is not the world's (eval.prompts=PATH for prompts of your own)", file=sys.stderr)
     displaced = summary.get("likelihood_displacement", {})
     if displaced.get("detected"):
         print("warning: " + displaced["message"], file=sys.stderr)

@@ -25,7 +25,6 @@ The reward is read at the last token of each rendered answer.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -112,12 +111,12 @@ def split_by_prompt(comparisons: list, val_fraction: float) -> tuple[list, list]
     """(train, val): a comparison (or anything with a .prompt) goes to val by a hash of its
     prompt, so no prompt is in both."""
 
-    def h(c) -> float:
-        key = c.prompt if isinstance(c.prompt, str) else repr(c.prompt)
-        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") / 2**64
+    from .sft import hash_split
 
-    train = [c for c in comparisons if h(c) >= val_fraction]
-    val = [c for c in comparisons if h(c) < val_fraction]
+    keys = [(c.prompt if isinstance(c.prompt, str) else repr(c.prompt)).encode() for c in comparisons]
+    held = {k for k, v in zip(keys, hash_split(keys, val_fraction)) if v}  # every comparison of a held-out prompt
+    train = [c for c, k in zip(comparisons, keys) if k not in held]
+    val = [c for c, k in zip(comparisons, keys) if k in held]
     return train, val
 
 

@@ -24,6 +24,7 @@ longest of its batch: causal attention never looks right, so padding needs no ma
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
@@ -82,6 +83,29 @@ def _conversation(record: dict, loc: Location, schema: str) -> list[dict] | tupl
             field=f"{field}[{len(messages) - 1}].role",
         )
     return messages
+
+
+def hash_split(keys: list[bytes], fraction: float) -> list[bool]:
+    """Which items go to a held-out split: those whose key hashes below `fraction` (so the same
+    item always lands on the same side). When that holds none out but there are at least two
+    items and fraction > 0, the item of the lowest hash is held out: a small dataset still gets a
+    validation example."""
+    h = [int.from_bytes(hashlib.blake2b(k, digest_size=8).digest(), "little") / 2**64 for k in keys]
+    out = [x < fraction for x in h]
+    if fraction > 0 and not any(out) and len(set(keys)) >= 2:
+        out[h.index(min(h))] = True
+    return out
+
+
+def held_out_examples(datasets: list[list[Example]], fraction: float) -> tuple[list[list[Example]], list[Example]]:
+    """(datasets without their held-out examples, the held-out examples): `fraction` of all
+    examples by a hash of their tokens (`hash_split`)."""
+    flat = [e for d in datasets for e in d]
+    val_of = iter(hash_split([e.ids.tobytes() for e in flat], fraction))
+    marks = [[next(val_of) for _ in d] for d in datasets]
+    train = [[e for e, v in zip(d, m) if not v] for d, m in zip(datasets, marks)]
+    val = [e for d, m in zip(datasets, marks) for e, v in zip(d, m) if v]
+    return [d for d in train if d], val
 
 
 def read_examples(

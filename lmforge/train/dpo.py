@@ -569,6 +569,8 @@ def _read(cfg: DPOConfig, tok, chat: bool, seq_len: int) -> tuple[list[PrefItem]
         val_items, s2 = encode_pairs(val_c, tok, max_len=seq_len, chat=chat, pairs=d.pairs, long=d.long)
         stats["train_pairs"] = int(sum(len(it.pairs) for it in train_items))
     stats.update({"train_items": len(train_items), "val_items": len(val_items), "skipped_too_long": s1 + s2})
+    # the world's prompts carry its task: only then is the world's evaluation about this data
+    stats["world_prompts"] = any(getattr(c, "task", "") for c in (train_e if cfg.loss == "kto" else train_c))
     if not train_items:
         raise InputError(f"nothing to train on: every example is longer than seq_len {seq_len}", path=paths[0], field="data.seq_len")
     return train_items, val_items, stats
@@ -641,7 +643,9 @@ def run_dpo(cfg: DPOConfig, out: str | Path, *, monitor_factory: Callable | None
         raise ConfigError(f"({seq_len}) must not exceed the model's context ({model.cfg.max_seq_len})", field="data.seq_len")
     train_items, val_items, stats = _read(cfg, tok, chat, seq_len)
     evaluate_gen = None
-    if cfg.eval.prompts:
+    if cfg.eval.prompts == "world" and not stats["world_prompts"]:  # no world unless asked
+        warnings.warn("DPO's answers to the world's held-out prompts are skipped: the training data is not the world's (eval.prompts=PATH for prompts of your own)", stacklevel=2)
+    elif cfg.eval.prompts:
         world_dir = None
         if monitor_factory is not None and cfg.eval.prompts == "world":
             from .ppo import find_world_or_none

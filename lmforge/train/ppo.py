@@ -54,6 +54,7 @@ import copy
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -718,7 +719,9 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     prompts = read_rl_prompts(prompts_path, tok, as_chat, r.limit, room, policy.cfg.max_seq_len)
     rm, rtok = _load_scorer(cfg, tok, prompts, room)
     eval_items = []
-    if cfg.eval.prompts:
+    if is_world(cfg.eval.prompts) and not is_world(r.prompts):  # no world unless asked
+        warnings.warn("the evaluation on the world's held-out prompts is skipped: the rollout prompts are not the world's (eval.prompts=PATH for prompts of your own)", stacklevel=2)
+    elif cfg.eval.prompts:
         eval_items = read_rl_prompts(_world_prompts(cfg.eval.prompts, cfg.policy, "eval.jsonl"), tok, as_chat, cfg.eval.limit, room, policy.cfg.max_seq_len)
     ptx_batches = None
     if cfg.ptx.coef:

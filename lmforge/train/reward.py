@@ -51,7 +51,7 @@ class RMDataConfig:
     val_fraction: float = 0.1
     limit: int = 0  # use only the first N training comparisons (0: all): how accuracy grows with data
     seq_len: int = 0  # longest prompt + answer (0: the length the base model was trained on); longer: skipped, counted
-    normalize: str = "world"  # answers whose mean reward is set to 0 after training: "world" (the SFT demonstrations), a PATH, or ""
+    normalize: str = "world"  # answers whose mean reward is set to 0 after training: "world" (the SFT demonstrations; with a user's data only, the best answer of each training comparison), a PATH, or ""
     world_seed: int = 0
 
     def validate(self) -> None:
@@ -334,6 +334,17 @@ def _normalize_answers(cfg: RMConfig) -> tuple[list, list[str]]:
     return prompts, answers
 
 
+def _best_answers(comparisons: list) -> tuple[list, list[str]]:
+    """(prompts, answers): of each comparison, the answers no other beat (a pair's chosen one)."""
+    prompts, answers = [], []
+    for c in comparisons:
+        losers = {lo for _, lo in c.pairs}
+        for i in sorted({w for w, _ in c.pairs} - losers):
+            prompts.append(c.prompt)
+            answers.append(c.completions[i])
+    return prompts, answers
+
+
 def run_rm(cfg: RMConfig, out: str | Path) -> dict:
     cfg.validate()
     out = Path(out)
@@ -397,7 +408,10 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
     offset = 0.0
     if d.normalize and rank == 0:  # shift the head so the reference answers score 0 on average
         final, _ = load_model(out)
-        prompts, answers = _normalize_answers(cfg)
+        if d.normalize == "world" and not any(is_world(p) for p in d.train):  # no world unless asked: the user's own best answers
+            prompts, answers = _best_answers(train_c)
+        else:
+            prompts, answers = _normalize_answers(cfg)
         fits = [i for i, (p, a) in enumerate(zip(prompts, answers)) if len(answer_ids(tokenizer, p, a, True, chat)) <= final.cfg.max_seq_len]
         if not fits:
             raise InputError("no reference answer fits the reward model's context", field="data.normalize")

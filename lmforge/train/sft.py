@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -34,7 +35,7 @@ from typing import Callable, Literal
 import torch
 import torch.nn.functional as F
 
-from ..data.sft import Example, SFTLoader, make_batch, mixture_weights, read_examples
+from ..data.sft import Example, SFTLoader, held_out_examples, make_batch, mixture_weights, read_examples
 from ..errors import ConfigError, InputError
 from ..io import atomic_write_text
 from ..models import load_model, model_config_json
@@ -48,7 +49,8 @@ CHAT_TEMPLATE_NAME = "lmforge"  # what config.json's "chat_template" says: lmfor
 @dataclass
 class SFTDataConfig:
     train: list[str] = field(default_factory=lambda: ["world"])  # data PATHs, mixed by temperature; "world": the world's sft.jsonl ("world:NAME": its NAME.jsonl)
-    val: str = "world"  # held-out demonstrations; "world": the world's sft_val.jsonl; "": none
+    val: str = "auto"  # held-out demonstrations: a PATH; "world": the world's sft_val.jsonl; "auto": that when training on the world only, else val_fraction of the training records; "": none
+    val_fraction: float = 0.05  # with val=auto and a user's data: the share of its records held out (by a hash of each, so no record is in both)
     temperature: float = 1.0  # mixture temperature T: dataset i drawn with p_i proportional to n_i^(1/T)
     group_by: str = ""  # mix by a record field instead of by file (language, meta.language): each value a dataset
     system: str = ""  # a system prompt for conversations that have none
@@ -64,6 +66,12 @@ class SFTDataConfig:
             raise ConfigError(f"must be positive, got {self.temperature}", field="temperature")
         if self.seq_len < 0 or self.seq_len == 1:
             raise ConfigError(f"must be 0 (the base model's) or at least 2, got {self.seq_len}", field="seq_len")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {self.val_fraction}", field="val_fraction")
+
+    def own_data(self) -> bool:
+        """Whether any training set is a user's file rather than the built-in world's."""
+        return any(not (p == "world" or p.startswith("world:")) for p in self.train)
 
 
 def _sft_train() -> TrainConfig:
@@ -219,9 +227,17 @@ def _train_sft(cfg: SFTConfig, out: Path, *, keep_best_every: float = 0.0) -> di
         total = sum(len(x) for x in datasets)
         stats["groups"] = {"group_by": d.group_by, "temperature": d.temperature, "groups": {g: {"examples": len(x), "share": len(x) / total, "sampled_share": float(q)} for (g, x), q in zip(groups.items(), p_mix)}}
     val = None
-    if d.val:
-        vpath = str((world or _world_dir(cfg, out)) / "sft_val.jsonl") if d.val == "world" else d.val
+    if d.val == "auto" and d.own_data():  # no world unless asked: hold out a share of the user's own records
+        datasets, val = held_out_examples(datasets, d.val_fraction)
+        stats["held_out"] = {"val_fraction": d.val_fraction, "examples": len(val)}
+        val = val or None
+    elif d.val:
+        vpath = str((world or _world_dir(cfg, out)) / "sft_val.jsonl") if d.val in ("world", "auto") else d.val
         val, stats[vpath] = read_examples(vpath, tokenizer, max_len=seq_len + 1, long="truncate", system=d.system)
+    if val is None and cfg.select.val_loss:
+        raise ConfigError("choosing by held-out loss needs held-out demonstrations, and none were held out (raise data.val_fraction or give data.val=PATH)", field="data.val")
+    if val is None:
+        warnings.warn("SFT trains with no held-out demonstrations (data.val is empty, or too few records for data.val_fraction): no validation loss", stacklevel=2)
 
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     batches = SFTLoader(datasets, cfg.train.batch_size, seq_len, pack=d.pack, temperature=d.temperature, seed=cfg.train.seed, rank=rank, world_size=world_size, pad_id=tokenizer.pad_id, shrink=True)
