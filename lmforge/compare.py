@@ -113,10 +113,13 @@ class CompareConfig:
 
 
 def split_documents(tokens: np.ndarray, eos_id: int) -> list[np.ndarray]:
-    """A shard split (documents each followed by eos) as one array per document, eos dropped."""
+    """A shard split (documents each followed by eos) as one array per document, eos dropped; a
+    last piece with no eos after it (a train split cut by position, `data/shards.py`) is one too."""
     ends = np.flatnonzero(tokens == eos_id)
     starts = np.concatenate([[0], ends[:-1] + 1])
-    return [tokens[s:e] for s, e in zip(starts, ends)]
+    docs = [tokens[s:e] for s, e in zip(starts, ends)]
+    tail = tokens[ends[-1] + 1 :] if len(ends) else tokens
+    return docs + [tail] if len(tail) else docs
 
 
 # --------------------------------------------------------------------------- scoring

@@ -97,6 +97,7 @@ class EvalSection:
     bootstrap: int = 200  # resamples for the arena's 95% intervals
     greedy: bool = True  # SFT, PPO and DPO also answer greedily (when temperature > 0)
     best_of: list[int] = field(default_factory=lambda: [4, 16])  # best-of-n baselines: n SFT samples, the reward model's pick (when temperature > 0)
+    judge: str = ""  # a run on a user's data (no oracle): a judge model (a chat model, `lmforge label judge-data`) that also compares the answers
 
 
 @dataclass
@@ -169,6 +170,20 @@ class RunConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     study: StudySection = field(default_factory=StudySection)  # `lmforge study rlhf-gain` only
     feedback: FeedbackSection = field(default_factory=FeedbackSection)  # `lmforge study feedback` only
+
+    def uses_samples(self) -> bool:
+        """Whether a stage trains on the run's labeled samples ("samples" in rm or dpo data)."""
+        return "samples" in self.rm.data.train or "samples" in self.dpo.data.train
+
+    def uses_world(self) -> bool:
+        """Whether the run needs the built-in world: a data setting names it (defaults that follow
+        the data, such as sft.data.val=auto or the RL evaluation's prompts, do not count)."""
+        from .world.build import is_world
+
+        specs = [self.data.corpus, self.eval.prompts, self.ppo.rollout.prompts, *self.sft.data.train, *self.rm.data.train, *self.dpo.data.train]
+        if self.uses_samples():
+            specs += [self.samples.prompts, self.samples.labeler]
+        return bool(self.world_dir) or any(is_world(s) for s in specs)
 
     def validate(self) -> None:
         if self.rm_from not in ("sft_rm", "sft"):
@@ -335,6 +350,8 @@ class Run:
     def stage_world(self) -> None:
         from .world.build import build_world
 
+        if not self.cfg.uses_world():  # no world unless asked: a run on a user's data only
+            return
         if self.cfg.world_dir:
             src = Path(self.cfg.world_dir)
             if not (src / "world.json").exists():
@@ -407,6 +424,8 @@ class Run:
         from .sample import SampleConfig, run_sample
         from .world.build import is_world, world_file
 
+        if not self.cfg.uses_samples():  # the preferences are the user's own: nothing to sample and rank
+            return
         s = self.cfg.samples
         prompts = world_file(self.world, s.prompts, "ppo_prompts.jsonl") if is_world(s.prompts) else s.prompts
         cfg = SampleConfig(k=s.k, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=self.cfg.seed, limit=s.limit or None, long="skip")
@@ -415,6 +434,8 @@ class Run:
     def stage_labels(self) -> None:
         from .label import run_label
 
+        if not self.cfg.uses_samples():
+            return
         run_label(self.path("samples") / "samples.jsonl", [self.cfg.samples.labeler], self.rankings, world=str(self.world), seed=self.cfg.seed)
 
     def stage_rm(self) -> None:
@@ -453,9 +474,10 @@ class Run:
             run_dpo(c, self.path("dpo"), monitor_factory=oracle_monitor)
 
     def stage_eval(self) -> None:
+        from .eval.own_data import evaluate_own_data
         from .eval.pipeline import evaluate_run
 
-        result = evaluate_run(self, self.cfg.eval)
+        result = evaluate_run(self, self.cfg.eval) if self.cfg.uses_world() else evaluate_own_data(self, self.cfg.eval)
         out = self.path("eval")
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "eval.json", json.dumps(result, indent=2))

@@ -132,6 +132,10 @@ def _untimed(d):
 
 def write_report(run) -> dict:
     """results.json, the plots and report.md for a finished pipeline run; returns the results."""
+    if not run.cfg.uses_world():  # a user's own data: no oracle, other numbers
+        from .eval.own_data import write_own_data_report
+
+        return write_own_data_report(run)
     results = build_results(run)
     plots = run.out / "plots"
     tmp = run.out / ".plots.tmp"

@@ -388,3 +388,48 @@ def test_study_feedback_trains_each_method_from_the_runs_sft_and_measures_them_a
         base = [] if "--base" in args else ["--base", str(run)]
         code, _, err = cli("study", "feedback", "--preset", "tiny", *base, "--out", out if why == "other settings" else tmp_path / why, *args)
         assert code == 2 and why in err and "Traceback" not in err
+
+
+def test_a_run_on_your_own_data_never_makes_a_world_and_names_its_judges(tmp_path, cli):
+    """recipes/own-data.yaml at tiny size on text that ships with every Python (pydoc_data's
+    topics: one text file), demonstrations and preferences made here: no world anywhere in the run,
+    validation losses from the user's own data, a report that says there is no oracle and whose
+    judgement each win rate is."""
+    import pydoc_data.topics
+
+    from .conftest import ROOT
+
+    topics = pydoc_data.topics.topics
+    keys = sorted(topics)
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("\n\n".join(topics[k] for k in keys)[:80_000], encoding="utf-8")
+
+    def first_sentence(k):
+        return topics[k].strip().split(".")[0][:120] + "."
+
+    def write(name, rows):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+
+    demos = write("demos.jsonl", [{"messages": [{"role": "user", "content": f"What is {k} about?"}, {"role": "assistant", "content": first_sentence(k)}]} for k in keys[:50]])
+    prefs = write("prefs.jsonl", [{"prompt": f"What is {k} about?", "chosen": first_sentence(k), "rejected": "I do not know."} for k in keys[:50]])
+    prompts = write("prompts.jsonl", [{"prompt": f"What is {k} about?"} for k in keys[50:70]])
+    heldout = write("heldout.jsonl", [{"prompt": f"What is {k} about?"} for k in keys[70:]])
+    out = tmp_path / "run"
+    code, stdout, err = cli("run", ROOT / "recipes" / "own-data.yaml", "--preset", "tiny", f"data.corpus={corpus}", f"sft.data.train=[{demos}]",
+                            f"rm.data.train=[{prefs}]", f"dpo.data.train=[{prefs}]", f"ppo.rollout.prompts={prompts}", f"eval.prompts={heldout}",
+                            f"eval.judge={out / 'sft'}", *FEWER_STEPS[:-1], "--out", out)  # fmt: skip  # the SFT model asked as a judge, untrained
+    assert code == 0, err
+    assert not list(out.rglob("world*")) and "judged by the reward model" in stdout
+    from lmforge.tracking import read_metrics
+
+    assert [r for r in read_metrics(out / "base") if "eval/loss" in r]  # one text file, split by position
+    assert json.loads((out / "sft" / "selection.json").read_text())["chosen"]["loss"] > 0  # chosen on the user's own held-out records
+    results = json.loads((out / "results.json").read_text())
+    assert results["oracle"] is False and set(results["judges"]) == {"reward_model", "judge"}
+    assert results["agreement"]["comparisons"] >= 1 and 0 <= results["agreement"]["judge"]["accuracy"] <= 1
+    for judge in results["judges"].values():
+        assert set(judge) == {"ppo", "dpo"} and all(w["win_rate_vs_sft_ci"][0] <= w["win_rate_vs_sft"] <= w["win_rate_vs_sft_ci"][1] for w in judge.values())
+    report = (out / "report.md").read_text()
+    assert "No oracle" in report and "by the reward model" in report and f"the judge model `{out / 'sft'}`" in report and "oracle_score" not in report

@@ -25,6 +25,14 @@ def cmd_run(args) -> int:
     if args.json:
         print_json(results)
         return 0
+    if results.get("oracle") is False:  # a run on the user's own data
+        print(f"{results['prompts']} held-out prompts; no oracle: win rates against SFT as each judge saw them")
+        for judge, by_model in results["judges"].items():
+            agree = results["agreement"].get(judge, {}).get("accuracy")
+            cells = "  ".join(f"{m} {w['win_rate_vs_sft']:.3f}" for m, w in by_model.items())
+            print(f"judged by the {judge.replace('_', ' ')}" + (f" (agrees with {agree:.3f} of the held-out preferences)" if agree is not None else "") + f": {cells}")
+        print(f"-> {args.out}/report.md, {args.out}/results.json")
+        return 0
     names = [n for n in MODELS if n in results["models"]] + [n for n in results["models"] if n not in MODELS]
     keys = ["win_rate_vs_sft", "oracle_score", "task_accuracy", "false_claim_rate", "rude_rate", "question_rate", "mean_length"]
     width = max(len(n) for n in names)
