@@ -152,8 +152,8 @@ def _markdown(run, ev: dict) -> str:
     lines = [
         "# lmforge run on your own data",
         "",
-        "**No oracle.** This run trained on your data, which has no ground truth to score answers by. Every win rate below is a "
-        "model's judgement, named in its column, beside that judge's agreement with the held-out human preferences: read them as such.",
+        ("**No oracle.** This run trained on your data, which has no ground truth to score answers by. Every win rate below is a "
+         "model's judgement, named in its column, beside that judge's agreement with the held-out human preferences: read them as such."),
         "",
         f"{ev['prompts']} held-out prompts (`{run.cfg.eval.prompts}`), each answered by SFT, PPO and DPO. Judges: " + "; ".join(names[k] for k in judges) + ".",
         "",
