@@ -185,7 +185,13 @@ class RunConfig:
             specs += [self.samples.prompts, self.samples.labeler]
         return bool(self.world_dir) or any(is_world(s) for s in specs)
 
+    def pretrains(self) -> bool:
+        """Whether the run makes its own base models (else it starts from sft.init: an imported model)."""
+        return self.data.corpus != ""
+
     def validate(self) -> None:
+        if not self.pretrains() and (self.sft.init in ("", "<pretrain>") or self.uses_world()):
+            raise ConfigError("with no corpus the run starts from a model of yours: give sft.init=MODEL_DIR (`lmforge import hf`), on your own data (recipes/own-data.yaml)", field="data.corpus")
         if self.rm_from not in ("sft_rm", "sft"):
             raise ConfigError(f"expected sft_rm or sft, got {self.rm_from!r}", field="rm_from")
         if any(n < 1 for n in self.eval.best_of):
@@ -370,6 +376,8 @@ class Run:
         from .data.prepare import CorpusConfig, PrepareConfig, run_prepare
         from .data.shards import ShardConfig
 
+        if not self.cfg.pretrains():  # the run starts from sft.init
+            return
         d = self.cfg.data
         corpus = str(self.world / "pretrain.jsonl") if d.corpus == "world" else d.corpus
         source = CorpusConfig(path=corpus, group_by=d.group_by, temperature=d.temperature, seed=self.cfg.seed)
@@ -383,9 +391,13 @@ class Run:
         run_pretrain(c, out)
 
     def stage_pretrain(self) -> None:
+        if not self.cfg.pretrains():  # the run starts from sft.init
+            return
         self._pretrain(copy.deepcopy(self.cfg.pretrain), self.path("pretrain"))
 
     def stage_pretrain_large(self) -> None:
+        if not self.cfg.pretrains():  # the run starts from sft.init
+            return
         c = copy.deepcopy(self.cfg.pretrain_large)
         if c.grow_from == "pretrain":  # this run's base model, grown in depth
             c.grow_from = str(self.path("pretrain"))
@@ -394,6 +406,8 @@ class Run:
     def stage_baselines(self) -> None:
         from .compare import run_compare
 
+        if not self.cfg.pretrains():  # the run starts from sft.init
+            return
         c = copy.deepcopy(self.cfg.baselines)
         c.data.shards = str(self.path("tokenizer"))
         c.gpt.load = str(self.path("pretrain"))  # the policy's base model, scored beside them

@@ -433,3 +433,12 @@ def test_a_run_on_your_own_data_never_makes_a_world_and_names_its_judges(tmp_pat
         assert set(judge) == {"ppo", "dpo"} and all(w["win_rate_vs_sft_ci"][0] <= w["win_rate_vs_sft"] <= w["win_rate_vs_sft_ci"][1] for w in judge.values())
     report = (out / "report.md").read_text()
     assert "No oracle" in report and "by the reward model" in report and f"the judge model `{out / 'sft'}`" in report and "oracle_score" not in report
+    # no corpus: the run starts from a model of the user's (an imported Hugging Face model; here the first run's base)
+    again = tmp_path / "from_model"
+    code, _, err = cli("run", ROOT / "recipes" / "own-data.yaml", "--preset", "tiny", "data.corpus=", f"sft.init={out / 'base'}", f"sft.data.train=[{demos}]",
+                       f"rm.data.train=[{prefs}]", f"dpo.data.train=[{prefs}]", f"ppo.rollout.prompts={prompts}", f"eval.prompts={heldout}",
+                       *FEWER_STEPS[:-1], "--out", again)  # fmt: skip
+    assert code == 0, err
+    assert not (again / "base").exists() and not list(again.rglob("world*")) and "No corpus: the run started from" in (again / "report.md").read_text()
+    code, _, err = cli("run", "--preset", "tiny", "data.corpus=", "--out", tmp_path / "nothing")
+    assert code == 2 and "sft.init" in err

@@ -29,6 +29,19 @@ def ranked(prompt, completions, ranking, **extra):
     return {"prompt": prompt, "completions": completions, "ranking": ranking, **extra}
 
 
+def test_a_split_that_would_hold_out_nothing_holds_out_one_prompt():
+    """By a hash of the prompt, as always; but 3 prompts at 5% (hashes 0.60, 0.12, 0.18) would
+    leave no validation at all: the prompt of the lowest hash is held out instead, with every
+    comparison of it. One prompt alone stays in training."""
+    from lmforge.data.comparisons import Comparison, split_by_prompt
+
+    cs = [Comparison(p, ["x", "y"], [(0, 1)], [True, True]) for p in ("a?", "b?", "c?", "b?")]
+    train, val = split_by_prompt(cs, 0.05)
+    assert [c.prompt for c in val] == ["b?", "b?"] and [c.prompt for c in train] == ["a?", "c?"]
+    assert split_by_prompt(cs, 0.0) == (cs, [])
+    assert split_by_prompt(cs[:1], 0.05) == (cs[:1], [])
+
+
 def test_a_ranking_of_k_gives_its_k_choose_2_pairs():
     assert ranking_pairs([2, 0, 1]) == [(2, 0), (2, 1), (0, 1)]
     for k in range(2, 10):
@@ -242,6 +255,14 @@ def test_a_reward_model_on_a_users_pairs_never_reads_a_world(cli, base, tmp_path
     rm, folder = load_model(out)
     assert json.loads(stdout)["normalize_offset"] != 0 and len(answers) >= 30
     assert abs(float(reward_scores(rm.eval(), Tokenizer.load(folder), prompts, answers).mean())) < 1e-4
+
+
+def test_fewer_comparisons_than_one_batch_train_in_a_smaller_batch(cli, base, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", shorter_is_better(4, 0))
+    with pytest.warns(UserWarning, match="too few for one batch of 16; batches of"):
+        code, _, err = cli("rm", f"init={base}", f"data.train=[{train}]", "data.val_fraction=0", "data.normalize=", "epochs=1", "train.batch_size=16", "--out", tmp_path / "rm")
+    assert code == 0, err
+    assert "batch_size: 4\n" in (tmp_path / "rm" / "config.yaml").read_text()
 
 
 def test_reward_model_on_a_world_against_the_oracle(cli, tmp_path):

@@ -247,10 +247,13 @@ class ComparisonLoader:
     """Batches of `batch_size` comparisons (all the pairs of each; or any items `collate_fn` batches), shuffled each epoch by
     (seed, epoch); resumable by (epoch, batch); rank r takes the r-th slice of each global batch."""
 
-    def __init__(self, data: list, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, pad_id: int = 0, collate_fn=None):
+    def __init__(self, data: list, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, pad_id: int = 0, collate_fn=None, shrink: bool = False):
         self.data, self.batch_size, self.seed, self.rank, self.world_size, self.pad_id = data, batch_size, seed, rank, world_size, pad_id
         self.collate = collate_fn or collate  # DPO's items batch their own way
         self.batches_per_epoch = len(data) // (batch_size * world_size)
+        if self.batches_per_epoch == 0 and shrink and len(data) >= world_size:  # a small dataset: smaller batches, said where it happens
+            self.batch_size, self.batches_per_epoch = len(data) // world_size, 1
+            warnings.warn(f"{len(data)} comparisons: too few for one batch of {batch_size * world_size}; batches of {self.batch_size * world_size} instead", stacklevel=2)
         if self.batches_per_epoch == 0:
             raise InputError(f"{len(data)} comparisons: too few for one batch of {batch_size * world_size}; lower batch_size")
         self.epoch = self.batch = 0

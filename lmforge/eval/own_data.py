@@ -123,7 +123,7 @@ def evaluate_own_data(run, ecfg) -> dict:
         "answers": lengths,
         "judges": judges,
         "agreement": _preference_agreement(run, ecfg.judge),
-        "lm": _lm(run),
+        "lm": _lm(run) if run.cfg.pretrains() else {},
         "sft": _read(run.path("sft") / "selection.json"),
         "examples": examples,
     }
@@ -168,9 +168,12 @@ def _markdown(run, ev: dict) -> str:
     for k in ("reward_model", "judge"):
         if k in agree:
             lines.append(f"| {names[k].split(' (')[0]} | {agree[k]['accuracy']:.3f} | {agree[k]['pairs']} |")
-    lines += ["", "## Language models on the corpus's held-out text", "", "| model | bits per byte | perplexity |", "|---|---:|---:|"]
-    for family, r in ev.get("lm", {}).items():
-        lines.append(f"| {family} ({r.get('name', '')}) | {r['bpb']:.3f} | {r['perplexity']:.2f} |")
+    if ev.get("lm"):
+        lines += ["", "## Language models on the corpus's held-out text", "", "| model | bits per byte | perplexity |", "|---|---:|---:|"]
+        for family, r in ev["lm"].items():
+            lines.append(f"| {family} ({r.get('name', '')}) | {r['bpb']:.3f} | {r['perplexity']:.2f} |")
+    else:
+        lines += ["", f"No corpus: the run started from `{run.cfg.sft.init}` instead of pretraining its own base models."]
     chosen = ev.get("sft", {}).get("chosen")
     if chosen:
         lines += ["", f"SFT: held-out answer loss {chosen.get('loss', float('nan')):.4f} (learning rate {chosen.get('lr', 0):g}, epoch {chosen.get('epoch', 0):g}, chosen by it)."]

@@ -654,7 +654,8 @@ def run_dpo(cfg: DPOConfig, out: str | Path, *, monitor_factory: Callable | None
         evaluate_gen = _generation_eval(cfg, tok, chat, model.cfg.max_seq_len, monitor_factory(world_dir) if world_dir is not None else None)
 
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    batches = ComparisonLoader(train_items, cfg.train.batch_size, seed=cfg.train.seed, rank=rank, world_size=world_size, pad_id=tok.pad_id, collate_fn=collate)
+    batches = ComparisonLoader(train_items, cfg.train.batch_size, seed=cfg.train.seed, rank=rank, world_size=world_size, pad_id=tok.pad_id, collate_fn=collate, shrink=True)
+    cfg.train.batch_size = batches.batch_size  # smaller when the data has fewer comparisons than one batch (warned)
     if cfg.epochs > 0:
         cfg.train.steps = max(1, math.ceil(cfg.epochs * batches.batches_per_epoch))
     cfg.data.seq_len = seq_len

@@ -389,7 +389,8 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
         stats.update(init_prior(model.prior, train_data, cfg.train.batch_size, tokenizer.pad_id))
 
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    batches = ComparisonLoader(train_data, cfg.train.batch_size, seed=cfg.train.seed, rank=rank, world_size=world_size, pad_id=tokenizer.pad_id)
+    batches = ComparisonLoader(train_data, cfg.train.batch_size, seed=cfg.train.seed, rank=rank, world_size=world_size, pad_id=tokenizer.pad_id, shrink=True)
+    cfg.train.batch_size = batches.batch_size  # smaller when the data has fewer comparisons than one batch (warned)
     if cfg.epochs > 0:
         cfg.train.steps = max(1, math.ceil(cfg.epochs * batches.batches_per_epoch))
     cfg.data.seq_len = seq_len
