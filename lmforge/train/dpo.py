@@ -642,6 +642,8 @@ def run_dpo(cfg: DPOConfig, out: str | Path, *, monitor_factory: Callable | None
     if seq_len > model.cfg.max_seq_len:
         raise ConfigError(f"({seq_len}) must not exceed the model's context ({model.cfg.max_seq_len})", field="data.seq_len")
     train_items, val_items, stats = _read(cfg, tok, chat, seq_len)
+    if not val_items:
+        warnings.warn("DPO trains with no held-out comparisons (data.val_fraction is 0 or too few prompts): no held-out reward accuracy", stacklevel=2)
     evaluate_gen = None
     if cfg.eval.prompts == "world" and not stats["world_prompts"]:  # no world unless asked
         warnings.warn("DPO's answers to the world's held-out prompts are skipped: the training data is not the world's (eval.prompts=PATH for prompts of your own)", stacklevel=2)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -399,6 +400,8 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
     atomic_write_text(out / "config.yaml", text)
 
     evaluate = (lambda m: evaluate_pairs(m, val_data, cfg.train.batch_size, tokenizer.pad_id)) if val_data else None  # noqa: E731
+    if evaluate is None:
+        warnings.warn("the reward model trains with no held-out comparisons (data.val_fraction is 0 or too few prompts): no held-out accuracy", stacklevel=2)
     model_config = {**model_config_json(model), "trained_seq_len": seq_len, "chat_template": model.chat_template}
     last = train(
         model, rm_loss(cfg.margin, cfg.center, cfg.lm_coef, unembedding), batches, cfg.train, out,
