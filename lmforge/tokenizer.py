@@ -201,6 +201,22 @@ class Tokenizer:
         hf.add_special_tokens([AddedToken(MASK_TOKEN, special=True, normalized=False)])
         return Tokenizer(hf, self.config, self.generation)
 
+    CHAT_TOKENS = ("system", "user", "assistant", "end_of_turn")
+
+    def with_chat_tokens(self) -> "Tokenizer":
+        """This tokenizer, or a copy with lmforge's role and end-of-turn tokens appended as special
+        tokens (the next ids) where it has neither them nor a chat template of its own: an imported
+        base model then learns lmforge's chat format in SFT (TRL's setup_chat_format does the same
+        with ChatML's tokens). Every other id stays."""
+        missing = [SPECIAL_TOKENS[n] for n in self.CHAT_TOKENS if self.specials.get(n) is None]
+        if self.chat_template or not missing:
+            return self
+        from tokenizers import AddedToken
+
+        hf = HFTokenizer.from_str(self.hf.to_str())
+        hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+        return Tokenizer(hf, self.config, self.generation)
+
     def special_ids(self) -> list[int]:
         """Every special token's id (the added tokens marked special): what masking never selects
         and never draws as a random replacement."""

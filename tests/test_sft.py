@@ -309,6 +309,36 @@ def test_sft_on_a_users_data_holds_out_its_own_records_and_never_makes_a_world(c
     assert json.loads((tmp_path / "chosen" / "selection.json").read_text())["chosen"]
 
 
+def test_a_base_model_without_chat_tokens_gets_them_for_sft(tmp_path):
+    """An imported base model (a tokenizer with only <|endoftext|>, no chat template): SFT appends
+    lmforge's role and end-of-turn tokens, their rows at the mean of the trained ones and
+    <|end|>'s a copy of <|endoftext|>'s, every old row kept; conversations then render."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from lmforge.data.chat import render
+    from lmforge.tokenizer import Tokenizer
+    from lmforge.train.sft import add_chat_tokens
+
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer, hf.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    hf.train_from_iterator(["the cat sat on the mat"] * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = Tokenizer(hf)
+    with pytest.raises(InputError, match="no '<\\|end\\|>' token"):
+        render(tok, [{"role": "user", "content": "hi"}])
+    for tied in (False, True):
+        model = Transformer(ModelConfig(flavour="llama", vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=1, d_model=16, max_seq_len=32, tie_embeddings=tied))
+        before_emb, before_head = model.tok_emb.weight.clone(), model.lm_head.weight.clone()
+        model, chat_tok, added = add_chat_tokens(model, tok)
+        assert added == ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"] and chat_tok.vocab_size == tok.vocab_size + 4 == model.cfg.vocab_size
+        n, end, eos = tok.vocab_size, chat_tok.special_id("end_of_turn"), tok.eos_id
+        assert torch.equal(model.tok_emb.weight[:n], before_emb) and torch.equal(model.lm_head.weight[:n], before_head)
+        assert torch.allclose(model.tok_emb.weight[n], before_emb.mean(0)) and torch.equal(model.lm_head.weight[end], before_head[eos])
+        assert (model.lm_head.weight is model.tok_emb.weight) == tied
+        assert model(torch.tensor([render(chat_tok, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "the cat"}]).ids])).shape[-1] == n + 4
+    assert add_chat_tokens(model, chat_tok)[2] == []  # already has them
+
+
 def test_sft_bad_inputs_fail_cleanly(cli, base, tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [DEMOS[0], conv("Hi?", "Hello.", "And now?")])
     assert_clean_failure(cli("sft", f"init={base}", f"data.train=[{bad}]", "data.val=", "--out", tmp_path / "a"), f"{bad}:2", "messages[2].role", "ends on a user turn")

@@ -359,6 +359,33 @@ class Transformer(nn.Module):
         diag[torch.arange(T), torch.arange(start, S)] = True
         return allowed | diag
 
+    @torch.no_grad()
+    def add_tokens(self, ids: list[int], like: dict[int, int] | None = None) -> None:
+        """Rows for new tokens `ids` in the token embedding and the output head (appended when an
+        id is past the vocabulary, else the padding row it takes over): each starts at the mean of
+        the rows before the first new id (Hewitt 2021, "Initializing new word embeddings"), or as
+        a copy of the row `like[id]` names."""
+        like, first = like or {}, min(ids)
+        size = max(self.cfg.vocab_size, max(ids) + 1)
+        tied = self.head_kind == "lm" and self.lm_head.weight is self.tok_emb.weight
+        mats = [self.tok_emb.weight] + ([self.lm_head.weight] if self.head_kind == "lm" and not tied else [])
+        grown = []
+        for w in mats:
+            g = torch.cat([w, w.new_zeros(size - len(w), w.shape[1])]) if size > len(w) else w.clone()
+            g[ids] = w[:first].mean(0)
+            for i, src in like.items():
+                g[i] = w[src]
+            grown.append(g)
+        self.tok_emb = nn.Embedding(size, self.cfg.d_model).to(grown[0])
+        self.tok_emb.weight.copy_(grown[0])
+        if self.head_kind == "lm":
+            if tied:
+                self.lm_head.weight = self.tok_emb.weight
+            else:
+                self.lm_head = nn.Linear(self.cfg.d_model, size, bias=False).to(grown[1])
+                self.lm_head.weight.copy_(grown[1])
+        self.cfg.vocab_size = size
+
     def forward(self, idx, *, positions=None, pad_mask=None, cache=None, segments=None) -> torch.Tensor:
         """Logits (B, T, vocab) for the lm head, (B, T, n_classes) for the classes head, or scores
         (B, T) for the scalar head."""

@@ -194,6 +194,20 @@ def start_end_of_turn(model, tokenizer) -> bool:
     return True
 
 
+def add_chat_tokens(model, tokenizer):
+    """(model, tokenizer) able to hold a conversation: an imported base model whose tokenizer has
+    neither a chat template nor lmforge's role and end-of-turn tokens gets them (new ids, rows at
+    the mean, <|end|>'s copied from <|endoftext|>'s as `start_end_of_turn` argues), as TRL's
+    setup_chat_format gives a base model ChatML's. A third value names the tokens added."""
+    grown = tokenizer.with_chat_tokens()
+    if grown is tokenizer:
+        return model, tokenizer, []
+    new = list(range(tokenizer.vocab_size, grown.vocab_size))
+    eos = tokenizer.specials.get("eos")
+    model.add_tokens(new, {grown.special_id("end_of_turn"): eos} if eos is not None else None)
+    return model, grown, [grown.hf.id_to_token(i) for i in new]
+
+
 def _train_sft(cfg: SFTConfig, out: Path, *, keep_best_every: float = 0.0) -> dict:
     """One SFT run into `out`; with `keep_best_every` > 0, the held-out loss every that many epochs
     and the weights of the lowest kept in out/best."""
@@ -201,6 +215,9 @@ def _train_sft(cfg: SFTConfig, out: Path, *, keep_best_every: float = 0.0) -> di
     if getattr(model, "head_kind", "lm") != "lm" or not hasattr(model, "blocks"):
         raise InputError("SFT fine-tunes a transformer language model; this is not one", path=folder, field="init")
     tokenizer = Tokenizer.load(folder)
+    model, tokenizer, added = add_chat_tokens(model, tokenizer)
+    if added:
+        warnings.warn(f"{folder}: the tokenizer has no chat template and no chat tokens: added {', '.join(added)} (new ids {tokenizer.vocab_size - len(added)}-{tokenizer.vocab_size - 1}), learned in this SFT", stacklevel=2)
     d = cfg.data
     seq_len = d.seq_len or model.trained_seq_len or model.cfg.max_seq_len
     if seq_len > model.cfg.max_seq_len:
