@@ -183,6 +183,8 @@ class RunConfig:
         specs = [self.data.corpus, self.eval.prompts, self.ppo.rollout.prompts, *self.sft.data.train, *self.rm.data.train, *self.dpo.data.train]
         if self.uses_samples():
             specs += [self.samples.prompts, self.samples.labeler]
+        if self.rm_from == "sft_rm":
+            specs += self.sft_rm.data.train
         return bool(self.world_dir) or any(is_world(s) for s in specs)
 
     def pretrains(self) -> bool:
