@@ -442,3 +442,16 @@ def test_a_run_on_your_own_data_never_makes_a_world_and_names_its_judges(tmp_pat
     assert not (again / "base").exists() and not list(again.rglob("world*")) and "No corpus: the run started from" in (again / "report.md").read_text()
     code, _, err = cli("run", "--preset", "tiny", "data.corpus=", "--out", tmp_path / "nothing")
     assert code == 2 and "sft.init" in err
+
+
+def test_a_run_needs_the_world_only_where_a_data_setting_names_it():
+    from .conftest import ROOT
+
+    own = str(ROOT / "recipes" / "own-data.yaml")
+    assert pipeline.load_run_config(None, "tiny", []).uses_world()
+    assert not pipeline.load_run_config(own, "tiny", []).uses_world()
+    # the world's data named anywhere a stage reads: the world is made
+    for setting in ("rm_from=sft_rm", "rm.data.train=[world]", "eval.prompts=world", "rm.data.train=[samples]"):
+        assert pipeline.load_run_config(own, "tiny", [setting]).uses_world(), setting
+    # samples labelled by a judge of the user's, on the user's prompts: no world
+    assert not pipeline.load_run_config(own, "tiny", ["rm.data.train=[samples]", "samples.prompts=p.jsonl", "samples.labeler=judge:J"]).uses_world()
