@@ -117,6 +117,8 @@ def evaluate_own_data(run, ecfg) -> dict:
     if ecfg.judge:
         judges["judge"] = _judged_by_model(ecfg.judge, items, answers, run.cfg.seed)
     examples = [{"prompt": item.prompt, **{name: answers[name][0][i] for name in answers}} for i, item in enumerate(items[:10])]
+    stats = next(iter(sorted(run.path("sft").glob("**/data_stats.json"))), None)  # the SFT data as read (a trial's, with selection)
+    demos = {k: v for k, v in json.loads(stats.read_text(encoding="utf-8")).items() if isinstance(v, dict) and "answer_tokens" in v} if stats else {}
     return {
         "oracle": False,
         "prompts": len(items),
@@ -126,6 +128,9 @@ def evaluate_own_data(run, ecfg) -> dict:
         "lm": _lm(run) if run.cfg.pretrains() else {},
         "sft": _read(run.path("sft") / "selection.json"),
         "examples": examples,
+        "max_new_tokens": ecfg.max_new_tokens,
+        "demonstration_answer_tokens": sum(v["answer_tokens"] for v in demos.values()) / max(1, sum(v["examples"] for v in demos.values())) if demos else None,
+        "demonstrations_truncated": sum(v["truncated"] for v in demos.values()),
     }
 
 
@@ -164,6 +169,13 @@ def _markdown(run, ev: dict) -> str:
         a = ev["answers"][name]
         judged = " | ".join(_cell(judges[k].get(name)) for k in judges)
         lines.append(f"| {name.upper()} | {judged} | {a['mean_words']:.1f} | {a['finished']:.2f} |")
+    cut = [n.upper() for n in ("sft", "ppo", "dpo") if ev["answers"][n]["finished"] < 0.5]
+    if cut:  # what a user most needs to know about these answers
+        mean = ev.get("demonstration_answer_tokens")
+        lines += ["", f"Most answers of {', '.join(cut)} were cut at eval.max_new_tokens ({ev.get('max_new_tokens')} tokens) before they ended"
+                  + (f"; your demonstrations' answers average {mean:.0f} tokens" if mean else "") + ": raise eval.max_new_tokens to see them whole."]
+    if ev.get("demonstrations_truncated"):
+        lines += ["", f"{ev['demonstrations_truncated']} demonstrations were longer than SFT's sequence length and cut (their end never learnt): raise sft.data.seq_len, up to the model's context."]
     lines += ["", f"## The judges on {agree['comparisons']} held-out preferences", "", "| judge | agrees with the people's choice | pairs |", "|---|---:|---:|"]
     for k in ("reward_model", "judge"):
         if k in agree:
