@@ -355,6 +355,8 @@ def run_feedback(cfg, out: str | Path, *, base: str | None = None, log: Callable
         run_pipeline(cfg, base_dir, until="dpo", log=lambda m: log("run: " + m))
     else:
         base_dir = Path(base)
+    if not (cfg.uses_world() and cfg.uses_samples()):
+        raise InputError("the study measures by the built-in world's oracle and learns from the run's labelled samples: a run on your own data has neither", field="base")
     run = Run(cfg, base_dir)
     done = run.state()["stages"]
     missing = [s for s in BASE_STAGES if s not in done]

@@ -279,7 +279,10 @@ class Run:
             "baselines": ["baselines"], "sft": ["sft"], "sft_rm": ["sft_rm"], "samples": ["samples"], "labels": ["samples"],
             "rm": ["rm", "rm_from"], "ppo": ["ppo"], "dpo": ["dpo"], "eval": ["eval"], "report": [],
         }[stage]  # fmt: skip
-        mine = json.dumps({"seed": cfg["seed"], **{k: cfg[k] for k in section}}, sort_keys=True)
+        skipped = (stage == "world" and not self.cfg.uses_world()) or (stage in ("samples", "labels") and not self.cfg.uses_samples()) \
+            or (stage in ("tokenizer", "pretrain", "pretrain_large", "baselines") and not self.cfg.pretrains())
+        # a stage that did nothing is a different result from one that ran (only such stages carry the mark: built-in runs keep their hashes)
+        mine = json.dumps({"seed": cfg["seed"], **{k: cfg[k] for k in section}, **({"skipped": True} if skipped else {})}, sort_keys=True)
         return hashlib.sha256(mine.encode()).hexdigest()[:16]
 
     def plan(self, start: str | None = None) -> list[str]:

@@ -40,6 +40,9 @@ def test_a_split_that_would_hold_out_nothing_holds_out_one_prompt():
     assert [c.prompt for c in val] == ["b?", "b?"] and [c.prompt for c in train] == ["a?", "c?"]
     assert split_by_prompt(cs, 0.0) == (cs, [])
     assert split_by_prompt(cs[:1], 0.05) == (cs[:1], [])
+    from lmforge.data.sft import hash_split
+
+    assert hash_split([b"b?", b"a?", b"b?"], 0.05) == [True, False, True]  # every copy of the held-out item
 
 
 def test_a_ranking_of_k_gives_its_k_choose_2_pairs():

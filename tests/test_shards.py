@@ -191,3 +191,15 @@ def test_stream_loader_resumes_with_its_carried_state(shards):
         StreamLoader(shards, batch_size=2, seq_len=4).load_state_dict(state)
     with pytest.raises(InputError, match="too few"):
         StreamLoader(shards, batch_size=64, seq_len=512)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.5, 0.95])
+def test_one_document_is_split_by_position_wherever_its_hash_falls(bpe, tmp_path, fraction):
+    """A single document goes to train or to val by its hash; either way the split is by position:
+    train its first tokens, val its last `fraction`, together the document and its end."""
+    text = " ".join(f"word{i % 37} and more" for i in range(600))
+    index = write_shards([(text, True)], bpe, tmp_path / "s", ShardConfig(val_fraction=fraction, shard_tokens=200))
+    train, val = TokenShards(tmp_path / "s", "train").read_all(), TokenShards(tmp_path / "s", "val").read_all()
+    assert index["splits"]["val"]["by_position"] and len(train) >= 2 and len(val) >= 2
+    assert abs(len(val) / (len(train) + len(val)) - fraction) < 0.01
+    assert list(train) + list(val) == bpe.encode(text) + [bpe.eos_id]

@@ -93,7 +93,8 @@ def hash_split(keys: list[bytes], fraction: float) -> list[bool]:
     h = [int.from_bytes(hashlib.blake2b(k, digest_size=8).digest(), "little") / 2**64 for k in keys]
     out = [x < fraction for x in h]
     if fraction > 0 and not any(out) and len(set(keys)) >= 2:
-        out[h.index(min(h))] = True
+        lowest = keys[h.index(min(h))]
+        out = [k == lowest for k in keys]  # every copy of it: a duplicate must not stay in training
     return out
 
 

@@ -131,7 +131,7 @@ def _split_by_position(writers: dict, tokenizer: Tokenizer, fraction: float) -> 
     how nanoGPT holds out part of one text file. The train shards are cut where the val tokens
     began; bytes are counted from the tokens (exact for byte-level BPE)."""
     train, val = writers["train"], writers["val"]
-    n = max(1, int(round(fraction * train.tokens)))
+    n = min(max(2, round(fraction * train.tokens)), train.tokens - 2)  # each split at least two tokens (one target)
     tail, left = [], n
     while left:
         shard = train.shards[-1]
@@ -155,6 +155,18 @@ def _split_by_position(writers: dict, tokenizer: Tokenizer, fraction: float) -> 
     train.bytes -= moved
     val.bytes += moved
     train.in_shard = train.shards[-1]["tokens"] if train.shards else 0
+
+
+def _renamed(writers: dict) -> dict:
+    """The writers with their splits swapped, val's files renamed to train's: everything was written
+    to val, and the position split cuts the train split."""
+    full, empty = writers["val"], writers["train"]
+    for shard in full.shards:
+        new = shard["file"].replace("val-", "train-", 1)
+        (full.folder / shard["file"]).rename(full.folder / new)
+        shard["file"] = new
+    full.split, empty.split = "train", "val"
+    return {"train": full, "val": empty}
 
 
 # Worker processes hold their own copy of the tokenizer, built once by the pool initializer.
@@ -271,8 +283,10 @@ def write_shards(
                 pool.join()
             for w in writers.values():
                 w.close_shard()
-        by_position = cfg.val_fraction > 0 and not writers["val"].tokens and writers["train"].tokens > 1
-        if by_position:  # too few documents for the hash to pick one (a single-file corpus): nanoGPT's split
+        by_position = cfg.val_fraction > 0 and (writers["train"].tokens + writers["val"].tokens) > 3 and not (writers["val"].tokens and writers["train"].tokens)
+        if by_position:  # too few documents for the hash to split (a single-file corpus): nanoGPT's split
+            if not writers["train"].tokens:  # the one document went to val: it is the train split's to cut
+                writers = _renamed(writers)
             _split_by_position(writers, tokenizer, cfg.val_fraction)
         splits = {name: w.finish() for name, w in writers.items() if w.tokens}
         if by_position:

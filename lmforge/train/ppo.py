@@ -719,7 +719,7 @@ def run_ppo(cfg: RLConfig, out: str | Path, *, monitor_factory=None) -> dict:
     prompts = read_rl_prompts(prompts_path, tok, as_chat, r.limit, room, policy.cfg.max_seq_len)
     rm, rtok = _load_scorer(cfg, tok, prompts, room)
     eval_items = []
-    if is_world(cfg.eval.prompts) and not is_world(r.prompts):  # no world unless asked
+    if is_world(cfg.eval.prompts) and not (is_world(r.prompts) or any(getattr(p.source, "task", None) for p in prompts)):  # no world unless asked
         warnings.warn("the evaluation on the world's held-out prompts is skipped: the rollout prompts are not the world's (eval.prompts=PATH for prompts of your own)", stacklevel=2)
     elif cfg.eval.prompts:
         eval_items = read_rl_prompts(_world_prompts(cfg.eval.prompts, cfg.policy, "eval.jsonl"), tok, as_chat, cfg.eval.limit, room, policy.cfg.max_seq_len)

@@ -412,7 +412,7 @@ def run_rm(cfg: RMConfig, out: str | Path) -> dict:
     offset = 0.0
     if d.normalize and rank == 0:  # shift the head so the reference answers score 0 on average
         final, _ = load_model(out)
-        if d.normalize == "world" and not any(is_world(p) for p in d.train):  # no world unless asked: the user's own best answers
+        if d.normalize == "world" and not any(is_world(p) for p in d.train) and not any(c.task for c in train_c):  # a user's own data: their best answers
             prompts, answers = _best_answers(train_c)
         else:
             prompts, answers = _normalize_answers(cfg)

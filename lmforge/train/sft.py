@@ -202,7 +202,7 @@ def add_chat_tokens(model, tokenizer):
     grown = tokenizer.with_chat_tokens()
     if grown is tokenizer:
         return model, tokenizer, []
-    new = list(range(tokenizer.vocab_size, grown.vocab_size))
+    new = [grown.special_id(n) for n in grown.CHAT_TOKENS if tokenizer.specials.get(n) is None]
     eos = tokenizer.specials.get("eos")
     model.add_tokens(new, {grown.special_id("end_of_turn"): eos} if eos is not None else None)
     return model, grown, [grown.hf.id_to_token(i) for i in new]
@@ -216,8 +216,10 @@ def _train_sft(cfg: SFTConfig, out: Path, *, keep_best_every: float = 0.0) -> di
         raise InputError("SFT fine-tunes a transformer language model; this is not one", path=folder, field="init")
     tokenizer = Tokenizer.load(folder)
     model, tokenizer, added = add_chat_tokens(model, tokenizer)
+    if added and cfg.lora.r:
+        raise ConfigError(f"the tokenizer of {folder} has no chat template and no chat tokens; the ones SFT adds must be learnt, which low-rank adapters cannot (they freeze the embeddings): fine-tune fully (lora.r=0) or start from a chat model", field="lora.r")
     if added:
-        warnings.warn(f"{folder}: the tokenizer has no chat template and no chat tokens: added {', '.join(added)} (new ids {tokenizer.vocab_size - len(added)}-{tokenizer.vocab_size - 1}), learned in this SFT", stacklevel=2)
+        warnings.warn(f"{folder}: the tokenizer has no chat template and no chat tokens: added {', '.join(added)} (new ids), learned in this SFT", stacklevel=2)
     d = cfg.data
     seq_len = d.seq_len or model.trained_seq_len or model.cfg.max_seq_len
     if seq_len > model.cfg.max_seq_len:
@@ -251,7 +253,7 @@ def _train_sft(cfg: SFTConfig, out: Path, *, keep_best_every: float = 0.0) -> di
     elif d.val:
         vpath = str((world or _world_dir(cfg, out)) / "sft_val.jsonl") if d.val in ("world", "auto") else d.val
         val, stats[vpath] = read_examples(vpath, tokenizer, max_len=seq_len + 1, long="truncate", system=d.system)
-    if val is None and cfg.select.val_loss:
+    if val is None and (cfg.select.val_loss or keep_best_every > 0):  # (select_sft's trials run with select reset)
         raise ConfigError("choosing by held-out loss needs held-out demonstrations, and none were held out (raise data.val_fraction or give data.val=PATH)", field="data.val")
     if val is None:
         warnings.warn("SFT trains with no held-out demonstrations (data.val is empty, or too few records for data.val_fraction): no validation loss", stacklevel=2)
