@@ -127,14 +127,8 @@ def add_study(sub, fmt) -> None:
         "Settings: the run's config (preset, recipe, key=value) and its study section: study.{reference,care,demo_share,cost_ratio}. "
         "The point with the base run's own settings reuses its models and evaluation when that run finished them. Writes DIR/study.json, DIR/rlhf_gain.png, DIR/report.md; running again resumes.",
     )
-    p.add_argument("recipe", nargs="?", default=None, help="a YAML recipe over the preset (as for lmforge run)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any key of the run's config, e.g. study.cost_ratio=2")
-    p.add_argument("--preset", choices=["tiny", "default"], default="default", help="tiny: seconds (plumbing); default: about 11 minutes a point on 2 CPU cores")
-    p.add_argument("--out", default="runs/rlhf_gain", metavar="DIR", help="the study's directory")
-    p.add_argument("--seed", type=int, default=None, metavar="N", help="the world's seed and every stage's")
-    p.add_argument("--base", default=None, metavar="RUN_DIR", help="share the base model of this run directory (same seed); without it the study pretrains its own")
-    p.add_argument("--json", action="store_true", help="print study.json")
-    p.set_defaults(func=cmd_study_rlhf_gain)
+    _study_args(p, example="study.cost_ratio=2", tiny="seconds (plumbing); default: about 11 minutes a point on 2 CPU cores", out="runs/rlhf_gain",
+                base="share the base model of this run directory (same seed); without it the study pretrains its own", func=cmd_study_rlhf_gain)
     p = study_sub.add_parser(
         "feedback",
         help="beyond one reward model: an AI judge, RLAIF-PPO, expert iteration and Nash-MD against the best SFT",
@@ -146,11 +140,17 @@ def add_study(sub, fmt) -> None:
         "Settings: the run's config and its feedback section: feedback.{methods,judge_pairs,judge_epochs,judge_lr,rounds,picker,round_epochs,round_lr,preference}. "
         "Writes DIR/study.json, DIR/report.md; running again resumes.",
     )
+    _study_args(p, example="feedback.rounds=2", tiny="a minute (plumbing); default: the default run's models", out="runs/feedback",
+                base="a run directory finished through dpo with the same settings and seed", func=cmd_study_feedback)
+
+
+def _study_args(p, *, example: str, tiny: str, out: str, base: str, func) -> None:
+    """The arguments every study takes: the run's config (recipe, overrides, preset, seed), --out, --base, --json."""
     p.add_argument("recipe", nargs="?", default=None, help="a YAML recipe over the preset (as for lmforge run)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any key of the run's config, e.g. feedback.rounds=2")
-    p.add_argument("--preset", choices=["tiny", "default"], default="default", help="tiny: a minute (plumbing); default: the default run's models")
-    p.add_argument("--out", default="runs/feedback", metavar="DIR", help="the study's directory")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"override any key of the run's config, e.g. {example}")
+    p.add_argument("--preset", choices=["tiny", "default"], default="default", help=f"tiny: {tiny}")
+    p.add_argument("--out", default=out, metavar="DIR", help="the study's directory")
     p.add_argument("--seed", type=int, default=None, metavar="N", help="the world's seed and every stage's")
-    p.add_argument("--base", default=None, metavar="RUN_DIR", help="a run directory finished through dpo with the same settings and seed")
+    p.add_argument("--base", default=None, metavar="RUN_DIR", help=base)
     p.add_argument("--json", action="store_true", help="print study.json")
-    p.set_defaults(func=cmd_study_feedback)
+    p.set_defaults(func=func)
