@@ -41,7 +41,7 @@ from pathlib import Path
 
 from .config import to_dict
 from .errors import InputError
-from .io import atomic_write_text
+from .io import atomic_write_json, atomic_write_text
 from .pipeline import FeedbackSection, Run, run_pipeline
 
 # the base run's stages this study starts from
@@ -99,9 +99,9 @@ class FeedbackStudy:
             else:
                 getattr(self, "step_" + step)()
             state["steps"][step] = {"seconds": round(time.perf_counter() - t0, 2)}
-            atomic_write_text(self.state_path, json.dumps(state, indent=2))
+            atomic_write_json(self.state_path, state)
         study = summarize(self, state)
-        atomic_write_text(self.out / "study.json", json.dumps(study, indent=2))
+        atomic_write_json(self.out / "study.json", study)
         atomic_write_text(self.out / "report.md", markdown(study))
         return study
 
@@ -126,6 +126,10 @@ class FeedbackStudy:
         c.select.val_loss, c.select.lr = select, [lr] if select else []
         c.train.optim.lr = lr
         run_sft(c, out)
+
+    def _json(self, path: Path, data: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, data)
 
     def _records(self, path: Path, records: list[dict]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,47 +162,24 @@ class FeedbackStudy:
             model, folder = load_model(self.model(name))
             r = evaluate_rm(model.eval(), Tokenizer.load(folder), val, world_dir=self.base.world, seed=self.cfg.seed)
             result[name] = {k: r[k] for k in ("acc_labelers", "acc_oracle", "labeler_agreement", "oracle_vs_labels", "pairs") if k in r}
-        self._records(self.out / "judge_eval" / "eval.jsonl", [result])
-
-    def _sample(self, policy: Path, out: Path, seed: int) -> None:
-        from .sample import SampleConfig, run_sample
-        from .world.build import is_world, world_file
-
-        s = self.cfg.samples
-        prompts = world_file(self.base.world, s.prompts, "ppo_prompts.jsonl") if is_world(s.prompts) else s.prompts
-        run_sample(policy, prompts, out, SampleConfig(k=s.k, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=seed, limit=s.limit or None, long="skip"))
+        self._json(self.out / "judge_eval" / "eval.json", result)
 
     def step_rlaif_labels(self) -> None:
         from .label import run_label
 
         d = self.out / "rlaif_labels"
-        self._sample(self.model("sft"), d / "samples.jsonl", self.cfg.seed + 1000)  # answers no labeler ranked
+        self.base.sample(self.model("sft"), d / "samples.jsonl", self.cfg.seed + 1000)  # answers no labeler ranked
         summary = run_label(d / "samples.jsonl", [f"judge:{self.model('judge')}"], d / "rankings.jsonl", seed=self.cfg.seed)
-        self._records(d / "summary.jsonl", [summary])
+        self._json(d / "summary.json", summary)
 
     def step_rlaif_rm(self) -> None:
-        from .train.reward import run_rm
-
-        c = copy.deepcopy(self.cfg.rm)
-        c.init = c.init or str(self.base.path(self.cfg.rm_from))
-        c.data.train = [str(self.out / "rlaif_labels" / "rankings.jsonl") if p == "samples" else p for p in c.data.train]
-        c.data.world_seed = c.train.seed = self.cfg.seed
-        run_rm(c, self.model("rlaif_rm"))
-
-    def _rl(self, reward: Path, out: Path, algorithm: str) -> None:
-        from .eval.monitor import oracle_monitor
-        from .train.ppo import run_ppo
-
-        c = copy.deepcopy(self.cfg.ppo)
-        c.algorithm, c.policy, c.reward = algorithm, str(self.model("sft")), str(reward)
-        c.seed = c.train.seed = self.cfg.seed
-        run_ppo(c, out, monitor_factory=oracle_monitor)
+        self.base.train_rm(self.model("rlaif_rm"), self.out / "rlaif_labels" / "rankings.jsonl")
 
     def step_rlaif_ppo(self) -> None:
-        self._rl(self.model("rlaif_rm"), self.model("rlaif_ppo"), self.cfg.ppo.algorithm)
+        self.base.train_rl(self.model("rlaif_ppo"), reward=self.model("rlaif_rm"))
 
     def step_nash_md(self) -> None:
-        self._rl(self.model(self.f.preference), self.model("nash_md"), "nash-md")
+        self.base.train_rl(self.model("nash_md"), reward=self.model(self.f.preference), algorithm="nash-md")
 
     def step_round(self, r: int) -> None:
         """Expert iteration's round r: the last round's policy samples, the picker ranks, SFT on the best."""
@@ -207,19 +188,18 @@ class FeedbackStudy:
 
         d = self.out / f"ei{r}"
         policy = self.model("sft") if r == 1 else self.model(f"ei{r - 1}")
-        self._sample(policy, d / "samples.jsonl", self.cfg.seed + 2000 + r)
+        self.base.sample(policy, d / "samples.jsonl", self.cfg.seed + 2000 + r)
         picker = f"{self.f.picker}:{self.model(self.f.picker)}"
         run_label(d / "samples.jsonl", [picker], d / "rankings.jsonl", seed=self.cfg.seed)
         records, counts = best_demonstrations(read_comparisons(d / "rankings.jsonl")[0])
         if not records:
             raise InputError(f"round {r}: no ranking has a finished answer above all others ({counts})", path=d / "rankings.jsonl")
         self._records(d / "best.jsonl", records)
-        self._records(d / "best_summary.jsonl", [counts])
+        self._json(d / "best_summary.json", counts)
         self._sft(policy, [str(d / "best.jsonl")], "", self.model(f"ei{r}"), epochs=self.f.round_epochs, lr=self.f.round_lr, select=False)
 
     def step_eval(self) -> None:
-        (self.out / "eval").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "eval" / "eval.json", json.dumps(evaluate(self), indent=2))
+        self._json(self.out / "eval" / "eval.json", evaluate(self))
 
     def trained(self) -> list[str]:
         """The study's policies, in the table's order."""
@@ -283,7 +263,7 @@ def summarize(study: FeedbackStudy, state: dict) -> dict:
         "dpo": {"seconds": sum(base_seconds.get(s, 0.0) for s in ("samples", "labels", "dpo")), "human_rankings": human["ranked_prompts"], "model_judgements": 0},
     }
     if "rlaif_ppo" in study.trained():
-        labelled = json.loads((study.out / "rlaif_labels" / "summary.jsonl").read_text(encoding="utf-8").splitlines()[0])
+        labelled = json.loads((study.out / "rlaif_labels" / "summary.json").read_text(encoding="utf-8"))
         rows["rlaif_ppo"] = {"seconds": judge_s + sum(seconds[s] for s in ("rlaif_labels", "rlaif_rm", "rlaif_ppo")), "human_rankings": len(train), "model_judgements": labelled["rankings"] * k * (k - 1)}
     total = judge_s if study.f.picker == "judge" else base_seconds.get("rm", 0.0) + base_seconds.get("labels", 0.0)
     for r in range(1, study.f.rounds + 1) if "expert" in study.f.methods else ():
@@ -297,7 +277,7 @@ def summarize(study: FeedbackStudy, state: dict) -> dict:
         rows["nash_md"] = {"seconds": seconds["nash_md"] + (judge_s if study.f.preference == "judge" else base_seconds.get("rm", 0.0) + base_seconds.get("labels", 0.0)),
                            "human_rankings": len(train) if study.f.preference == "judge" else human["ranked_prompts"],
                            "model_judgements": p.iterations * p.rollout.batch_size * p.rollout.group_size * per_pair}  # fmt: skip
-    judge = json.loads((study.out / "judge_eval" / "eval.jsonl").read_text(encoding="utf-8").splitlines()[0]) if "judge_eval" in seconds else {}
+    judge = json.loads((study.out / "judge_eval" / "eval.json").read_text(encoding="utf-8")) if "judge_eval" in seconds else {}
     return {"seed": cfg.seed, "base": str(study.base.out), "settings": to_dict(study.f), "prompts": ev["prompts"], "labelers": ev["labelers"],
             "human_labels": human, "judge": judge, "methods": rows, "sampled": ev["sampled"], "greedy": ev.get("greedy", {}), "steps": seconds}  # fmt: skip
 

@@ -256,8 +256,8 @@ class Run:
     def rankings(self) -> Path:
         return self.path("labels") / "rankings.jsonl"
 
-    def _data_paths(self, paths: list[str]) -> list[str]:
-        return [str(self.rankings) if p == "samples" else p for p in paths]
+    def _data_paths(self, paths: list[str], rankings: Path | None = None) -> list[str]:
+        return [str(rankings or self.rankings) if p == "samples" else p for p in paths]
 
     # state
     def state(self) -> dict:
@@ -440,15 +440,20 @@ class Run:
         self._sft(copy.deepcopy(self.cfg.sft_rm), self.path("sft_rm"))
 
     def stage_samples(self) -> None:
+        if not self.cfg.uses_samples():  # the preferences are the user's own: nothing to sample and rank
+            return
+        self.sample(self.path("sft"), self.path("samples") / "samples.jsonl", self.cfg.seed)
+
+    def sample(self, policy: Path, out: Path, seed: int) -> None:
+        """K answers of `policy` to each of the samples section's prompts, into `out` (the samples
+        stage's, and `lmforge study feedback`'s fresh draws)."""
         from .sample import SampleConfig, run_sample
         from .world.build import is_world, world_file
 
-        if not self.cfg.uses_samples():  # the preferences are the user's own: nothing to sample and rank
-            return
         s = self.cfg.samples
         prompts = world_file(self.world, s.prompts, "ppo_prompts.jsonl") if is_world(s.prompts) else s.prompts
-        cfg = SampleConfig(k=s.k, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=self.cfg.seed, limit=s.limit or None, long="skip")
-        run_sample(self.path("sft"), prompts, self.path("samples") / "samples.jsonl", cfg)
+        cfg = SampleConfig(k=s.k, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=seed, limit=s.limit or None, long="skip")
+        run_sample(policy, prompts, out, cfg)
 
     def stage_labels(self) -> None:
         from .label import run_label
@@ -458,25 +463,36 @@ class Run:
         run_label(self.path("samples") / "samples.jsonl", [self.cfg.samples.labeler], self.rankings, world=str(self.world), seed=self.cfg.seed)
 
     def stage_rm(self) -> None:
+        self.train_rm(self.path("rm"), self.rankings)
+
+    def train_rm(self, out: Path, rankings: Path) -> None:
+        """The rm section's reward model into `out`, "samples" in its data standing for `rankings`
+        (the labels stage's; `lmforge study feedback`'s judge's for RLAIF)."""
         from .train.reward import run_rm
 
         c = copy.deepcopy(self.cfg.rm)
         c.init = c.init or str(self.path(self.cfg.rm_from))
-        c.data.train = self._data_paths(c.data.train)
+        c.data.train = self._data_paths(c.data.train, rankings)
         c.data.world_seed = self.cfg.seed
         c.train.seed = self.cfg.seed
-        run_rm(c, self.path("rm"))
+        run_rm(c, out)
 
     def stage_ppo(self) -> None:
+        self.train_rl(self.path("ppo"))
+
+    def train_rl(self, out: Path, *, reward: Path | None = None, algorithm: str | None = None) -> None:
+        """The ppo section's RL from the SFT model into `out` (another reward or preference model,
+        another algorithm: `lmforge study feedback`'s RLAIF and Nash-MD)."""
         from .eval.monitor import oracle_monitor
         from .train.ppo import run_ppo
 
         c = copy.deepcopy(self.cfg.ppo)
         c.policy = c.policy or str(self.path("sft"))
-        c.reward = c.reward or str(self.path("rm"))
+        c.reward = str(reward) if reward else c.reward or str(self.path("rm"))
+        c.algorithm = algorithm or c.algorithm
         c.seed = self.cfg.seed
         c.train.seed = self.cfg.seed
-        run_ppo(c, self.path("ppo"), monitor_factory=oracle_monitor)
+        run_ppo(c, out, monitor_factory=oracle_monitor)
 
     def stage_dpo(self) -> None:
         import warnings

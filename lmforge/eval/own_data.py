@@ -20,32 +20,12 @@ DIR/results.json.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_write_text
-from .policy import greedy_answers, mean_interval
-
-
-def _answers(models: dict[str, Path], items, ecfg, seed: int) -> dict:
-    """{name: (texts, finished)}: each chat model's answers to the prompts (greedy, or sampled at ecfg.temperature)."""
-    from ..data import chat
-    from ..models import load_model
-    from ..sample import prompt_tokens
-    from ..tokenizer import Tokenizer
-
-    out = {}
-    for name, path in models.items():
-        model, folder = load_model(path)
-        tok = Tokenizer.load(folder)
-        as_chat = getattr(model, "chat_template", None) is not None
-        ids = [prompt_tokens(tok, p.prompt, as_chat, p.where, p.field) for p in items]
-        stops = chat.stop_ids(tok) if as_chat else [tok.eos_id]
-        tokens, finished = greedy_answers(model.eval(), ids, stops=stops, pad_id=tok.pad_id, max_new_tokens=ecfg.max_new_tokens, decode=tok.decode, temperature=ecfg.temperature, top_p=ecfg.top_p, seed=seed)
-        out[name] = ([chat.answer_text(tok, t) if as_chat else tok.decode(t) for t in tokens], finished)
-    return out
+from ..io import atomic_write_json, atomic_write_text
+from .policy import answer_prompts, mean_interval
 
 
 def _win(p: np.ndarray, seed: int) -> dict:
@@ -82,17 +62,16 @@ def _judged_by_model(judge_dir: str, items, answers: dict, seed: int) -> dict:
 
 def _preference_agreement(run, judge_dir: str) -> dict:
     """Each judge's accuracy on the held-out preferences (the reward model's own split of its data)."""
-    from ..data.comparisons import read_comparisons, split_by_prompt
+    from ..data.comparisons import read_comparisons
     from ..models import load_model
     from ..tokenizer import Tokenizer
-    from .reward import evaluate_rm
+    from .reward import evaluate_rm, held_out
 
     d = run.cfg.rm.data
     if d.val:
         held = read_comparisons(d.val)[0]
     else:
-        comparisons = [c for p in run._data_paths(d.train) for c in read_comparisons(p)[0]]
-        held = split_by_prompt(comparisons, d.val_fraction)[1]
+        held = held_out([c for p in run._data_paths(d.train) for c in read_comparisons(p)[0]], d.val_fraction)
     out = {"comparisons": len(held)}
     for name, path in (("reward_model", run.path("rm")), ("judge", judge_dir)):
         if path and held:
@@ -104,14 +83,10 @@ def _preference_agreement(run, judge_dir: str) -> dict:
 
 def evaluate_own_data(run, ecfg) -> dict:
     """The eval stage's result for a run with no world (the module docstring)."""
-    from ..sample import read_prompts
     from .pipeline import _lm, _read
 
-    items = read_prompts(ecfg.prompts, ecfg.limit or None)
-    if not items:
-        raise InputError("no prompts", path=ecfg.prompts, field="eval.prompts")
-    models = {name: run.path(name) for name in ("sft", "ppo", "dpo")}
-    answers = _answers(models, items, ecfg, run.cfg.seed)
+    models = {name: str(run.path(name)) for name in ("sft", "ppo", "dpo")}
+    _, items, answers = answer_prompts(models, ecfg.prompts, limit=ecfg.limit, max_new_tokens=ecfg.max_new_tokens, seed=run.cfg.seed, temperature=ecfg.temperature, top_p=ecfg.top_p, oracle=False)
     lengths = {name: {"mean_words": float(np.mean([len(t.split()) for t in texts])), "finished": float(np.mean(fin))} for name, (texts, fin) in answers.items()}
     judges = {"reward_model": _judged_by_rm(run, items, answers, run.cfg.seed)}
     if ecfg.judge:
@@ -142,7 +117,7 @@ def write_own_data_report(run) -> dict:
     ev = json.loads((run.path("eval") / "eval.json").read_text(encoding="utf-8"))
     seconds = {k: v.get("seconds") for k, v in run.state()["stages"].items()}
     results = {**{k: ev[k] for k in ("oracle", "prompts", "answers", "judges", "agreement", "lm")}, "sft_selection": ev.get("sft", {}).get("chosen"), "seconds": seconds}
-    atomic_write_text(run.out / "results.json", json.dumps(results, indent=2))
+    atomic_write_json(run.out / "results.json", results)
     atomic_write_text(run.out / "report.md", _markdown(run, ev))
     return results
 

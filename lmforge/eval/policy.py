@@ -157,12 +157,14 @@ def fewshot_prompt_ids(tok, items, pool, shots: int, *, room: int, context: int,
     return out
 
 
-def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, shots: dict[str, int] | None = None, seed: int = 0, temperature: float = 0.0, top_p: float = 1.0, device: str = "cpu"):
+def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_new_tokens: int = 48, world: str | None = None, shots: dict[str, int] | None = None, seed: int = 0, temperature: float = 0.0, top_p: float = 1.0, device: str = "cpu", oracle: bool = True):
     """Every model's greedy answers to the same held-out prompts: (world_dir, prompt records,
     {name: (texts, finished)}). `prompts`: a file of evaluation records, or "world" (the world's
     eval.jsonl, found next to the first model). `shots[name]` > 0 asks that base model few-shot,
     behind a prefix of demonstrations drawn (with `seed`) from the world's sft.jsonl. With
-    `temperature` > 0 the answers are sampled (seeded by `seed`) instead of greedy."""
+    `temperature` > 0 the answers are sampled (seeded by `seed`) instead of greedy. Without
+    `oracle` (a user's own prompts, `eval/own_data.py`) no world is looked for (world_dir is None)
+    and the prompts need no task."""
     from ..data import chat
     from ..models import load_model
     from ..sample import prompt_tokens, read_prompts
@@ -170,12 +172,12 @@ def answer_prompts(models: dict[str, str], prompts: str, *, limit: int = 0, max_
     from ..world.build import find_world, is_world, world_file
 
     first = next(iter(models.values()))
-    world_dir = Path(world) if world else find_world(first)
+    world_dir = Path(world) if world else find_world(first) if oracle else None
     path = world_file(world_dir, prompts, "eval.jsonl") if is_world(prompts) else prompts
     items = read_prompts(path, limit or None)
     if not items:
         raise InputError("no prompts", path=path)
-    if any(p.task is None for p in items):
+    if oracle and any(p.task is None for p in items):
         raise InputError("the oracle scores prompts of the world's tasks; some prompts have no 'task'", path=path)
     pool, markers = None, {}
     answers = {}
