@@ -7,13 +7,16 @@ import numpy as np
 import pytest
 
 from lmforge.train.nash import (
+    bradley_terry_fit,
     check_preferences,
     cyclic_game,
+    exploitability,
     geometric_mixture,
     nash_md,
     nash_md_step,
     preference_against,
     regularised_gap,
+    rlhf_optimum,
     total_variation,
 )
 
@@ -67,6 +70,49 @@ def test_a_transitive_game_goes_to_its_best_answer_and_tau_keeps_it_near_the_ref
     assert regularised_gap(P, mu, loose, 2.0) < 1e-3  # a step of size eta leaves a bias of order eta * tau
     assert total_variation(loose, mu) < total_variation(sharp, mu)
     assert math.isclose(loose.sum(), 1.0)
+
+
+def test_bradley_terry_fit_recovers_a_reward_and_rlhf_optimum_by_hand():
+    r = np.array([0.0, 1.0, 2.5])
+    P = 1 / (1 + np.exp(-(r[:, None] - r[None, :])))
+    assert bradley_terry_fit(P, np.array([0.5, 0.3, 0.2])) == pytest.approx(r - r.mean(), abs=1e-4)
+    # pi proportional to mu exp(r / beta): mu (0.5, 0.5), r (0, 1), beta 0.5 -> (1, e^2) / (1 + e^2)
+    assert rlhf_optimum([0.0, 1.0], [0.5, 0.5], 0.5) == pytest.approx([1 / (1 + math.e**2), math.e**2 / (1 + math.e**2)])
+
+
+def _condorcet_game(profiles):
+    """The Condorcet population's (lmforge.world.labelers) preferences over answers with these
+    (helpful, truthful, well-formed) scores, all harmless."""
+    from lmforge.world.labelers import condorcet_labelers, preference_matrix
+
+    scored = [{"helpful": h, "truthful": t, "well_formed": w, "harmless": 1.0, "total": 0.0} for h, t, w in profiles]
+    return preference_matrix(condorcet_labelers(0.15, 6), scored)
+
+
+def test_where_the_population_is_no_reward_the_reward_models_optimum_can_be_beaten_and_nash_mds_cannot():
+    """The world's Condorcet population (three groups, helpful, truthful or well-formed first) on
+    four answers that trade dimensions. A Bradley-Terry reward model fitted to its preferences
+    (exactly, infinite data), then RLHF's optimum against it (beta 0.05), beside Nash-MD's
+    equilibrium of the same preferences: some answer is preferred to the RLHF policy, none to
+    Nash-MD's. Against it the RLHF policy never wins (P(nash > rlhf) >= 1/2); it loses outright
+    when the population has a winner the reward model does not rank first."""
+    mu = np.ones(4) / 4
+    # answers good in two dimensions of three: the majority cycles
+    P = _condorcet_game([(0, 1, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0)])
+    assert P[1, 3] > 0.5 and P[3, 2] > 0.5 and P[2, 1] > 0.5  # (0,1,1) > (1,1,0) > (1,0,1) > (0,1,1)
+    rlhf = rlhf_optimum(bradley_terry_fit(P, mu), mu, 0.05)
+    nash = nash_md(P, mu, tau=0.002, eta=0.1, steps=20000)
+    assert nash[1:] == pytest.approx([1 / 3] * 3, abs=0.01) and rlhf[2] < 0.1  # the reward ranks (1,0,1) last of the three
+    assert exploitability(P, rlhf) > 0.51 and exploitability(P, nash) < 0.5005  # (1,0,1) beats the RLHF policy
+    assert nash @ P @ rlhf == pytest.approx(0.5, abs=1e-3)  # but the equilibrium of a cycle only ties it
+    # transitive by majority ((0,1,1) beats every answer), yet no reward: the reward model ranks
+    # (1,1,0) first and RLHF puts most of its mass there; Nash-MD finds the majority's winner
+    P = _condorcet_game([(1, 0, 0), (0, 1, 0), (1, 1, 0), (0, 1, 1)])
+    assert (P[3, :3] > 0.5).all()
+    r = bradley_terry_fit(P, mu)
+    rlhf, nash = rlhf_optimum(r, mu, 0.05), nash_md(P, mu, tau=0.002, eta=0.1, steps=20000)
+    assert r.argmax() == 2 and rlhf[2] > 0.7 and nash[3] > 0.99
+    assert nash @ P @ rlhf > 0.52  # the population prefers Nash-MD's policy
 
 
 def test_a_matrix_that_is_not_a_preference_is_refused():

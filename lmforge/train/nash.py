@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.special import softmax
+from scipy.optimize import minimize
+from scipy.special import expit, softmax
 from torch import nn
 
 
@@ -80,6 +81,15 @@ def regularised_gap(P, mu, pi, tau: float) -> float:
     return total_variation(pi, best_response)
 
 
+def exploitability(P, pi) -> float:
+    """max_y P(y > pi): how strongly the best single answer is preferred to a policy. 1/2 at a
+    Nash equilibrium of the unregularised game (no answer is preferred to it) and above 1/2 for
+    any other policy; the measure on which Nash learning beats a reward model, since against the
+    equilibrium of a cycle every answer only ties (P(y > pi*) = 1/2), so the equilibrium is not
+    preferred to an arbitrary policy, only never beaten."""
+    return float(preference_against(check_preferences(P), np.asarray(pi, float)).max())
+
+
 def total_variation(p, q) -> float:
     return float(0.5 * np.abs(np.asarray(p, float) - np.asarray(q, float)).sum())
 
@@ -93,6 +103,30 @@ def cyclic_game(a: float, b: float, c: float) -> tuple[np.ndarray, np.ndarray]:
     payoff = np.array([[0.0, a, -b], [-a, 0.0, c], [b, -c, 0.0]])
     nash = np.array([c, b, a], float)
     return 0.5 + 0.5 * payoff, nash / nash.sum()
+
+
+def bradley_terry_fit(P, mu) -> np.ndarray:
+    """The reward a Bradley-Terry reward model learns from this population, exactly: the r that
+    maximises the expected log-likelihood sum_ij mu_i mu_j P[i, j] log sigmoid(r_i - r_j) of
+    comparisons between answers drawn from mu (InstructGPT's loss, Ouyang et al. 2022 eq. 1, in
+    the limit of infinite data), centred. When P is intransitive no r reproduces it."""
+    P, mu = check_preferences(P), np.asarray(mu, float)
+    w = np.outer(mu, mu) * P
+
+    def loss(r):
+        d = r[:, None] - r[None, :]
+        g = w * expit(-d)  # d/dd of log sigmoid(d) = 1 - sigmoid(d)
+        return -(w * -np.logaddexp(0.0, -d)).sum(), -(g.sum(1) - g.sum(0))
+
+    r = minimize(loss, np.zeros(len(mu)), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15}).x
+    return r - r.mean()
+
+
+def rlhf_optimum(reward, mu, beta: float) -> np.ndarray:
+    """The policy RLHF converges to against a reward with a KL penalty of beta to mu:
+    pi(y) proportional to mu(y) exp(r(y) / beta) (the closed form of the KL-regularised objective;
+    Rafailov et al. 2023, eq. 4), what PPO and DPO approximate."""
+    return softmax(np.log(np.asarray(mu, float)) + np.asarray(reward, float) / beta)
 
 
 # --------------------------------------------------------------------------- the mixture, for language models

@@ -123,7 +123,19 @@ def population_preference(world: World, labelers: list[Labeler], task: str, meta
     (exactly its Plackett-Luce marginal), averaged over the labelers. Above 1/2: the population
     prefers a, by the expected vote of its members."""
     sa, sb = oracle.score(world, task, meta, a, finished_a), oracle.score(world, task, meta, b, finished_b)
+    return _vote(labelers, sa, a, sb, b)
+
+
+def _vote(labelers: list[Labeler], sa: dict, a: str, sb: dict, b: str) -> float:
     return float(np.mean([0.5 * (1.0 + math.tanh((lab.value(sa, a) - lab.value(sb, b)) / (2.0 * lab.temperature))) for lab in labelers]))
+
+
+def preference_matrix(labelers: list[Labeler], scored: list[dict], responses: list[str] | None = None) -> np.ndarray:
+    """The population's P[i, j] = P(answer i > answer j) over answers the oracle scored (`oracle.score`'s
+    dicts, or any dicts with its dimensions and "total"): the finite game `lmforge.train.nash` solves."""
+    responses = responses if responses is not None else [""] * len(scored)
+    n = len(scored)
+    return np.array([[_vote(labelers, scored[i], responses[i], scored[j], responses[j]) for j in range(n)] for i in range(n)])
 
 
 def agreement(temperature: float, deltas: np.ndarray) -> float:
