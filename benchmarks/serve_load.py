@@ -1,6 +1,7 @@
-"""Load on `lmforge serve`: throughput and latency of concurrent requests, batching on and off.
+"""Load on `lmforge serve`: throughput and latency of concurrent requests, by scheduler.
 
-    python benchmarks/serve_load.py [--model DIR] [--requests 200] [--concurrency 200] [--max-tokens 32]
+    python benchmarks/serve_load.py [--model DIR] [--requests 600] [--concurrency 300] [--max-tokens 32]
+    python benchmarks/serve_load.py --memory 5000     # resident memory over 5,000 requests, continuous batching
 
 The server runs in this process (uvicorn on a thread, the model on the batcher's worker
 thread); clients are threads sending /v1/completions (or /v1/chat/completions for a chat model)
@@ -8,10 +9,12 @@ at once. Without --model the model is recipes/small.yaml's shape (llama, 4 layer
 with random weights behind a byte-level tokenizer (300 tokens) trained here on a few lines, and
 sampling at temperature 1: an answer ends at the end-of-text token or after --max-tokens.
 
-For each mode, one table row: requests answered and refused (429 when the queue is full; the
-queue here holds every request, so refusals mean a fault), wall time, requests and tokens per
-second, and p50 / p99 latency. Batching on: concurrent requests share forward passes (up to
---max-batch rows); off: one request per pass.
+One table row a scheduler, each with the server's default limits (`Limits()`, what `lmforge
+serve` starts with): continuous batching (requests join the running batch at each decode step;
+the default), waves (the scheduler it replaced: a batch runs until its last answer ends), waves
+with the queue of 64 requests that was its default, and off (one request at a time). Requests
+answered, refused (429) and failed, decode steps (waves: batches), wall time, requests and
+tokens per second, p50 / p99 latency.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def random_model(limits: Limits):
     tok = train_tokenizer(texts, TokenizerConfig(vocab_size=300, min_frequency=1))
     torch.manual_seed(0)
     model = Transformer(ModelConfig(flavour="llama", vocab_size=tok.vocab_size, n_layer=4, n_head=4, n_kv_head=2, d_model=192, max_seq_len=256)).eval()
-    batcher = Batcher(model, pad_id=tok.pad_id, max_batch=limits.max_batch, max_queue=limits.max_queue, batching=limits.batching)
+    batcher = Batcher(model, pad_id=tok.pad_id, max_batch=limits.max_batch, max_queue=limits.max_queue, max_tokens_in_flight=limits.max_tokens_in_flight, mode=limits.batching)
     return {"random": Served("random", model, tok, batcher, int(time.time()))}
 
 
@@ -62,8 +65,7 @@ def one(url: str, body: dict, route: str):
         return -1, time.perf_counter() - t0, 0
 
 
-def run(args, batching: bool) -> dict:
-    limits = Limits(max_batch=args.max_batch, max_queue=args.requests + 1, max_tokens=args.max_tokens, timeout_s=600, batching=batching)
+def serve(args, limits: Limits):
     served = load_served({"model": args.model}, limits) if args.model else random_model(limits)
     name, s = next(iter(served.items()))
     if s.is_chat:
@@ -71,39 +73,73 @@ def run(args, batching: bool) -> dict:
     else:
         route, body = "/v1/completions", {"model": name, "prompt": "The Zorblat"}
     body.update(max_tokens=args.max_tokens, temperature=1.0)
+    return served, s, route, body
+
+
+def run(args, label: str, limits: Limits) -> dict:
+    served, s, route, body = serve(args, limits)
     with BackgroundServer(create_app(served, limits=limits)) as url:
         one(url, body, route)  # warm up
+        steps0 = s.batcher.waves
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             results = list(pool.map(lambda _: one(url, body, route), range(args.requests)))
         wall = time.perf_counter() - t0
-        waves = s.batcher.waves - 1
+        steps = s.batcher.waves - steps0
     codes = [c for c, _, _ in results]
     lat = np.array([t for c, t, _ in results if c == 200])
     tokens = sum(n for _, _, n in results)
     return {
-        "mode": "batching on" if batching else "batching off",
+        "mode": label,
         "answered": codes.count(200), "refused": sum(c in (429, 503) for c in codes), "failed": sum(c not in (200, 429, 503) for c in codes),
-        "wall_s": wall, "req_s": codes.count(200) / wall, "tok_s": tokens / wall, "waves": waves,
+        "wall_s": wall, "req_s": codes.count(200) / wall, "tok_s": tokens / wall, "steps": steps,
         "p50_s": float(np.percentile(lat, 50)) if len(lat) else float("nan"), "p99_s": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
     }  # fmt: skip
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def memory(args) -> None:
+    """Resident memory after each tenth of `args.memory` requests, continuous batching."""
+    limits = Limits(timeout_s=600)
+    served, s, route, body = serve(args, limits)
+    chunk = max(1, args.memory // 10)
+    print(f"{args.memory} requests, {args.concurrency} at once, {args.max_tokens} tokens each, continuous batching")
+    print(f"{'requests':>9}{'answered':>9}{'RSS MB':>8}{'in flight':>10}")
+    with BackgroundServer(create_app(served, limits=limits)) as url, ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        done = ok = 0
+        while done < args.memory:
+            codes = [c for c, _, _ in pool.map(lambda _: one(url, body, route), range(chunk))]
+            done, ok = done + chunk, ok + codes.count(200)
+            print(f"{done:>9}{ok:>9}{rss_mb():>8.0f}{s.batcher.in_flight:>10}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="a model directory (default: a random small model)")
-    ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--concurrency", type=int, default=200)
+    ap.add_argument("--requests", type=int, default=600)
+    ap.add_argument("--concurrency", type=int, default=300)
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--modes", default="continuous,waves,waves-queue64,off", help="which rows to run")
+    ap.add_argument("--memory", type=int, default=0, metavar="N", help="instead: resident memory over N requests")
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    rows = [run(args, True), run(args, False)]
-    print(f"{args.requests} requests, {args.concurrency} at once, {args.max_tokens} tokens each, max batch {args.max_batch}, {torch.get_num_threads()} threads")
-    print(f"{'mode':<14}{'answered':>9}{'refused':>8}{'failed':>7}{'waves':>7}{'wall s':>8}{'req/s':>8}{'tok/s':>8}{'p50 s':>8}{'p99 s':>8}")
+    if args.memory:
+        return memory(args)
+    limits = {
+        "continuous": Limits(timeout_s=600),
+        "waves": Limits(timeout_s=600, batching="waves"),
+        "waves-queue64": Limits(timeout_s=600, batching="waves", max_queue=64),
+        "off": Limits(timeout_s=600, batching="off"),
+    }
+    rows = [run(args, m, limits[m]) for m in args.modes.split(",")]
+    print(f"{args.requests} requests, {args.concurrency} at once, {args.max_tokens} tokens each, max batch {Limits().max_batch}, {torch.get_num_threads()} threads")
+    print(f"{'scheduler':<15}{'answered':>9}{'refused':>8}{'failed':>7}{'steps':>7}{'wall s':>8}{'req/s':>8}{'tok/s':>8}{'p50 s':>8}{'p99 s':>8}")
     for r in rows:
-        print(f"{r['mode']:<14}{r['answered']:>9}{r['refused']:>8}{r['failed']:>7}{r['waves']:>7}{r['wall_s']:>8.1f}{r['req_s']:>8.1f}{r['tok_s']:>8.0f}{r['p50_s']:>8.2f}{r['p99_s']:>8.2f}")
-    print(f"batching: {rows[0]['req_s'] / rows[1]['req_s']:.1f}x the requests per second")
+        print(f"{r['mode']:<15}{r['answered']:>9}{r['refused']:>8}{r['failed']:>7}{r['steps']:>7}{r['wall_s']:>8.1f}{r['req_s']:>8.1f}{r['tok_s']:>8.0f}{r['p50_s']:>8.2f}{r['p99_s']:>8.2f}")
 
 
 if __name__ == "__main__":

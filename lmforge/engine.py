@@ -19,6 +19,7 @@ hidden state). It knows token ids only; text goes in and out through a tokenizer
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -65,24 +66,42 @@ class Generation:
 
 def process_logits(logits: torch.Tensor, p: SamplingParams, history: torch.Tensor | None = None, history_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, V) after repetition penalty, temperature, top-k and top-p (masked to -inf)."""
-    logits = logits.float()
+    seen = None
     if p.repetition_penalty != 1.0 and history is not None:
-        # CTRL's penalty (Keskar et al. 2019): seen tokens' positive logits are divided, negative multiplied.
         weight = history_mask.float() if history_mask is not None else torch.ones_like(history, dtype=torch.float)
-        seen = torch.zeros_like(logits).scatter_add_(1, history, weight) > 0
-        penalised = torch.where(logits > 0, logits / p.repetition_penalty, logits * p.repetition_penalty)
-        logits = torch.where(seen, penalised, logits)
-    if p.temperature > 0:
-        logits = logits / p.temperature
-    if p.top_k is not None and p.top_k < logits.size(-1):
-        kth = torch.topk(logits, p.top_k, dim=-1).indices
-        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, kth, True)  # exactly k, ties broken by topk
+        seen = torch.zeros(logits.shape, device=logits.device).scatter_add_(1, history, weight) > 0
+    B = logits.size(0)
+
+    def full(v, dtype):
+        return torch.full((B,), v, dtype=dtype, device=logits.device)
+
+    return process_rows(logits, full(p.temperature, torch.float), full(p.top_k or 0, torch.long), full(p.top_p, torch.float), full(p.repetition_penalty, torch.float), seen)
+
+
+def process_rows(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, penalty: torch.Tensor, seen: torch.Tensor | None) -> torch.Tensor:
+    """`process_logits` with each row's own settings (B,) (top_k 0: none), on the whole batch at
+    once: the rows of a continuous batch each sample as their request asked."""
+    logits = logits.float()
+    V = logits.size(-1)
+    if seen is not None and bool((penalty != 1.0).any()):
+        # CTRL's penalty (Keskar et al. 2019): seen tokens' positive logits are divided, negative multiplied.
+        r = penalty[:, None]
+        penalised = torch.where(logits > 0, logits / r, logits * r)
+        logits = torch.where(seen & (penalty != 1.0)[:, None], penalised, logits)
+    if bool((temperature > 0).any()):
+        logits = logits / torch.where(temperature > 0, temperature, 1.0)[:, None]
+    k = torch.where((top_k > 0) & (top_k < V), top_k, V)
+    if bool((k < V).any()):
+        kmax = int(k.max())
+        kth = torch.topk(logits, kmax, dim=-1).indices
+        first = torch.arange(kmax, device=logits.device)[None, :] < k[:, None]
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, kth, first)  # exactly k, ties broken by topk
         logits = logits.masked_fill(~keep, float("-inf"))
-    if p.top_p < 1.0:
+    if bool((top_p < 1.0).any()):
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         probs = sorted_logits.softmax(-1)
         before = probs.cumsum(-1) - probs  # mass strictly above each token
-        drop_sorted = before >= p.top_p  # keep the smallest prefix whose mass reaches top_p
+        drop_sorted = (before >= top_p[:, None]) & (top_p < 1.0)[:, None]  # keep the smallest prefix whose mass reaches top_p
         drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -213,6 +232,185 @@ def generate(
                     out[i].tokens.pop()
                     out[i].logprobs.pop()
     return out
+
+
+# --------------------------------------------------------------------------- continuous batching
+
+
+class Sequence:
+    """One answer a `ContinuousBatch` is writing: its prompt and settings, the tokens so far, and
+    how it ended (`end`: "stop" at a stop token, "length" at its max_new_tokens or the context,
+    "cancelled"; None while running)."""
+
+    def __init__(self, prompt: list[int], params: SamplingParams, generator: torch.Generator | None):
+        self.prompt, self.params, self.generator = list(prompt), params, generator
+        self.tokens: list[int] = []
+        self.logprobs: list[float] = []
+        self.end: str | None = None
+        self.stop_token: int | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Leave the batch at the next step (its slot is freed there)."""
+        self.cancelled = True
+
+
+class ContinuousBatch:
+    """Continuous batching (Yu et al. 2022, "Orca"; vLLM, TGI): sequences join the running batch
+    at the next decode step and leave it as soon as they end, so a short answer does not wait for
+    the longest one beside it and a new request does not wait for the batch to drain.
+
+    Each sequence has a row of the model's `SlotCache` (its own length and positions, no left
+    padding: a row computes what it would alone) and its own sampling settings, applied to the
+    whole batch at once (`process_rows`). A step: admit waiting sequences into free rows (one
+    right-padded prefill for all of them), pick every row's next token, end the rows that met a
+    stop token, their max_new_tokens or the context, and run one decode pass for the rest.
+    Seeded sequences draw from their own generator (the n answers of a request with seed s: s,
+    s + 1, ...), so a seed gives the same answer whatever else is in the batch."""
+
+    def __init__(self, model: Transformer, max_rows: int = 32, max_prefill_tokens: int = 4096):
+        self.model = model
+        self.max_rows, self.max_prefill_tokens = max_rows, max_prefill_tokens
+        self.device = next(model.parameters()).device
+        self.context = model.cfg.max_seq_len
+        self.cache = model.new_slots(max_rows, self.context, self.device, next(model.parameters()).dtype)
+        V = model.cfg.vocab_size
+        self.rows: list[Sequence] = []  # rows[i] owns cache row i
+        self.logits = torch.zeros(0, V, device=self.device)  # next-token logits of each row
+        self.seen = torch.zeros(max_rows, V, dtype=torch.bool, device=self.device)  # for the repetition penalty
+        self.waiting: deque[Sequence] = deque()
+        self.steps = 0  # decode passes run, for tests and /health
+
+    def add(self, prompt: list[int], params: SamplingParams, seed_offset: int = 0) -> Sequence:
+        """Queue a sequence; it joins the batch at the next step with a free row."""
+        params.validate()
+        if params.stop_strings:
+            raise ValueError("a continuous batch stops at token ids; check stop strings on the text")
+        _check_prompts(self.model, [prompt], params.max_new_tokens)
+        gen = None
+        if params.seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(params.seed + seed_offset)
+        seq = Sequence(prompt, params, gen)
+        self.waiting.append(seq)
+        return seq
+
+    def busy(self) -> bool:
+        return bool(self.rows or self.waiting)
+
+    def free_rows(self) -> int:
+        return self.max_rows - len(self.rows) - len(self.waiting)
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[Sequence, int | None, str | None]]:
+        """One step: (sequence, token, None) for each new token, (sequence, None, end) for each
+        sequence that ended."""
+        events: list[tuple[Sequence, int | None, str | None]] = []
+        self._drop([i for i, q in enumerate(self.rows) if q.cancelled], events)
+        self._admit(events)
+        if not self.rows:
+            return events
+        rows = self.rows
+        params = [q.params for q in rows]
+        dev = self.device
+        temp = torch.tensor([p.temperature for p in params], device=dev)
+        processed = process_rows(
+            self.logits, temp,
+            torch.tensor([p.top_k or 0 for p in params], device=dev),
+            torch.tensor([p.top_p for p in params], device=dev),
+            torch.tensor([p.repetition_penalty for p in params], device=dev),
+            self.seen[: len(rows)],
+        )  # fmt: skip
+        tok = self._select(processed, temp, rows)
+        scored = torch.where((temp > 0)[:, None], processed, self.logits.float())  # greedy: the model's own log-prob
+        logp = scored.log_softmax(-1).gather(1, tok[:, None]).squeeze(1).tolist()
+        ended = []
+        for i, (q, t) in enumerate(zip(rows, tok.tolist())):
+            if t in q.params.stop_ids:
+                q.end, q.stop_token = "stop", t
+            else:
+                q.tokens.append(t)
+                q.logprobs.append(logp[i])
+                events.append((q, t, None))
+                if len(q.tokens) >= q.params.max_new_tokens or len(q.prompt) + len(q.tokens) >= self.context:
+                    q.end = "length"
+            if q.end:
+                ended.append(i)
+        self.seen[torch.arange(len(rows), device=dev), tok] = True
+        order = list(range(len(rows)))  # which old row each row holds after the drops
+        self._drop(ended, events, order)
+        if self.rows:  # one decode pass for the rows still running
+            last = tok[torch.tensor(order[: len(self.rows)], device=dev)] if ended else tok
+            self.logits = self.model(last[:, None], cache=self.cache.select(0, len(self.rows)))[:, -1].float()
+            self.steps += 1
+        return events
+
+    def _select(self, processed: torch.Tensor, temp: torch.Tensor, rows: list[Sequence]) -> torch.Tensor:
+        tok = processed.argmax(-1)
+        sampled = temp > 0
+        if bool(sampled.any()):
+            probs = processed.softmax(-1)
+            free = [i for i, q in enumerate(rows) if sampled[i] and q.generator is None]
+            if free:
+                idx = torch.tensor(free, device=self.device)
+                tok[idx] = torch.multinomial(probs[idx], 1).squeeze(-1)
+            for i, q in enumerate(rows):  # a seeded row draws from its own generator
+                if sampled[i] and q.generator is not None:
+                    tok[i] = torch.multinomial(probs[i : i + 1], 1, generator=q.generator)[0, 0]
+        return tok
+
+    def _drop(self, idx: list[int], events: list, order: list[int] | None = None) -> None:
+        """End the rows `idx`: the last running row moves into each freed one (rows stay compact;
+        `order` follows the moves)."""
+        for i in sorted(idx, reverse=True):
+            q = self.rows[i]
+            if q.end is None:
+                q.end = "cancelled"
+            if q.end != "cancelled":
+                events.append((q, None, q.end))
+            last = len(self.rows) - 1
+            self.cache.move(last, i)
+            self.seen[i] = self.seen[last]
+            self.seen[last] = False
+            if i != last:
+                self.logits[i] = self.logits[last]
+            self.rows[i] = self.rows[last]
+            self.rows.pop()
+            if order is not None:
+                order[i] = order[last]
+                order.pop()
+            self.logits = self.logits[: len(self.rows)]
+
+    def _admit(self, events: list) -> None:
+        """Prefill waiting sequences into free rows: one pass, right padded."""
+        new: list[Sequence] = []
+        while self.waiting and len(self.rows) + len(new) < self.max_rows:
+            q = self.waiting[0]
+            if q.cancelled:
+                self.waiting.popleft().end = "cancelled"
+                continue
+            if q.params.max_new_tokens == 0:
+                self.waiting.popleft().end = "length"
+                events.append((q, None, "length"))
+                continue
+            T = max([len(x.prompt) for x in new] + [len(q.prompt)])
+            if new and T * (len(new) + 1) > self.max_prefill_tokens:
+                break
+            new.append(self.waiting.popleft())
+        if not new:
+            return
+        a = len(self.rows)
+        T = max(len(q.prompt) for q in new)
+        ids = torch.zeros(len(new), T, dtype=torch.long, device=self.device)
+        mask = torch.zeros(len(new), T, dtype=torch.bool, device=self.device)
+        for j, q in enumerate(new):
+            ids[j, : len(q.prompt)] = torch.tensor(q.prompt, device=self.device)
+            mask[j, : len(q.prompt)] = True
+            self.seen[a + j] = False
+            self.seen[a + j, ids[j, : len(q.prompt)]] = True
+        out = self.model(ids, pad_mask=mask, cache=self.cache.select(a, a + len(new))).float()
+        last = out[torch.arange(len(new), device=self.device), mask.sum(1) - 1]  # each prompt's last real token
+        self.logits = torch.cat([self.logits, last])
+        self.rows += new
 
 
 # --------------------------------------------------------------------------- beam search

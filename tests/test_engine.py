@@ -165,3 +165,70 @@ def test_repetition_penalty_discounts_seen_tokens_only():
     out = process_logits(logits, SamplingParams(repetition_penalty=2.0, temperature=1.0), history, torch.tensor([[True, True, False]]))
     # token 0 seen (positive: halved), token 1 seen (negative: doubled); the masked slot counts for nothing
     assert out.tolist() == [[1.0, -2.0, 3.0, 0.5]]
+
+
+# --------------------------------------------------------------------------- continuous batching
+
+
+def _run_continuous(model, prompts, params, max_rows=4, every=2):
+    """Sequences join a ContinuousBatch one every `every` steps, into whatever is running."""
+    from lmforge.engine import ContinuousBatch
+
+    batch, seqs, i, steps = ContinuousBatch(model, max_rows=max_rows), [], 0, 0
+    while i < len(prompts) or batch.busy():
+        if i < len(prompts) and steps % every == 0:
+            seqs.append(batch.add(prompts[i], params[i] if isinstance(params, list) else params))
+            i += 1
+        batch.step()
+        steps += 1
+    return seqs, batch
+
+
+@pytest.mark.parametrize("flavour", ["gpt2", "llama"])
+def test_a_sequence_that_joins_mid_batch_gets_the_greedy_tokens_it_gets_alone(flavour):
+    import random
+
+    model, rng = tiny(flavour), random.Random(0)
+    prompts = [[rng.randrange(1, 50) for _ in range(rng.randrange(1, 12))] for _ in range(16)]
+    params = [SamplingParams(max_new_tokens=rng.randrange(1, 14), temperature=0, stop_ids=[5]) for _ in prompts]
+    seqs, batch = _run_continuous(model, prompts, params)
+    assert len({len(q.tokens) for q in seqs}) > 3  # answers of many lengths ended at different steps
+    for q, p, prompt in zip(seqs, params, prompts):
+        alone = generate(model, [prompt], p)[0]
+        want, _ = naive_greedy(model, prompt, p.max_new_tokens)  # the full recompute
+        assert q.tokens == alone.tokens == want[: len(q.tokens)]
+        assert q.end == ("stop" if alone.finished else "length") and q.logprobs == pytest.approx(alone.logprobs, abs=1e-5)
+    assert batch.cache.lengths.sum() == 0 and not batch.rows  # every row freed
+
+
+def test_continuous_rows_sample_with_their_own_settings_and_seeds():
+    """Rows with different temperatures, top-k, top-p and penalties share a step; a seeded row
+    samples exactly what it samples alone, whatever runs beside it."""
+    import random
+
+    model, rng = tiny("llama"), random.Random(1)
+    prompts = [[rng.randrange(1, 50) for _ in range(rng.randrange(1, 10))] for _ in range(8)]
+    params = [
+        SamplingParams(max_new_tokens=10, temperature=[0.7, 1.0, 1.3][i % 3], top_k=[None, 10, 3][i % 3], top_p=[1.0, 0.9, 0.5][i % 3], repetition_penalty=[1.0, 1.3][i % 2], seed=100 + i)
+        for i in range(8)
+    ]  # fmt: skip
+    seqs, _ = _run_continuous(model, prompts, params, max_rows=3, every=1)
+    for q, p, prompt in zip(seqs, params, prompts):
+        assert q.tokens == generate(model, [prompt], p)[0].tokens
+
+
+def test_cancelling_a_sequence_frees_its_row():
+    from lmforge.engine import ContinuousBatch
+
+    batch = ContinuousBatch(tiny("llama"), max_rows=2)
+    long = [batch.add([1, 2, 3], SamplingParams(max_new_tokens=40, temperature=0)) for _ in range(2)]
+    waiting = batch.add([4, 5], SamplingParams(max_new_tokens=3, temperature=0))
+    batch.step()
+    assert batch.free_rows() == -1 and len(batch.rows) == 2  # full: the third waits
+    long[0].cancel()
+    events = batch.step()
+    assert long[0].end == "cancelled" and waiting in batch.rows  # its row went to the one waiting
+    assert not [e for e in events if e[0] is long[0]]  # a cancelled sequence says nothing more
+    while batch.busy():
+        batch.step()
+    assert waiting.end == "length" and len(waiting.tokens) == 3 and batch.cache.lengths.sum() == 0

@@ -206,7 +206,7 @@ def test_batched_answers_equal_answers_alone(chain):
             out.append(toks)
         return out
 
-    alone, together = Batcher(model.eval(), pad_id=tok.pad_id, batching=False), Batcher(model.eval(), pad_id=tok.pad_id)
+    alone, together = Batcher(model.eval(), pad_id=tok.pad_id, mode="off"), Batcher(model.eval(), pad_id=tok.pad_id)
     try:
         a = asyncio.run(ask(alone, prompts))
         b = asyncio.run(ask(together, prompts))
@@ -214,6 +214,51 @@ def test_batched_answers_equal_answers_alone(chain):
         alone.close()
         together.close()
     assert a == b and alone.waves == 3
+
+
+def test_the_token_budget_refuses_with_429_and_retry_after_and_a_cancelled_stream_frees_its_row(chain):
+    """A request holds n * (prompt + max_tokens) tokens while queued or running; one that would
+    take the total past the budget is refused at once with 429 and Retry-After. A streamed request
+    whose client goes away leaves the batch at the next step, and its tokens return."""
+    import http.client
+    import time
+    from urllib.parse import urlparse
+
+    from lmforge.serve.app import Limits, create_app, load_served
+
+    limits = Limits(max_batch=4, max_tokens=64, max_tokens_in_flight=120, timeout_s=30)
+    models = load_served({"sft": str(chain / "sft")}, limits)
+    batcher = models["sft"].batcher
+    engine, added = batcher.engine, []
+    step, add = engine.step, engine.add
+    engine.step = lambda: (time.sleep(0.02), step())[1]  # slow enough that an answer of 64 tokens is still running
+    engine.add = lambda *a, **k: added.append(add(*a, **k)) or added[-1]
+    server = Server(create_app(models, limits=limits))
+    try:
+        body = {"model": "sft", "messages": [{"role": "user", "content": "Where does Rila live?"}], "max_tokens": 64, "temperature": 1.0, "seed": 0, "stream": True, "stop": ["never said"]}
+        host = urlparse(server.url)
+        held = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+        held.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        stream = held.getresponse()
+        assert stream.status == 200 and stream.readline().startswith(b"data: ")  # running, its tokens held
+        assert batcher.in_flight > 64
+        req = urllib.request.Request(server.url + "/v1/chat/completions", data=json.dumps({**body, "stream": False}).encode(), headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=30)
+        assert refused.value.code == 429 and int(refused.value.headers["Retry-After"]) >= 1
+        assert "tokens are in flight" in json.loads(refused.value.read())["error"]["message"]
+        small = _post(server.url, "/v1/chat/completions", {**body, "stream": False, "max_tokens": 4}, key=None)
+        assert small.status_code == 200  # what fits the budget beside it is answered
+        held.close()  # the client goes away mid-answer
+        for _ in range(200):
+            if batcher.in_flight == 0 and not batcher.engine.rows:
+                break
+            time.sleep(0.05)
+        assert batcher.in_flight == 0 and not batcher.engine.rows and batcher.engine.cache.lengths.sum() == 0
+        assert added[0].end == "cancelled" and 0 < len(added[0].tokens) < 64  # it left mid-answer
+        assert _post(server.url, "/v1/chat/completions", {**body, "stream": False}, key=None).status_code == 200
+    finally:
+        server.stop()
 
 
 def test_terminal_chat(chain):

@@ -50,9 +50,10 @@ def cmd_serve(args) -> int:
         raise InputError(f"serving needs the [serve] extra: pip install 'lmforge[serve]' ({e})") from None
     limits = Limits(
         max_body_bytes=args.max_body_bytes, max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens, timeout_s=args.timeout,
-        max_batch=args.max_batch, max_queue=args.max_queue, batching=not args.no_batching,
+        max_batch=args.max_batch, max_queue=args.max_queue, max_tokens_in_flight=args.max_tokens_in_flight,
+        batching="off" if args.no_batching else args.batching,
     )  # fmt: skip
-    for name in ("max_batch", "max_queue", "max_tokens", "max_body_bytes"):
+    for name in ("max_batch", "max_queue", "max_tokens_in_flight", "max_tokens", "max_body_bytes"):
         if getattr(limits, name) < 1:
             raise InputError(f"must be at least 1, got {getattr(limits, name)}", field="--" + name.replace("_", "-"))
     served = load_served(named_models(args.model), limits, args.device)
@@ -64,14 +65,16 @@ def cmd_serve(args) -> int:
 
 
 def add_serve(sub, fmt) -> None:
-    p = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API, with a chat page", formatter_class=fmt, description="POST /v1/chat/completions, POST /v1/completions (streaming by server-sent events), GET /v1/models, GET /health, and a chat page at /. Concurrent requests share forward passes; a full queue answers 429, a request past --timeout 503. Needs the [serve] extra (FastAPI, uvicorn).")
+    p = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API, with a chat page", formatter_class=fmt, description="POST /v1/chat/completions, POST /v1/completions (streaming by server-sent events), GET /v1/models, GET /health, and a chat page at /. Concurrent requests share forward passes, each joining the running batch at the next decode step (continuous batching); past --max-tokens-in-flight a request gets 429 with Retry-After, past --timeout 503. Needs the [serve] extra (FastAPI, uvicorn).")
     p.add_argument("--model", required=True, action="append", metavar="[NAME=]DIR", help="a model to serve (repeat for several; NAME defaults to the folder's name)")
     p.add_argument("--host", default="127.0.0.1", metavar="HOST", help="address to bind (0.0.0.0 exposes the server to the network)")
     p.add_argument("--port", type=int, default=8000, metavar="PORT", help="port to listen on")
     p.add_argument("--api-key", default=None, metavar="KEY", help="require 'Authorization: Bearer KEY' on /v1 (default: the LMFORGE_API_KEY environment variable, else none)")
     p.add_argument("--max-batch", type=int, default=32, metavar="N", help="rows one forward pass may carry")
-    p.add_argument("--max-queue", type=int, default=64, metavar="N", help="requests that may wait; one more gets 429")
-    p.add_argument("--no-batching", action="store_true", help="one request per forward pass (for comparison)")
+    p.add_argument("--max-tokens-in-flight", type=int, default=1 << 18, metavar="N", help="prompt + max_tokens of all queued and running answers; a request past it gets 429 with Retry-After")
+    p.add_argument("--max-queue", type=int, default=1024, metavar="N", help="requests that may wait; one more gets 429")
+    p.add_argument("--batching", choices=["continuous", "waves", "off"], default="continuous", help="continuous: requests join the running batch at each decode step; waves: the batch runs until its last answer ends (for comparison); off: one request at a time")
+    p.add_argument("--no-batching", action="store_true", help="the same as --batching off")
     p.add_argument("--max-tokens", type=int, default=512, metavar="N", help="the largest max_tokens a request may ask for")
     p.add_argument("--max-prompt-tokens", type=int, default=0, metavar="N", help="longest prompt in tokens (0: the model's context less one)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N", help="largest request body")

@@ -156,6 +156,66 @@ class KVCache:
         self.pad_mask = self.pad_mask.index_select(0, index)
 
 
+class SlotCache:
+    """Keys and values for continuous batching (lmforge.engine.ContinuousBatch): `slots` rows,
+    each a sequence of its own length, so that a sequence can join the batch or leave it between
+    two decode steps (the idea of Orca, Yu et al. 2022, and vLLM's scheduler, with one contiguous
+    buffer a row instead of paged blocks).
+
+    Rows in use are 0..n-1 (kept compact: `move` fills a freed row with the last one), and a
+    forward pass covers the rows `select(start, stop)` names: each row's tokens go at its own
+    positions, lengths[row] onwards (no left padding: a row computes what it would alone), and
+    attend to its own earlier tokens only. A prefill may be right padded (`pad_mask`); only its
+    real tokens count towards the row's length, and what the padding wrote is overwritten later.
+    """
+
+    def __init__(self, cfg: ModelConfig, slots: int, max_len: int, device, dtype):
+        shape = (slots, cfg.kv_heads, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
+        self.slots, self.max_len = slots, max_len
+        self.rows = (0, 0)  # the rows the next forward pass covers
+        self._pos: torch.Tensor | None = None
+        self._keys = 0
+
+    def select(self, start: int, stop: int) -> SlotCache:
+        self.rows = (start, stop)
+        return self
+
+    def begin(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions (B, T) and the attention mask (B, 1, T, S) of T new tokens a row."""
+        a, b = self.rows
+        start = self.lengths[a:b]
+        self._pos = start[:, None] + torch.arange(T, device=start.device)
+        self._keys = int(start.max()) + T
+        if self._keys > self.max_len:
+            raise ValueError(f"sequence of {self._keys} tokens is longer than the cache ({self.max_len})")
+        keys = torch.arange(self._keys, device=start.device)
+        return self._pos, (keys[None, None, :] <= self._pos[:, :, None])[:, None]  # causal within the row
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = self.rows
+        rows = torch.arange(a, b, device=k.device)[:, None]
+        self.k[layer][rows, :, self._pos] = k.transpose(1, 2)  # (B, T, heads, hd) at each row's own positions
+        self.v[layer][rows, :, self._pos] = v.transpose(1, 2)
+        return self.k[layer][a:b, :, : self._keys], self.v[layer][a:b, :, : self._keys]
+
+    def end(self, pad_mask: torch.Tensor | None, T: int) -> None:
+        a, b = self.rows
+        self.lengths[a:b] += pad_mask.sum(1) if pad_mask is not None else T
+
+    def move(self, src: int, dst: int) -> None:
+        """Row `src`'s sequence into row `dst` (whose sequence has left), and `src` emptied."""
+        if src != dst:
+            n = int(self.lengths[src])
+            for i in range(len(self.k)):
+                self.k[i][dst, :, :n] = self.k[i][src, :, :n]
+                self.v[i][dst, :, :n] = self.v[i][src, :, :n]
+            self.lengths[dst] = self.lengths[src]
+        self.lengths[src] = 0
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -176,7 +236,9 @@ class Attention(nn.Module):
         v = self.v(x).view(B, T, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if cache is not None:
+        if isinstance(cache, SlotCache):
+            k, v = cache.update(self.layer, k, v)
+        elif cache is not None:
             s = cache.length
             cache.k[self.layer][:, :, s : s + T] = k
             cache.v[self.layer][:, :, s : s + T] = v
@@ -292,6 +354,11 @@ class Transformer(nn.Module):
         """An empty KV cache for generating `batch` sequences of up to `max_len` tokens."""
         return KVCache(self.cfg, batch, max_len, device, dtype)
 
+    def new_slots(self, slots: int, max_len: int, device, dtype) -> SlotCache:
+        """Empty KV cache slots for `slots` sequences of up to `max_len` tokens each, joining and
+        leaving independently (continuous batching)."""
+        return SlotCache(self.cfg, slots, max_len, device, dtype)
+
     # -- forward --------------------------------------------------------------------------------
     def hidden(self, idx: torch.Tensor, *, positions=None, pad_mask=None, cache: KVCache | None = None, segments=None, layers: list | None = None) -> torch.Tensor:
         """Final hidden states (B, T, d) for token ids `idx` (B, T).
@@ -305,21 +372,21 @@ class Transformer(nn.Module):
         """
         B, T = idx.shape
         cfg = self.cfg
+        if isinstance(cache, SlotCache):  # continuous batching: each row at its own positions
+            positions, mask = cache.begin(T)
+            x, rope = self._embed(idx, positions), self._rope(positions)
+            for block in self.blocks:
+                x = block(x, rope, mask, cache)
+            cache.end(pad_mask, T)
+            return self.norm(x)
         start = cache.length if cache is not None else 0
         limit = min(cfg.max_seq_len, cache.max_len) if cache is not None else cfg.max_seq_len
         if start + T > limit:
             raise ValueError(f"sequence of {start + T} tokens is longer than the context ({cfg.max_seq_len})")
         if positions is None:
             positions = torch.arange(start, start + T, device=idx.device).expand(B, T)
-        x = self.tok_emb(idx)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)
-        if self.emb_norm is not None:
-            x = self.emb_norm(x)
-        x = self.drop(x)
-        rope = None
-        if cfg.flavour == "llama":
-            rope = (self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1))  # (B, 1, T, hd/2)
+        x = self._embed(idx, positions)
+        rope = self._rope(positions)
         mask = self._mask(idx, pad_mask, cache, segments)
         for block in self.blocks:
             x = block(x, rope, mask, cache)
@@ -328,6 +395,19 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += T
         return self.norm(x)
+
+    def _embed(self, idx, positions):
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
+        return self.drop(x)
+
+    def _rope(self, positions):
+        if self.cfg.flavour != "llama":
+            return None
+        return self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)  # (B, 1, T, hd/2)
 
     def _mask(self, idx, pad_mask, cache, segments=None):
         """A boolean attention mask (B, 1, T, S), or None for the plain causal fast path."""

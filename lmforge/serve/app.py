@@ -5,7 +5,7 @@ Routes, in the shape of OpenAI's API so its clients work unchanged:
   POST /v1/chat/completions   messages -> the assistant's answer, through the chat template
   POST /v1/completions        a prompt -> its continuation (a base model, or any model as text)
   GET  /v1/models             the models served
-  GET  /health                liveness, the queue's length, waves run
+  GET  /health                liveness, the queue's length, tokens in flight, steps run
   GET  /                      the chat page (static/chat.html)
 
 Both completion routes take `model`, `temperature` (default 1), `top_p`, `max_tokens`, `stop`
@@ -14,8 +14,9 @@ with `stream: true` as server-sent events of OpenAI's chunk objects ending in `d
 (`stream_options: {"include_usage": true}` adds a last chunk with the usage).
 
 Requests go to the model's `Batcher` (batcher.py), which runs concurrent requests in shared
-forward passes. Limits (`Limits`): body size (413), prompt tokens and max_tokens (400), n, the
-queue (429 when full) and the time a request may take (503). Every error is a 4xx/5xx with
+forward passes, each joining the running batch at the next decode step (continuous batching).
+Limits (`Limits`): body size (413), prompt tokens and max_tokens (400), n, the tokens in flight
+(429 with Retry-After past them) and the time a request may take (503). Every error is a 4xx/5xx with
 OpenAI's error body {"error": {"message", "type", "param", "code"}}. With an API key, a
 request to /v1 without `Authorization: Bearer KEY` gets 401; the server binds to 127.0.0.1
 unless told otherwise (`lmforge serve --host`).
@@ -50,14 +51,16 @@ class Limits:
     max_n: int = 8
     timeout_s: float = 60.0  # a request's whole time, waiting included
     max_batch: int = 32  # rows a forward pass may carry
-    max_queue: int = 64  # requests that may wait; one more is refused with 429
-    batching: bool = True
+    max_queue: int = 1024  # requests that may wait; one more is refused with 429
+    max_tokens_in_flight: int = 1 << 18  # prompt + max_tokens of every queued and running answer; past it, 429
+    batching: str = "continuous"  # continuous, waves (the scheduler it replaced, for comparison) or off
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None):
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -87,7 +90,7 @@ def load_served(models: dict[str, str], limits: Limits, device: str = "cpu") -> 
     for name, path in models.items():
         model, folder = load_model(path, device)
         tok = Tokenizer.load(folder)
-        batcher = Batcher(model.eval(), pad_id=tok.pad_id, max_batch=limits.max_batch, max_queue=limits.max_queue, batching=limits.batching)
+        batcher = Batcher(model.eval(), pad_id=tok.pad_id, max_batch=limits.max_batch, max_queue=limits.max_queue, max_tokens_in_flight=limits.max_tokens_in_flight, mode=limits.batching)
         out[name] = Served(name, model, tok, batcher, int(time.time()))
     return out
 
@@ -345,7 +348,7 @@ def create_app(served: dict[str, Served], *, api_key: str | None = None, limits:
     app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, lifespan=lifespan)
 
     def error(e: APIError) -> JSONResponse:
-        return JSONResponse(e.body(), status_code=e.status)
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
     @app.middleware("http")
     async def guard(request: HTTPRequest, call_next):
@@ -375,7 +378,7 @@ def create_app(served: dict[str, Served], *, api_key: str | None = None, limits:
             try:
                 req.served.batcher.submit(job)
             except Overloaded as e:
-                raise APIError(429, f"the server is busy: {e}", type="rate_limit_error", code="overloaded") from None
+                raise APIError(429, f"the server is busy: {e}", type="rate_limit_error", code="overloaded", headers={"Retry-After": str(e.retry_after)}) from None
         except APIError as e:
             return error(e)
         deadline = time.monotonic() + limits.timeout_s
@@ -413,7 +416,7 @@ def create_app(served: dict[str, Served], *, api_key: str | None = None, limits:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": list(served), "queued": sum(s.batcher.queued() for s in served.values()), "waves": sum(s.batcher.waves for s in served.values())}
+        return {"status": "ok", "models": list(served), "queued": sum(s.batcher.queued() for s in served.values()), "tokens_in_flight": sum(s.batcher.in_flight for s in served.values()), "steps": sum(s.batcher.waves for s in served.values())}
 
     @app.get("/")
     async def page():
