@@ -20,7 +20,7 @@ hidden state). It knows token ids only; text goes in and out through a tokenizer
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import torch
@@ -208,14 +208,64 @@ def generate(
     *,
     pad_id: int = 0,
     decode: Callable[[list[int]], str] | None = None,
+    max_batch: int | None = None,
+    compile: bool = False,
 ) -> list[Generation]:
-    """Answers to a batch of prompts (lists of token ids), in the order given."""
+    """Answers to a batch of prompts (lists of token ids), in the order given.
+
+    A transformer's answers come from a `ContinuousBatch` of up to `max_batch` rows (default: all
+    the prompts at once): a row that ends is given to the next prompt at once, so a batch of
+    mixed-length answers does not wait for its longest, and every row's positions are its own.
+    Seeded sampling gives the i-th prompt the generator seed + i. With `compile`, the decode step
+    is compiled (`torch.compile`; see ContinuousBatch). Other models (the recurrent baselines,
+    Nash-MD's mixture) go through `stream`'s left-padded batch."""
+    if not hasattr(model, "new_slots"):
+        return _generate_padded(model, prompts, params, pad_id=pad_id, decode=decode)
+    params.validate()
+    _check_prompts(model, prompts, params.max_new_tokens)
+    if params.stop_strings and decode is None:
+        raise ValueError("stop strings need a decode function")
+    rows = len(prompts) if max_batch is None else max(1, min(max_batch, len(prompts)))
+    longest = min(model.cfg.max_seq_len, max(len(p) for p in prompts) + params.max_new_tokens)
+    was_training = model.training
+    model.eval()
+    try:
+        batch = ContinuousBatch(model, max_rows=rows, max_len=longest, compile=compile)
+        inner = replace(params, stop_strings=[])
+        seqs = [batch.add(p, inner, seed_offset=i) for i, p in enumerate(prompts)]
+        by_string: set[int] = set()
+        while batch.busy():
+            for q, tok, _ in batch.step():
+                if tok is not None and params.stop_strings and _cut_at_stop_string(q.tokens, q.logprobs, params.stop_strings, decode):
+                    by_string.add(id(q))
+                    q.cancel()
+    finally:
+        model.train(was_training)
+    return [Generation(q.tokens, q.end == "stop" or id(q) in by_string, q.logprobs, q.stop_token) for q in seqs]
+
+
+def _cut_at_stop_string(tokens: list[int], logprobs: list[float], stops: list[str], decode) -> bool:
+    """If the answer's text holds a stop string, drop the tokens that make it up (and from
+    there on) and say so."""
+    text = decode(tokens)
+    if not any(s in text for s in stops):
+        return False
+    cut = min(text.index(s) for s in stops if s in text)
+    while tokens and len(decode(tokens)) > cut:
+        tokens.pop()
+        logprobs.pop()
+    return True
+
+
+def _generate_padded(model, prompts: list[list[int]], params: SamplingParams, *, pad_id: int = 0, decode=None) -> list[Generation]:
+    """`generate` for models without KV slots: one left-padded batch through `stream`."""
     B = len(prompts)
     out = [Generation([], False, []) for _ in range(B)]
     stop = set(params.stop_ids)
+    done = [False] * B
     for tok, logp, active in stream(model, prompts, params, pad_id=pad_id, decode=decode):
         for i in range(B):
-            if not active[i]:
+            if not active[i] or done[i]:
                 continue
             t = int(tok[i])
             if t in stop:
@@ -223,18 +273,32 @@ def generate(
                 continue
             out[i].tokens.append(t)
             out[i].logprobs.append(float(logp[i]))
-            if params.stop_strings and any(s in decode(out[i].tokens) for s in params.stop_strings):
-                text = decode(out[i].tokens)
-                out[i].finished = True
-                cut = min(text.index(s) for s in params.stop_strings if s in text)
-                # drop the tokens that make up the stop string
-                while out[i].tokens and len(decode(out[i].tokens)) > cut:
-                    out[i].tokens.pop()
-                    out[i].logprobs.pop()
+            if params.stop_strings and _cut_at_stop_string(out[i].tokens, out[i].logprobs, params.stop_strings, decode):
+                out[i].finished = done[i] = True
     return out
 
 
 # --------------------------------------------------------------------------- continuous batching
+
+
+def _decode_step(model, ids: torch.Tensor, real: torch.Tensor, cache) -> torch.Tensor:
+    return model(ids, pad_mask=real, cache=cache)[:, -1]
+
+
+_COMPILED: dict[tuple, Callable] = {}
+
+
+def _compiled_decode(model) -> Callable:
+    """The decode step compiled by `torch.compile` (static shapes: the whole slot buffer,
+    masked, so one graph serves every step of a batch size), one per model and state of its
+    weights. Inductor's freezing folds the weights into the graph as constants (and prepacks
+    them for the CPU's matrix kernels), so a model whose weights change (an optimizer step
+    bumps their version counters) is compiled again rather than decoded with stale ones."""
+    key = (id(model), sum(p._version for p in model.parameters()))
+    if key not in _COMPILED:
+        _COMPILED.clear()  # one model at a time: a compiled graph holds on to its weights
+        _COMPILED[key] = torch.compile(_decode_step, dynamic=False, options={"freezing": True})
+    return _COMPILED[key]
 
 
 class Sequence:
@@ -268,12 +332,15 @@ class ContinuousBatch:
     Seeded sequences draw from their own generator (the n answers of a request with seed s: s,
     s + 1, ...), so a seed gives the same answer whatever else is in the batch."""
 
-    def __init__(self, model: Transformer, max_rows: int = 32, max_prefill_tokens: int = 4096):
+    def __init__(self, model: Transformer, max_rows: int = 32, max_prefill_tokens: int = 4096, max_len: int | None = None, compile: bool = False):
         self.model = model
         self.max_rows, self.max_prefill_tokens = max_rows, max_prefill_tokens
         self.device = next(model.parameters()).device
-        self.context = model.cfg.max_seq_len
-        self.cache = model.new_slots(max_rows, self.context, self.device, next(model.parameters()).dtype)
+        self.context = min(model.cfg.max_seq_len, max_len or model.cfg.max_seq_len)  # prompt + answer, a row
+        self.cache = model.new_slots(max_rows, self.context, self.device, next(model.parameters()).dtype, static=compile)
+        self._decode = _compiled_decode(model) if compile else None
+        self._settings: tuple | None = None  # the rows' sampling settings as tensors, while the rows stay
+        self._padding: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         V = model.cfg.vocab_size
         self.rows: list[Sequence] = []  # rows[i] owns cache row i
         self.logits = torch.zeros(0, V, device=self.device)  # next-token logits of each row
@@ -310,18 +377,24 @@ class ContinuousBatch:
         if not self.rows:
             return events
         rows = self.rows
-        params = [q.params for q in rows]
         dev = self.device
-        temp = torch.tensor([p.temperature for p in params], device=dev)
-        processed = process_rows(
-            self.logits, temp,
-            torch.tensor([p.top_k or 0 for p in params], device=dev),
-            torch.tensor([p.top_p for p in params], device=dev),
-            torch.tensor([p.repetition_penalty for p in params], device=dev),
-            self.seen[: len(rows)],
-        )  # fmt: skip
-        tok = self._select(processed, temp, rows)
-        scored = torch.where((temp > 0)[:, None], processed, self.logits.float())  # greedy: the model's own log-prob
+        if self._settings is None or self._settings[0] != [id(q) for q in rows]:  # rows came or went
+            params = [q.params for q in rows]
+            self._settings = (
+                [id(q) for q in rows],
+                torch.tensor([p.temperature for p in params], device=dev),
+                torch.tensor([p.top_k or 0 for p in params], device=dev),
+                torch.tensor([p.top_p for p in params], device=dev),
+                torch.tensor([p.repetition_penalty for p in params], device=dev),
+                all(p.temperature == 0 and p.repetition_penalty == 1.0 for p in params),
+            )  # fmt: skip
+        _, temp, top_k, top_p, penalty, greedy = self._settings
+        if greedy:  # nothing to process: the argmax of the model's own logits
+            processed = self.logits
+        else:
+            processed = process_rows(self.logits, temp, top_k, top_p, penalty, self.seen[: len(rows)])
+        tok = processed.argmax(-1) if greedy else self._select(processed, temp, rows)
+        scored = processed if greedy else torch.where((temp > 0)[:, None], processed, self.logits.float())  # greedy: the model's own log-prob
         logp = scored.log_softmax(-1).gather(1, tok[:, None]).squeeze(1).tolist()
         ended = []
         for i, (q, t) in enumerate(zip(rows, tok.tolist())):
@@ -335,14 +408,29 @@ class ContinuousBatch:
                     q.end = "length"
             if q.end:
                 ended.append(i)
-        self.seen[torch.arange(len(rows), device=dev), tok] = True
+        if not greedy:
+            self.seen[torch.arange(len(rows), device=dev), tok] = True
         order = list(range(len(rows)))  # which old row each row holds after the drops
         self._drop(ended, events, order)
         if self.rows:  # one decode pass for the rows still running
             last = tok[torch.tensor(order[: len(self.rows)], device=dev)] if ended else tok
-            self.logits = self.model(last[:, None], cache=self.cache.select(0, len(self.rows)))[:, -1].float()
+            self.logits = self._step(last)
             self.steps += 1
         return events
+
+    def _step(self, last: torch.Tensor) -> torch.Tensor:
+        n = len(self.rows)
+        if self._decode is None:
+            return self.model(last[:, None], cache=self.cache.select(0, n))[:, -1].float()
+        # compiled: the batch padded to a power of two (at most log2(max_rows) + 1 shapes to
+        # compile, as vLLM captures CUDA graphs for a few batch sizes); padded rows are free
+        # slots, masked out so that their lengths do not move
+        size = min(self.max_rows, 1 << (n - 1).bit_length())
+        if n not in self._padding:
+            self._padding[n] = (torch.zeros(size, 1, dtype=torch.long, device=self.device), (torch.arange(size, device=self.device) < n)[:, None])
+        ids, real = self._padding[n]
+        ids[:n, 0] = last
+        return self._decode(self.model, ids, real, self.cache.select(0, size))[:n].float()
 
     def _select(self, processed: torch.Tensor, temp: torch.Tensor, rows: list[Sequence]) -> torch.Tensor:
         tok = processed.argmax(-1)

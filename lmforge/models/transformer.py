@@ -169,8 +169,9 @@ class SlotCache:
     real tokens count towards the row's length, and what the padding wrote is overwritten later.
     """
 
-    def __init__(self, cfg: ModelConfig, slots: int, max_len: int, device, dtype):
+    def __init__(self, cfg: ModelConfig, slots: int, max_len: int, device, dtype, static: bool = False):
         shape = (slots, cfg.kv_heads, max_len, cfg.head_dim)
+        self.static = static  # attend over the whole buffer, masked: the same shapes every step (for torch.compile)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
@@ -188,9 +189,12 @@ class SlotCache:
         a, b = self.rows
         start = self.lengths[a:b]
         self._pos = start[:, None] + torch.arange(T, device=start.device)
-        self._keys = int(start.max()) + T
-        if self._keys > self.max_len:
-            raise ValueError(f"sequence of {self._keys} tokens is longer than the cache ({self.max_len})")
+        if self.static:
+            self._keys = self.max_len  # (the caller keeps every row within it)
+        else:
+            self._keys = int(start.max()) + T
+            if self._keys > self.max_len:
+                raise ValueError(f"sequence of {self._keys} tokens is longer than the cache ({self.max_len})")
         keys = torch.arange(self._keys, device=start.device)
         return self._pos, (keys[None, None, :] <= self._pos[:, :, None])[:, None]  # causal within the row
 
@@ -354,10 +358,10 @@ class Transformer(nn.Module):
         """An empty KV cache for generating `batch` sequences of up to `max_len` tokens."""
         return KVCache(self.cfg, batch, max_len, device, dtype)
 
-    def new_slots(self, slots: int, max_len: int, device, dtype) -> SlotCache:
+    def new_slots(self, slots: int, max_len: int, device, dtype, static: bool = False) -> SlotCache:
         """Empty KV cache slots for `slots` sequences of up to `max_len` tokens each, joining and
         leaving independently (continuous batching)."""
-        return SlotCache(self.cfg, slots, max_len, device, dtype)
+        return SlotCache(self.cfg, slots, max_len, device, dtype, static)
 
     # -- forward --------------------------------------------------------------------------------
     def hidden(self, idx: torch.Tensor, *, positions=None, pad_mask=None, cache: KVCache | None = None, segments=None, layers: list | None = None) -> torch.Tensor:
