@@ -232,3 +232,23 @@ def test_cancelling_a_sequence_frees_its_row():
     while batch.busy():
         batch.step()
     assert waiting.end == "length" and len(waiting.tokens) == 3 and batch.cache.lengths.sum() == 0
+
+
+def test_the_compiled_decode_step_gives_the_tokens_of_the_eager_one_and_follows_new_weights():
+    """`compile=True` (torch.compile of the decode step over the whole slot buffer, weights
+    frozen into the graph): the same greedy tokens as the eager engine and the full recompute,
+    batches of several sizes; after an in-place weight update it decodes with the new weights."""
+    import shutil
+
+    if shutil.which("g++") is None:
+        pytest.skip("torch.compile on a CPU needs a C++ compiler")
+    model = tiny("llama")
+    prompts = [[3, 7, 1], [9, 4, 4, 2, 8], [1], [5, 6]]
+    p = SamplingParams(max_new_tokens=12, temperature=0)
+    for batch in (prompts[:1], prompts):
+        eager, compiled = generate(model, batch, p), generate(model, batch, p, compile=True)
+        assert [g.tokens for g in compiled] == [g.tokens for g in eager] == [naive_greedy(model, x, 12)[0] for x in batch]
+    with torch.no_grad():
+        for w in model.parameters():
+            w.mul_(1.5)
+    assert [g.tokens for g in generate(model, prompts, p, compile=True)] == [naive_greedy(model, x, 12)[0] for x in prompts]
