@@ -325,3 +325,21 @@ def test_minilm_sentence_embeddings_match_transformers():
     np.testing.assert_allclose(vectors, ((h * m).sum(1) / m.sum(1)).numpy(), atol=1e-4)
     v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     assert v[0] @ v[1] > v[0] @ v[2]  # two animals closer than an animal and the stock market
+
+
+def test_an_exported_folder_serves_in_vllm_with_lmforges_greedy_answer(tmp_path, chain):
+    """The path past one process on GPUs: `lmforge export hf`, then vLLM serves the folder. Runs
+    where vLLM is installed (it needs a GPU build); the answer it decodes greedily is lmforge's."""
+    vllm = pytest.importorskip("vllm", reason="pip install vllm (on a GPU machine) to run this test")
+    from lmforge.data import chat
+    from lmforge.engine import SamplingParams, generate
+    from lmforge.tokenizer import Tokenizer
+
+    export_hf(chain / "sft", tmp_path / "hf")
+    model, folder = load_model(chain / "sft")
+    tok = Tokenizer.load(folder)
+    prompt = chat.prompt_ids(tok, [{"role": "user", "content": "Where does Rila live?"}])
+    ours = generate(model, [prompt], SamplingParams(max_new_tokens=12, temperature=0, stop_ids=[]))[0].tokens
+    llm = vllm.LLM(model=str(tmp_path / "hf"), dtype="float32", enforce_eager=True, gpu_memory_utilization=0.2)
+    out = llm.generate([{"prompt_token_ids": prompt}], vllm.SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))
+    assert list(out[0].outputs[0].token_ids) == ours

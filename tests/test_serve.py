@@ -281,6 +281,40 @@ def test_serve_cli_bad_input(cli, tmp_path):
     assert code == 2 and "missing" in err and "Traceback" not in err
     code, _, err = cli("serve", "--model", "a=x", "--model", "a=y", "--max-queue", "0")
     assert code == 2 and "max-queue" in err
+    code, _, err = cli("serve", "--model", str(tmp_path / "missing"), "--workers", "2")
+    assert code == 2 and "missing" in err and "Traceback" not in err
+
+
+def test_several_worker_processes_serve_one_port(chain, tmp_path):
+    """`lmforge serve --workers 2`: two processes, each with its own copy of the model, behind one
+    port; every request is answered, by both of them."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", "--model", f"sft={chain / 'sft'}", "--workers", "2", "--port", str(port)], env=env, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        pids, deadline = set(), time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline:
+            try:
+                pids.add(_get(url + "/health").json()["pid"])
+            except OSError:
+                time.sleep(0.5)
+        assert len(pids) == 2 and proc.pid not in pids
+        body = {"model": "sft", "messages": [{"role": "user", "content": "Where does Rila live?"}], "max_tokens": 8}
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            codes = list(pool.map(lambda _: _post(url, "/v1/chat/completions", body, key=None).status_code, range(32)))
+        assert codes == [200] * 32
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_servers_bind_localhost_by_default():

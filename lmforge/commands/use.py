@@ -45,7 +45,7 @@ def cmd_serve(args) -> int:
     try:
         import uvicorn
 
-        from ..serve.app import Limits, create_app, load_served
+        from ..serve.app import SETTINGS_ENV, Limits, create_app, load_served
     except ImportError as e:
         raise InputError(f"serving needs the [serve] extra: pip install 'lmforge[serve]' ({e})") from None
     limits = Limits(
@@ -56,10 +56,27 @@ def cmd_serve(args) -> int:
     for name in ("max_batch", "max_queue", "max_tokens_in_flight", "max_tokens", "max_body_bytes"):
         if getattr(limits, name) < 1:
             raise InputError(f"must be at least 1, got {getattr(limits, name)}", field="--" + name.replace("_", "-"))
-    served = load_served(named_models(args.model), limits, args.device)
+    if args.workers < 1:
+        raise InputError(f"must be at least 1, got {args.workers}", field="--workers")
+    models = named_models(args.model)
     key = args.api_key or os.environ.get("LMFORGE_API_KEY") or None
+    where = f"at http://{args.host}:{args.port}/ (OpenAI API under /v1{'; API key required' if key else ''})"
+    if args.workers > 1:  # N processes on one port, each with its own copy of the models
+        import dataclasses
+        import json
+
+        from ..models import load_model
+
+        for path in models.values():  # a bad folder fails here, once, not in every worker
+            load_model(path, "cpu")
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
+        os.environ[SETTINGS_ENV] = json.dumps({"models": models, "limits": dataclasses.asdict(limits), "device": args.device, "api_key": key, "threads": threads})
+        print(f"serving {', '.join(models)} {where} from {args.workers} worker processes, {threads} threads each", file=sys.stderr)
+        uvicorn.run("lmforge.serve.app:app_from_env", factory=True, workers=args.workers, host=args.host, port=args.port, log_level="warning")
+        return 0
+    served = load_served(models, limits, args.device)
     app = create_app(served, api_key=key, limits=limits)
-    print(f"serving {', '.join(served)} at http://{args.host}:{args.port}/ (OpenAI API under /v1{'; API key required' if key else ''})", file=sys.stderr)
+    print(f"serving {', '.join(served)} {where}", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
@@ -80,6 +97,7 @@ def add_serve(sub, fmt) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N", help="largest request body")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds a request may take, waiting included (then 503)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (cpu, cuda)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes on the one port, each with its own copy of the models and its share of the CPU threads")
     p.set_defaults(func=cmd_serve)
 
 

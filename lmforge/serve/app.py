@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -79,6 +80,24 @@ class Served:
     @property
     def is_chat(self) -> bool:
         return getattr(self.model, "chat_template", None) is not None
+
+
+SETTINGS_ENV = "LMFORGE_SERVE_SETTINGS"
+
+
+def app_from_env():
+    """The application of one worker process of `lmforge serve --workers N`: uvicorn starts N
+    processes on one port and each calls this factory, loading its own copy of the models (a
+    process a model copy, the way uvicorn or gunicorn workers scale a Python server past one
+    process). The models, limits, key and threads come from the environment the parent set."""
+    import os
+
+    import torch
+
+    cfg = json.loads(os.environ[SETTINGS_ENV])
+    torch.set_num_threads(cfg["threads"])
+    limits = Limits(**cfg["limits"])
+    return create_app(load_served(cfg["models"], limits, cfg["device"]), api_key=cfg["api_key"], limits=limits)
 
 
 def load_served(models: dict[str, str], limits: Limits, device: str = "cpu") -> dict[str, Served]:
@@ -416,7 +435,7 @@ def create_app(served: dict[str, Served], *, api_key: str | None = None, limits:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": list(served), "queued": sum(s.batcher.queued() for s in served.values()), "tokens_in_flight": sum(s.batcher.in_flight for s in served.values()), "steps": sum(s.batcher.waves for s in served.values())}
+        return {"status": "ok", "pid": os.getpid(), "models": list(served), "queued": sum(s.batcher.queued() for s in served.values()), "tokens_in_flight": sum(s.batcher.in_flight for s in served.values()), "steps": sum(s.batcher.waves for s in served.values())}
 
     @app.get("/")
     async def page():
