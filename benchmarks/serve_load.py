@@ -11,7 +11,7 @@ sampling at temperature 1: an answer ends at the end-of-text token or after --ma
 
 One table row a scheduler, each with the server's default limits (`Limits()`, what `lmforge
 serve` starts with): continuous batching (requests join the running batch at each decode step;
-the default), waves (the scheduler it replaced: a batch runs until its last answer ends), waves
+the default), the same with the decode step compiled (`--compile`), waves (the scheduler it replaced: a batch runs until its last answer ends), waves
 with the queue of 64 requests that was its default, and off (one request at a time). Requests
 answered, refused (429) and failed, decode steps (waves: batches), wall time, requests and
 tokens per second, p50 / p99 latency.
@@ -48,7 +48,7 @@ def random_model(limits: Limits):
     tok = train_tokenizer(texts, TokenizerConfig(vocab_size=300, min_frequency=1))
     torch.manual_seed(0)
     model = Transformer(ModelConfig(flavour="llama", vocab_size=tok.vocab_size, n_layer=4, n_head=4, n_kv_head=2, d_model=192, max_seq_len=256)).eval()
-    batcher = Batcher(model, pad_id=tok.pad_id, max_batch=limits.max_batch, max_queue=limits.max_queue, max_tokens_in_flight=limits.max_tokens_in_flight, mode=limits.batching)
+    batcher = Batcher(model, pad_id=tok.pad_id, max_batch=limits.max_batch, max_queue=limits.max_queue, max_tokens_in_flight=limits.max_tokens_in_flight, mode=limits.batching, compile=limits.compile)
     return {"random": Served("random", model, tok, batcher, int(time.time()))}
 
 
@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=600)
     ap.add_argument("--concurrency", type=int, default=300)
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--modes", default="continuous,waves,waves-queue64,off", help="which rows to run")
+    ap.add_argument("--modes", default="continuous,compiled,waves,waves-queue64,off", help="which rows to run")
     ap.add_argument("--memory", type=int, default=0, metavar="N", help="instead: resident memory over N requests")
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -131,6 +131,7 @@ def main() -> None:
         return memory(args)
     limits = {
         "continuous": Limits(timeout_s=600),
+        "compiled": Limits(timeout_s=600, compile=True),
         "waves": Limits(timeout_s=600, batching="waves"),
         "waves-queue64": Limits(timeout_s=600, batching="waves", max_queue=64),
         "off": Limits(timeout_s=600, batching="off"),

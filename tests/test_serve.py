@@ -214,6 +214,14 @@ def test_batched_answers_equal_answers_alone(chain):
         alone.close()
         together.close()
     assert a == b and alone.waves == 3
+    import shutil
+
+    if shutil.which("g++"):  # the decode step compiled (`serve --compile`), two rows: graphs for batches of 1 and 2
+        compiled = Batcher(model.eval(), pad_id=tok.pad_id, max_batch=2, compile=True)
+        try:
+            assert asyncio.run(ask(compiled, prompts)) == a
+        finally:
+            compiled.close()
 
 
 def test_the_token_budget_refuses_with_429_and_retry_after_and_a_cancelled_stream_frees_its_row(chain):

@@ -55,6 +55,7 @@ class Limits:
     max_queue: int = 1024  # requests that may wait; one more is refused with 429
     max_tokens_in_flight: int = 1 << 18  # prompt + max_tokens of every queued and running answer; past it, 429
     batching: str = "continuous"  # continuous, waves (the scheduler it replaced, for comparison) or off
+    compile: bool = False  # torch.compile the decode step (continuous batching; compiled at start)
 
 
 class APIError(Exception):
@@ -109,7 +110,7 @@ def load_served(models: dict[str, str], limits: Limits, device: str = "cpu") -> 
     for name, path in models.items():
         model, folder = load_model(path, device)
         tok = Tokenizer.load(folder)
-        batcher = Batcher(model.eval(), pad_id=tok.pad_id, max_batch=limits.max_batch, max_queue=limits.max_queue, max_tokens_in_flight=limits.max_tokens_in_flight, mode=limits.batching)
+        batcher = Batcher(model.eval(), pad_id=tok.pad_id, max_batch=limits.max_batch, max_queue=limits.max_queue, max_tokens_in_flight=limits.max_tokens_in_flight, mode=limits.batching, compile=limits.compile)
         out[name] = Served(name, model, tok, batcher, int(time.time()))
     return out
 

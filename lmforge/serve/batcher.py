@@ -88,7 +88,7 @@ class Job:
 class Batcher:
     """The worker thread and its queue (see the module docstring)."""
 
-    def __init__(self, model, *, pad_id: int, max_batch: int = 32, max_queue: int = 1024, max_tokens_in_flight: int = 1 << 18, mode: str = "continuous"):
+    def __init__(self, model, *, pad_id: int, max_batch: int = 32, max_queue: int = 1024, max_tokens_in_flight: int = 1 << 18, mode: str = "continuous", compile: bool = False):
         if mode not in ("continuous", "waves", "off"):
             raise ValueError(f"batching is continuous, waves or off, got {mode!r}")
         if mode == "continuous" and not hasattr(model, "new_slots"):
@@ -101,7 +101,8 @@ class Batcher:
         self.mode = mode
         self.batching = mode != "off"
         self.context = model.cfg.max_seq_len
-        self.engine = ContinuousBatch(model, max_rows=max_batch) if mode == "continuous" else None
+        self.compile = compile
+        self.engine = ContinuousBatch(model, max_rows=max_batch, compile=compile) if mode == "continuous" else None
         self.waves = 0  # forward-pass batches run so far (continuous: decode steps), for tests and /health
         self.rows_served = 0
         self.in_flight = 0  # tokens held by queued and running requests
@@ -146,6 +147,8 @@ class Batcher:
     def _continuous(self) -> None:
         import time
 
+        if self.compile:
+            self.engine.warm_up()  # compile every batch size's graph before the first request
         while True:
             engine = self.engine
             with self._cv:
@@ -199,7 +202,7 @@ class Batcher:
             job.emit((None, None, f"error: {type(e).__name__}: {e}"))
             self._release(job)
         self._running = []
-        self.engine = self.engine.__class__(self.model, max_rows=self.max_batch)
+        self.engine = ContinuousBatch(self.model, max_rows=self.max_batch, compile=self.compile)
 
     # ----------------------------------------------------------------------- waves
 
