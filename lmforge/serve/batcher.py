@@ -194,6 +194,8 @@ class Batcher:
                 return
             self._pending.popleft()
             job.seqs = [engine.add(r.prompt, replace(job.params, stop_strings=[]), seed_offset=i) for i, r in enumerate(job.rows)]
+            if job.cancelled:  # cancelled while its rows were being made
+                job.cancel()
             self._running.append(job)
             self.rows_served += len(job.rows)
 
