@@ -278,8 +278,40 @@ def summarize(study: FeedbackStudy, state: dict) -> dict:
                            "human_rankings": len(train) if study.f.preference == "judge" else human["ranked_prompts"],
                            "model_judgements": p.iterations * p.rollout.batch_size * p.rollout.group_size * per_pair}  # fmt: skip
     judge = json.loads((study.out / "judge_eval" / "eval.json").read_text(encoding="utf-8")) if "judge_eval" in seconds else {}
+    rounds = [_collapse(study, r) for r in range(1, study.f.rounds + 1)] if "expert" in study.f.methods else []
     return {"seed": cfg.seed, "base": str(study.base.out), "settings": to_dict(study.f), "prompts": ev["prompts"], "labelers": ev["labelers"],
-            "human_labels": human, "judge": judge, "methods": rows, "sampled": ev["sampled"], "greedy": ev.get("greedy", {}), "steps": seconds}  # fmt: skip
+            "human_labels": human, "judge": judge, "methods": rows, "sampled": ev["sampled"], "greedy": ev.get("greedy", {}),
+            "rounds": rounds, "steps": seconds}  # fmt: skip
+
+
+def _collapse(study: FeedbackStudy, r: int) -> dict:
+    """What expert iteration's round r drew its K samples a prompt from (the SFT model in round 1,
+    round r-1's model after): how many different answers a prompt gets (1/K: every sample the
+    same, collapse), distinct word bigrams over all samples (Li et al. 2016's distinct-2), words,
+    and the oracle's false-claim rate and task accuracy (reward hacking shows as the picker's
+    favourites getting longer and less true)."""
+    from .world import oracle
+    from .world.build import load_world
+
+    world, _, _ = load_world(study.base.world)
+    distinct, bigrams, n_bigrams, lengths, false, correct = [], set(), 0, [], [], []
+    for line in (study.out / f"ei{r}" / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        texts = rec["completions"]
+        distinct.append(len(set(texts)) / len(texts))
+        for text, fin in zip(texts, rec.get("finished", [True] * len(texts))):
+            w = text.split()  # words as the policy evaluation counts them
+            bigrams.update(zip(w, w[1:]))
+            n_bigrams += max(0, len(w) - 1)
+            lengths.append(len(w))
+            sc = oracle.score(world, rec["task"], rec["meta"], text, fin)
+            false.append(sc["truthful"] < 1.0)
+            correct.append(sc["helpful"] >= 1.0)
+    def mean(xs):
+        return sum(xs) / max(1, len(xs))
+
+    return {"round": r, "sampled_from": "sft" if r == 1 else f"ei{r - 1}", "samples": len(lengths), "distinct_answers": mean(distinct),
+            "distinct_2": len(bigrams) / max(1, n_bigrams), "words": mean(lengths), "false_claims": mean(false), "task_accuracy": mean(correct)}  # fmt: skip
 
 
 NAMES = {"sft": "best SFT", "ppo": "PPO (RLHF)", "dpo": "DPO", "rlaif_ppo": "RLAIF-PPO", "nash_md": "Nash-MD"}
@@ -314,6 +346,10 @@ def markdown(study: dict) -> str:
                      f"{row.get('human_rankings', '')} | {row.get('model_judgements', '')} |")  # fmt: skip
     if "nash_md" in s and "population_vs_ppo" in s["nash_md"]:
         lines += ["", f"Nash-MD against PPO, by the labeler population's vote: {cell(s['nash_md'], 'population_vs_ppo')} (sampled)."]
+    if study.get("rounds"):
+        lines += ["", "## What each round of expert iteration sampled from", "",
+                  "| round | from | different answers a prompt | distinct bigrams | words | false claims | task accuracy |", "|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [f"| {c['round']} | {label(c['sampled_from'])} | {c['distinct_answers']:.2f} | {c['distinct_2']:.3f} | {c['words']:.1f} | {c['false_claims']:.3f} | {c['task_accuracy']:.3f} |" for c in study["rounds"]]
     j = study.get("judge") or {}
     if j.get("judge"):
         lines += ["", f"## The judge on {j['rankings']} held-out rankings of the SFT model's answers", "",

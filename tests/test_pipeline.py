@@ -380,6 +380,13 @@ def test_study_feedback_trains_each_method_from_the_runs_sft_and_measures_them_a
     assert cost["ei2"]["model_judgements"] > cost["ei1"]["model_judgements"] > 0 and cost["ei2"]["seconds"] > cost["ei1"]["seconds"]
     report = (out / "report.md").read_text()
     assert "| RLAIF-PPO |" in report and "| expert iteration, round 2 |" in report and "| Nash-MD |" in report
+    # what each round sampled from, watched for collapse: round 1 the SFT model's samples, round 2 round 1's
+    recs = [json.loads(line) for line in (out / "ei2" / "samples.jsonl").read_text().splitlines()]
+    words = [len(t.split()) for r in recs for t in r["completions"]]
+    r1, r2 = study["rounds"]
+    assert (r1["sampled_from"], r2["sampled_from"]) == ("sft", "ei1") and r2["samples"] == len(words)
+    assert r2["distinct_answers"] == pytest.approx(sum(len(set(r["completions"])) / len(r["completions"]) for r in recs) / len(recs))
+    assert r2["words"] == pytest.approx(sum(words) / len(words)) and 0 < r2["distinct_2"] <= 1 and "What each round of expert iteration sampled from" in report
     # running again resumes: nothing is trained again
     code, stdout2, err = cli("study", "feedback", "--preset", "tiny", "--base", run, "--out", out, "feedback.rounds=2", "--json")
     assert code == 0 and "[" not in err and json.loads(stdout2)["sampled"] == study["sampled"]
