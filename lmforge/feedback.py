@@ -290,6 +290,8 @@ def _collapse(study: FeedbackStudy, r: int) -> dict:
     same, collapse), distinct word bigrams over all samples (Li et al. 2016's distinct-2), words,
     and the oracle's false-claim rate and task accuracy (reward hacking shows as the picker's
     favourites getting longer and less true)."""
+    import itertools
+
     from .world import oracle
     from .world.build import load_world
 
@@ -301,7 +303,7 @@ def _collapse(study: FeedbackStudy, r: int) -> dict:
         distinct.append(len(set(texts)) / len(texts))
         for text, fin in zip(texts, rec.get("finished", [True] * len(texts))):
             w = text.split()  # words as the policy evaluation counts them
-            bigrams.update(zip(w, w[1:]))
+            bigrams.update(itertools.pairwise(w))
             n_bigrams += max(0, len(w) - 1)
             lengths.append(len(w))
             sc = oracle.score(world, rec["task"], rec["meta"], text, fin)
