@@ -281,6 +281,16 @@ def _generate_padded(model, prompts: list[list[int]], params: SamplingParams, *,
 # --------------------------------------------------------------------------- continuous batching
 
 
+def _buckets(limit: int, first: int) -> list[int]:
+    """Powers of two from `first` below `limit`, then `limit`: the shapes a compiled step is made for."""
+    out = []
+    size = first
+    while size < limit:
+        out.append(size)
+        size *= 2
+    return [*out, limit]
+
+
 def _decode_step(model, ids: torch.Tensor, real: torch.Tensor, cache) -> torch.Tensor:
     return model(ids, pad_mask=real, cache=cache)[:, -1]
 
@@ -295,6 +305,9 @@ def _compiled_decode(model) -> Callable:
     them for the CPU's matrix kernels), so a model whose weights change (an optimizer step
     bumps their version counters) is compiled again rather than decoded with stale ones."""
     key = (id(model), sum(p._version for p in model.parameters()))
+    # one graph a (batch, keys) shape: up to 6 x 4 for 32 rows and 256 positions, past dynamo's
+    # default of 8 before it falls back to running eagerly
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     if key not in _COMPILED:
         _COMPILED.clear()  # one model at a time: a compiled graph holds on to its weights
         # on a GPU, CUDA graphs too: the step replayed as one launch (unmeasured here: no GPU was lent)
@@ -426,28 +439,27 @@ class ContinuousBatch:
         max_rows), with every row masked out so that nothing moves; a no-op uncompiled."""
         if self._decode is None or self.rows:
             return
-        size = 1
-        while True:
-            size = min(size, self.max_rows)
-            ids = torch.zeros(size, 1, dtype=torch.long, device=self.device)
-            self._decode(self.model, ids, torch.zeros(size, 1, dtype=torch.bool, device=self.device), self.cache.select(0, size))
-            if size == self.max_rows:
-                break
-            size *= 2
+        for size in _buckets(self.max_rows, 1):
+            for keys in _buckets(self.context, 32):
+                ids = torch.zeros(size, 1, dtype=torch.long, device=self.device)
+                self._decode(self.model, ids, torch.zeros(size, 1, dtype=torch.bool, device=self.device), self.cache.select(0, size, keys))
 
     def _step(self, last: torch.Tensor) -> torch.Tensor:
         n = len(self.rows)
         if self._decode is None:
             return self.model(last[:, None], cache=self.cache.select(0, n))[:, -1].float()
-        # compiled: the batch padded to a power of two (at most log2(max_rows) + 1 shapes to
-        # compile, as vLLM captures CUDA graphs for a few batch sizes); padded rows are free
-        # slots, masked out so that their lengths do not move
+        # compiled: the batch padded to a power of two and the keys attended to cut at the next
+        # power of two past the longest row (a few shapes to compile, as vLLM captures CUDA
+        # graphs for a few batch sizes); padded rows are free slots, masked out so that their
+        # lengths do not move
         size = min(self.max_rows, 1 << (n - 1).bit_length())
+        longest = max(len(q.prompt) + len(q.tokens) for q in self.rows)  # positions the step attends to
+        keys = min(self.context, max(32, 1 << (longest - 1).bit_length()))
         if n not in self._padding:
             self._padding[n] = (torch.zeros(size, 1, dtype=torch.long, device=self.device), (torch.arange(size, device=self.device) < n)[:, None])
         ids, real = self._padding[n]
         ids[:n, 0] = last
-        return self._decode(self.model, ids, real, self.cache.select(0, size))[:n].float()
+        return self._decode(self.model, ids, real, self.cache.select(0, size, keys))[:n].float()
 
     def _select(self, processed: torch.Tensor, temp: torch.Tensor, rows: list[Sequence]) -> torch.Tensor:
         tok = processed.argmax(-1)

@@ -92,7 +92,7 @@ def add_serve(sub, fmt) -> None:
     p.add_argument("--max-queue", type=int, default=1024, metavar="N", help="requests that may wait; one more gets 429")
     p.add_argument("--batching", choices=["continuous", "waves", "off"], default="continuous", help="continuous: requests join the running batch at each decode step; waves: the batch runs until its last answer ends (for comparison); off: one request at a time")
     p.add_argument("--no-batching", action="store_true", help="the same as --batching off")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (faster decoding; compiled for each batch size at start, about a minute on a CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (faster decoding; compiled for each batch size and attention length at start, about two minutes on a CPU)")
     p.add_argument("--max-tokens", type=int, default=512, metavar="N", help="the largest max_tokens a request may ask for")
     p.add_argument("--max-prompt-tokens", type=int, default=0, metavar="N", help="longest prompt in tokens (0: the model's context less one)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N", help="largest request body")

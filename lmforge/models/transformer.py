@@ -177,11 +177,15 @@ class SlotCache:
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
         self.slots, self.max_len = slots, max_len
         self.rows = (0, 0)  # the rows the next forward pass covers
+        self.static_keys = max_len
         self._pos: torch.Tensor | None = None
         self._keys = 0
 
-    def select(self, start: int, stop: int) -> SlotCache:
+    def select(self, start: int, stop: int, keys: int | None = None) -> SlotCache:
+        """The rows the next forward pass covers; with a static cache, `keys`: how many positions
+        of each row it attends to (masked beyond each row's length; default all)."""
         self.rows = (start, stop)
+        self.static_keys = min(keys or self.max_len, self.max_len)
         return self
 
     def begin(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,7 +194,7 @@ class SlotCache:
         start = self.lengths[a:b]
         self._pos = start[:, None] + torch.arange(T, device=start.device)
         if self.static:
-            self._keys = self.max_len  # (the caller keeps every row within it)
+            self._keys = self.static_keys  # (the caller keeps every row within it)
         else:
             self._keys = int(start.max()) + T
             if self._keys > self.max_len:
