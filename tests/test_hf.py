@@ -343,3 +343,29 @@ def test_an_exported_folder_serves_in_vllm_with_lmforges_greedy_answer(tmp_path,
     llm = vllm.LLM(model=str(tmp_path / "hf"), dtype="float32", enforce_eager=True, gpu_memory_utilization=0.2)
     out = llm.generate([{"prompt_token_ids": prompt}], vllm.SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))
     assert list(out[0].outputs[0].token_ids) == ours
+
+
+def test_a_base_model_with_its_own_special_tokens_is_imported_and_served(tmp_path):
+    """A Hugging Face base model whose tokenizer calls its end "</s>" and has no padding token
+    (as many do): the import keeps which token is which, and the server answers with it (before,
+    every request failed: no '<|endoftext|>', no '<|pad|>')."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from lmforge.serve.app import Limits, create_app, load_served
+    from lmforge.tokenizer import Tokenizer
+
+    hf_tok = HFTokenizer(models.BPE())
+    hf_tok.pre_tokenizer, hf_tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    hf_tok.train_from_iterator(["The for statement runs a block.", "A lambda makes a function."] * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    transformers.PreTrainedTokenizerFast(tokenizer_object=hf_tok, bos_token="<s>", eos_token="</s>").save_pretrained(tmp_path / "hf")
+    _hf_model("llama", 300).save_pretrained(tmp_path / "hf", safe_serialization=True)
+    import_hf(tmp_path / "hf", tmp_path / "ours")
+    tok = Tokenizer.load(tmp_path / "ours")
+    assert tok.eos_id == hf_tok.token_to_id("</s>") and tok.specials["pad"] == tok.eos_id
+    limits = Limits(max_tokens=16)
+    with TestClient(create_app(load_served({"base": str(tmp_path / "ours")}, limits), limits=limits)) as client:
+        r = client.post("/v1/completions", json={"model": "base", "prompt": "The for", "max_tokens": 8, "n": 2})
+        assert r.status_code == 200 and len(r.json()["choices"]) == 2

@@ -362,13 +362,24 @@ def import_hf(src: str | Path, out: str | Path, *, overwrite: bool = False) -> d
     with atomic_output_dir(out, overwrite) as tmp:
         save_weights(tmp / "model.safetensors", {k: v.float().contiguous() for k, v in state.items()})
         # the tokenizer, and with a foreign one its special tokens, chat template and end tokens
-        keep = ("tokenizer_config.json", "generation_config.json") if template == "tokenizer" or cfg.flavour == "bert" else ()
+        keep = ("tokenizer_config.json", "generation_config.json") if template == "tokenizer" or cfg.flavour == "bert" or _foreign_specials(src) else ()
         for name in ("tokenizer.json", *keep):  # BERT's [PAD] and [MASK] are named in tokenizer_config.json
             if (src / name).exists():
                 (tmp / name).write_bytes((src / name).read_bytes())
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     chat = template is not None
     return {"architecture": (hf.get("architectures") or [""])[0], "flavour": cfg.flavour, "parameters": sum(t.numel() for t in state.values()), "chat": chat, "out": str(out)}
+
+
+def _foreign_specials(src: Path) -> bool:
+    """Whether the folder's tokenizer names its special tokens its own way (a base model's "</s>"
+    rather than lmforge's <|endoftext|>): then tokenizer_config.json says which is which."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from ..tokenizer import SPECIAL_TOKENS
+
+    path = src / "tokenizer.json"
+    return path.exists() and HFTokenizer.from_file(str(path)).token_to_id(SPECIAL_TOKENS["eos"]) is None
 
 
 def _local(src: str | Path) -> Path:
