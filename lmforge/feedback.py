@@ -286,34 +286,10 @@ def summarize(study: FeedbackStudy, state: dict) -> dict:
 
 def _collapse(study: FeedbackStudy, r: int) -> dict:
     """What expert iteration's round r drew its K samples a prompt from (the SFT model in round 1,
-    round r-1's model after): how many different answers a prompt gets (1/K: every sample the
-    same, collapse), distinct word bigrams over all samples (Li et al. 2016's distinct-2), words,
-    and the oracle's false-claim rate and task accuracy (reward hacking shows as the picker's
-    favourites getting longer and less true)."""
-    import itertools
+    round r-1's model after), as `eval.policy.sample_collapse` measures it."""
+    from .eval.policy import sample_collapse
 
-    from .world import oracle
-    from .world.build import load_world
-
-    world, _, _ = load_world(study.base.world)
-    distinct, bigrams, n_bigrams, lengths, false, correct = [], set(), 0, [], [], []
-    for line in (study.out / f"ei{r}" / "samples.jsonl").read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        texts = rec["completions"]
-        distinct.append(len(set(texts)) / len(texts))
-        for text, fin in zip(texts, rec.get("finished", [True] * len(texts))):
-            w = text.split()  # words as the policy evaluation counts them
-            bigrams.update(itertools.pairwise(w))
-            n_bigrams += max(0, len(w) - 1)
-            lengths.append(len(w))
-            sc = oracle.score(world, rec["task"], rec["meta"], text, fin)
-            false.append(sc["truthful"] < 1.0)
-            correct.append(sc["helpful"] >= 1.0)
-    def mean(xs):
-        return sum(xs) / max(1, len(xs))
-
-    return {"round": r, "sampled_from": "sft" if r == 1 else f"ei{r - 1}", "samples": len(lengths), "distinct_answers": mean(distinct),
-            "distinct_2": len(bigrams) / max(1, n_bigrams), "words": mean(lengths), "false_claims": mean(false), "task_accuracy": mean(correct)}  # fmt: skip
+    return {"round": r, "sampled_from": "sft" if r == 1 else f"ei{r - 1}", **sample_collapse(study.base.world, study.out / f"ei{r}" / "samples.jsonl")}
 
 
 NAMES = {"sft": "best SFT", "ppo": "PPO (RLHF)", "dpo": "DPO", "rlaif_ppo": "RLAIF-PPO", "nash_md": "Nash-MD"}

@@ -85,6 +85,41 @@ def summarize(scores: list[dict]) -> dict:
     }
 
 
+def sample_collapse(world_dir, samples_path) -> dict:
+    """How varied and how good K samples a prompt are (a samples.jsonl of `lmforge sample`), the
+    watch on a self-training loop for collapse: how many different answers a prompt gets (1/K:
+    every sample the same), distinct word bigrams over all samples (Li et al. 2016's distinct-2),
+    words, and the oracle's false-claim rate and task accuracy (reward hacking shows as answers
+    getting longer and less true)."""
+    import itertools
+    import json
+    from pathlib import Path
+
+    from ..world import oracle
+    from ..world.build import load_world
+
+    world, _, _ = load_world(world_dir)
+    distinct, bigrams, n_bigrams, lengths, false, correct = [], set(), 0, [], [], []
+    for line in Path(samples_path).read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        texts = rec["completions"]
+        distinct.append(len(set(texts)) / len(texts))
+        for text, fin in zip(texts, rec.get("finished", [True] * len(texts))):
+            w = text.split()  # words as the policy evaluation counts them
+            bigrams.update(itertools.pairwise(w))
+            n_bigrams += max(0, len(w) - 1)
+            lengths.append(len(w))
+            sc = oracle.score(world, rec["task"], rec["meta"], text, fin)
+            false.append(sc["truthful"] < 1.0)
+            correct.append(sc["helpful"] >= 1.0)
+
+    def mean(xs):
+        return sum(xs) / max(1, len(xs))
+
+    return {"samples": len(lengths), "distinct_answers": mean(distinct), "distinct_2": len(bigrams) / max(1, n_bigrams),
+            "words": mean(lengths), "false_claims": mean(false), "task_accuracy": mean(correct)}  # fmt: skip
+
+
 def win_rate(scores: list[float], baseline: list[float]) -> float:
     """Share of prompts where `scores` beats `baseline`, ties counted half."""
     if len(scores) != len(baseline) or not scores:
