@@ -262,10 +262,9 @@ def _generate_padded(model, prompts: list[list[int]], params: SamplingParams, *,
     B = len(prompts)
     out = [Generation([], False, []) for _ in range(B)]
     stop = set(params.stop_ids)
-    done = [False] * B
     for tok, logp, active in stream(model, prompts, params, pad_id=pad_id, decode=decode):
         for i in range(B):
-            if not active[i] or done[i]:
+            if not active[i]:
                 continue
             t = int(tok[i])
             if t in stop:
@@ -274,7 +273,7 @@ def _generate_padded(model, prompts: list[list[int]], params: SamplingParams, *,
             out[i].tokens.append(t)
             out[i].logprobs.append(float(logp[i]))
             if params.stop_strings and _cut_at_stop_string(out[i].tokens, out[i].logprobs, params.stop_strings, decode):
-                out[i].finished = done[i] = True
+                out[i].finished = True  # (stream ends the row the same step)
     return out
 
 
@@ -289,6 +288,11 @@ def _buckets(limit: int, first: int) -> list[int]:
         out.append(size)
         size *= 2
     return [*out, limit]
+
+
+def _bucket(n: int, limit: int, first: int) -> int:
+    """The smallest of `_buckets(limit, first)` that holds n."""
+    return next(b for b in _buckets(limit, first) if b >= n)
 
 
 def _decode_step(model, ids: torch.Tensor, real: torch.Tensor, cache) -> torch.Tensor:
@@ -452,9 +456,9 @@ class ContinuousBatch:
         # power of two past the longest row (a few shapes to compile, as vLLM captures CUDA
         # graphs for a few batch sizes); padded rows are free slots, masked out so that their
         # lengths do not move
-        size = min(self.max_rows, 1 << (n - 1).bit_length())
+        size = _bucket(n, self.max_rows, 1)
         longest = max(len(q.prompt) + len(q.tokens) for q in self.rows)  # positions the step attends to
-        keys = min(self.context, max(32, 1 << (longest - 1).bit_length()))
+        keys = _bucket(longest, self.context, 32)
         if n not in self._padding:
             self._padding[n] = (torch.zeros(size, 1, dtype=torch.long, device=self.device), (torch.arange(size, device=self.device) < n)[:, None])
         ids, real = self._padding[n]

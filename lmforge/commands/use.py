@@ -65,10 +65,10 @@ def cmd_serve(args) -> int:
         import dataclasses
         import json
 
-        from ..serve.app import load_model_and_tokenizer
+        from ..serve.app import load_one
 
         for path in models.values():  # a bad folder fails here, once, not in every worker
-            load_model_and_tokenizer(path, "cpu")
+            load_one(path, "cpu")
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         os.environ[SETTINGS_ENV] = json.dumps({"models": models, "limits": dataclasses.asdict(limits), "device": args.device, "api_key": key, "threads": threads})
         print(f"serving {', '.join(models)} {where} from {args.workers} worker processes, {threads} threads each", file=sys.stderr)

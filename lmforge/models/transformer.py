@@ -175,7 +175,7 @@ class SlotCache:
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
-        self.slots, self.max_len = slots, max_len
+        self.max_len = max_len
         self.rows = (0, 0)  # the rows the next forward pass covers
         self.static_keys = max_len
         self._pos: torch.Tensor | None = None

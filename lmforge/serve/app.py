@@ -101,23 +101,23 @@ def app_from_env():
     return create_app(load_served(cfg["models"], limits, cfg["device"]), api_key=cfg["api_key"], limits=limits)
 
 
-def load_model_and_tokenizer(path: str, device: str = "cpu"):
-    """A served model, its tokenizer and the id that fills padding (a tokenizer without a padding
-    token, as many imported ones are, pads with id 0: padded positions are masked, never read)."""
+def load_one(path: str, device: str = "cpu"):
+    """A served model and its tokenizer."""
     from ..models import load_model
     from ..tokenizer import Tokenizer
 
     model, folder = load_model(path, device)
-    tok = Tokenizer.load(folder)
-    return model.eval(), tok, tok.specials.get("pad", 0)
+    return model.eval(), Tokenizer.load(folder)
 
 
 def load_served(models: dict[str, str], limits: Limits, device: str = "cpu") -> dict[str, Served]:
-    """{name: Served} for {name: model directory}."""
+    """{name: Served} for {name: model directory}. The batcher pads with id 0 whatever the
+    tokenizer: padded positions are masked (skipped by a recurrent model), never read, and many
+    imported tokenizers have no padding token."""
     out = {}
     for name, path in models.items():
-        model, tok, pad = load_model_and_tokenizer(path, device)
-        batcher = Batcher(model, pad_id=pad, max_batch=limits.max_batch, max_queue=limits.max_queue, max_tokens_in_flight=limits.max_tokens_in_flight, mode=limits.batching, compile=limits.compile)
+        model, tok = load_one(path, device)
+        batcher = Batcher(model, max_batch=limits.max_batch, max_queue=limits.max_queue, max_tokens_in_flight=limits.max_tokens_in_flight, mode=limits.batching, compile=limits.compile)
         out[name] = Served(name, model, tok, batcher, int(time.time()))
     return out
 

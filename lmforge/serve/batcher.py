@@ -88,7 +88,7 @@ class Job:
 class Batcher:
     """The worker thread and its queue (see the module docstring)."""
 
-    def __init__(self, model, *, pad_id: int, max_batch: int = 32, max_queue: int = 1024, max_tokens_in_flight: int = 1 << 18, mode: str = "continuous", compile: bool = False):
+    def __init__(self, model, *, pad_id: int = 0, max_batch: int = 32, max_queue: int = 1024, max_tokens_in_flight: int = 1 << 18, mode: str = "continuous", compile: bool = False):
         if mode not in ("continuous", "waves", "off"):
             raise ValueError(f"batching is continuous, waves or off, got {mode!r}")
         if mode == "continuous" and not hasattr(model, "new_slots"):
@@ -188,7 +188,7 @@ class Batcher:
             job = self._pending[0]
             if job.cancelled:
                 self._pending.popleft()
-                self.in_flight -= job.tokens
+                self._release(job)  # (the condition's lock is re-entrant)
                 continue
             if engine.free_rows() < len(job.rows):
                 return

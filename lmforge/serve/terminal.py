@@ -50,7 +50,7 @@ def answer(model, tok, messages: list[dict], params: SamplingParams, as_chat: bo
     p = replace(params, max_new_tokens=room, stop_ids=sorted(stops), stop_strings=[])
     tokens: list[int] = []
     shown = ""
-    for tok_, _, _ in stream(model, [ids], p, pad_id=tok.specials.get("pad", 0)):  # an imported tokenizer may have no padding token
+    for tok_, _, _ in stream(model, [ids], p):  # one prompt: nothing to pad
         t = int(tok_[0])
         if t in stops:
             break
